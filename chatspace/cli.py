@@ -1,0 +1,365 @@
+"""The `chatspace` command line: parse, build a RunConfig, call one library function.
+
+Nothing heavy is imported here at module level: `chatspace --help` must not load torch, transformers,
+sentence_transformers or datasets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from chatspace import __version__
+from chatspace.config import DEFAULT_MODEL, DEFAULT_OPENAI_MODEL, EXTRACT_MODES, RunConfig, load_config_file
+from chatspace.errors import ChatspaceError, UsageError
+
+# --- shared options ---------------------------------------------------------------------------------
+
+
+def _data_options(f):
+    options = [
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False),
+            help="TOML or YAML file of options (long names); the command line overrides it.",
+        ),
+        click.option(
+            "--dataset",
+            help="Hugging Face dataset id, or a local .parquet/.jsonl/.json/.csv file or folder (incl. save_to_disk folders).",
+        ),
+        click.option("--subset", help="Hub configuration (e.g. sample-10BT)."),
+        click.option("--split", default="train", show_default=True),
+        click.option(
+            "--source",
+            type=click.Choice(["auto", "huggingface", "local"]),
+            default="auto",
+            show_default=True,
+            help="Force hub or local; auto decides by whether the path exists.",
+        ),
+        click.option(
+            "--text-field",
+            default="text",
+            show_default=True,
+            help="Column holding the text or the conversation.",
+        ),
+        click.option(
+            "--extract",
+            type=click.Choice(EXTRACT_MODES),
+            default="text",
+            show_default=True,
+            help="Plain text, or which turn(s) of a conversation to embed.",
+        ),
+        click.option("--extract-first-assistant", is_flag=True, help="Same as --extract first-assistant."),
+        click.option(
+            "--id-field", help="Column to use as row id (default: a stable id from the split and row index)."
+        ),
+        click.option("--n", "n", type=int, help="Sample exactly N rows uniformly without replacement."),
+        click.option("--p", "p", type=float, help="Keep each row independently with probability P."),
+        click.option("--seed", type=int, default=42, show_default=True),
+        click.option("--output-root", help="Root of all output (default: $CHATSPACE_ROOT, else /workspace)."),
+        click.option("--rows-per-shard", type=int, default=10_000, show_default=True),
+        click.option("--run-id", help="Name of this run (default: timestamp + random suffix)."),
+        click.option("--resume", is_flag=True, help="Finish a run of the same config that stopped early."),
+        click.option(
+            "--overwrite", is_flag=True, help="Replace an existing run of this model/dataset/split."
+        ),
+        click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar."),
+        click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _apply_config_file(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Options from --config fill in whatever the command line left at its default."""
+    path = params.pop("config_file", None)
+    if not path:
+        return params
+    values = load_config_file(path)
+    known = {p.name: p for p in ctx.command.params}
+    unknown = sorted(k for k in values if k not in known or k == "config_file")
+    if unknown:
+        raise UsageError(f"{path}: unknown option(s): {', '.join(unknown)}")
+    for name, value in values.items():
+        if ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None):
+            param = known[name]
+            try:
+                params[name] = param.type_cast_value(ctx, value)
+            except click.BadParameter as e:
+                raise UsageError(f"{path}: {name}: {e.message}") from None
+    params["_config_file"] = os.path.abspath(path)
+    return params
+
+
+def _common_config(params: dict[str, Any]) -> dict[str, Any]:
+    if not params.get("dataset"):
+        raise UsageError("--dataset is required (or set `dataset` in --config)")
+    extract = params["extract"]
+    if params.get("extract_first_assistant"):
+        extract = "first-assistant"
+    return {
+        "dataset": params["dataset"],
+        "subset": params.get("subset"),
+        "split": params["split"],
+        "source": params["source"],
+        "text_field": params["text_field"],
+        "extract": extract,
+        "id_field": params.get("id_field"),
+        "n": params.get("n"),
+        "p": params.get("p"),
+        "seed": params["seed"],
+        "output_root": params.get("output_root") or os.environ.get("CHATSPACE_ROOT") or "/workspace",
+        "rows_per_shard": params["rows_per_shard"],
+        "run_id": params.get("run_id"),
+        "resume": params["resume"],
+        "overwrite": params["overwrite"],
+        "progress": not params["no_progress"],
+        "config_file": params.get("_config_file"),
+    }
+
+
+def _setup_console_logging(verbose: bool) -> None:
+    # A run replaces this console handler with its own (bar-aware, plus the log file) while it runs.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    for noisy in (
+        "sentence_transformers",
+        "transformers",
+        "httpx",
+        "urllib3",
+        "filelock",
+        "huggingface_hub",
+        "datasets",
+    ):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _print_run_summary(result) -> None:
+    m = result.manifest
+    t = m["totals"]
+    skipped = ", ".join(f"{k}: {v}" for k, v in m["skipped"].items()) or "none"
+    stats = m.get("stats", {})
+    click.echo(
+        f"run {m['run_id']} {m['status']}: {t['rows']} rows embedded, {t['skipped_rows']} skipped ({skipped})"
+    )
+    click.echo(f"  shards:   {t['shards']} in {result.layout.embeddings_dir}")
+    click.echo(f"  manifest: {result.manifest_path}")
+    rows_per_s = stats.get("rows_per_wall_second")
+    elapsed = m.get("timings", {}).get("elapsed_seconds")
+    if elapsed:
+        click.echo(
+            f"  time:     {elapsed:.1f}s total"
+            + (f", {rows_per_s:.1f} rows/s per worker" if rows_per_s else "")
+        )
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="chatspace")
+def cli() -> None:
+    """Sample a dataset reproducibly, embed it, and keep the vectors with their provenance."""
+
+
+@cli.command("embed-hf")
+@_data_options
+@click.option(
+    "--model", default=DEFAULT_MODEL, show_default=True, help="SentenceTransformer hub id or local path."
+)
+@click.option("--gpus", help="GPU indices (0,1,2,3) or 'all': one worker per GPU.")
+@click.option("--devices", help="Explicit devices, e.g. cpu,cpu for two CPU workers.")
+@click.option(
+    "--threads-per-worker", type=int, help="Torch threads per CPU worker (default: cores / workers)."
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    help="Model precision (default: bfloat16 on CUDA, float32 on CPU).",
+)
+@click.option(
+    "--embedding-dtype",
+    type=click.Choice(["float32", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Precision of the stored vectors.",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Rows per batch when no --tokens-per-batch is given.",
+)
+@click.option("--tokens-per-batch", type=int, help="Padded-token budget per batch (overrides --batch-size).")
+@click.option("--bucket-min-tokens", type=int, default=128, show_default=True)
+@click.option(
+    "--bucket-max-tokens",
+    type=int,
+    help="Largest bucket = truncation length (default and cap: the model's maximum).",
+)
+@click.option("--compile-model", is_flag=True, help="torch.compile per bucket, warmed up before the run.")
+@click.option("--attn-implementation", help="Attention kernel: sdpa (default), flash_attention_2, eager.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model repository's own code to run.")
+@click.pass_context
+def embed_hf(ctx: click.Context, **params: Any) -> None:
+    """Embed a dataset with a SentenceTransformer, one spawned worker per device."""
+    from chatspace.devices import resolve_devices
+
+    params = _apply_config_file(ctx, params)
+    _setup_console_logging(params["verbose"])
+    devices = resolve_devices(params.get("gpus"), params.get("devices"))
+    cfg = RunConfig(
+        **_common_config(params),
+        mode="hf",
+        model=params["model"],
+        devices=tuple(d.label for d in devices),
+        threads_per_worker=params.get("threads_per_worker"),
+        dtype=params.get("dtype"),
+        embedding_dtype=params["embedding_dtype"],
+        trust_remote_code=params["trust_remote_code"],
+        batch_size=params["batch_size"],
+        tokens_per_batch=params.get("tokens_per_batch"),
+        bucket_min_tokens=params["bucket_min_tokens"],
+        bucket_max_tokens=params.get("bucket_max_tokens"),
+        compile_model=params["compile_model"],
+        attn_implementation=params.get("attn_implementation"),
+    )
+    from chatspace.pool.supervisor import run_embedding
+
+    _print_run_summary(run_embedding(cfg))
+
+
+@cli.command("embed-dataset")
+@_data_options
+@click.option(
+    "--model",
+    default=None,
+    help=f"Embedding model (default: $OPENAI_EMBED_MODEL, else {DEFAULT_OPENAI_MODEL}).",
+)
+@click.option(
+    "--dimensions", type=int, help="Ask the API for vectors of this size (text-embedding-3 models)."
+)
+@click.option(
+    "--execute", is_flag=True, help="Really call the API (the default is a dry run that sends nothing)."
+)
+@click.option("--concurrency", type=int, default=4, show_default=True, help="Requests in flight.")
+@click.option("--max-retries", type=int, default=6, show_default=True)
+@click.option(
+    "--on-long",
+    type=click.Choice(["truncate", "skip"]),
+    default="truncate",
+    show_default=True,
+    help="What to do with inputs over the model's token limit.",
+)
+@click.pass_context
+def embed_dataset(ctx: click.Context, **params: Any) -> None:
+    """Embed a dataset through the OpenAI embeddings API (or an OpenAI-compatible server)."""
+    from chatspace.openai_env import load_dotenv
+
+    params = _apply_config_file(ctx, params)
+    _setup_console_logging(params["verbose"])
+    load_dotenv()
+    model = params.get("model") or os.environ.get("OPENAI_EMBED_MODEL") or DEFAULT_OPENAI_MODEL
+    cfg = RunConfig(
+        **_common_config(params),
+        mode="openai",
+        model=model,
+        devices=("api:0",),
+        dimensions=params.get("dimensions"),
+        execute=params["execute"],
+        concurrency=params["concurrency"],
+        max_retries=params["max_retries"],
+        on_long=params["on_long"],
+    )
+    if not cfg.execute:
+        from pathlib import Path
+
+        from chatspace.openai_dry_run import dry_run
+
+        report = dry_run(cfg, Path(cfg.output_root).expanduser() / "datasets")
+        click.echo(report.render())
+        click.echo("dry run: nothing was sent. Add --execute to call the API.")
+        return
+    from chatspace.openai_env import openai_settings
+    from chatspace.pool.supervisor import run_embedding
+
+    openai_settings(require_key=True)  # one clear line now if the key is missing
+    _print_run_summary(run_embedding(cfg))
+
+
+@cli.command("download-dataset")
+@click.option("--name", "--dataset", "name", required=True, help="Hub dataset id or local path.")
+@click.option("--subset")
+@click.option("--split")
+@click.option(
+    "--source", type=click.Choice(["auto", "huggingface", "local"]), default="auto", show_default=True
+)
+@click.option("--output-root", help="Root of all output (default: $CHATSPACE_ROOT, else /workspace).")
+@click.option(
+    "--sample-rows", type=int, default=200, show_default=True, help="Rows read for text-field statistics."
+)
+def download_dataset(**params: Any) -> None:
+    """Write lightweight metadata about a dataset (splits, features, row counts, text fields)."""
+    from chatspace.inspect import download_dataset as run
+
+    params["output_root"] = params.get("output_root") or os.environ.get("CHATSPACE_ROOT") or "/workspace"
+    click.echo(run(**params).render())
+
+
+@cli.command("verify")
+@click.argument("target", type=click.Path(exists=True))
+def verify_cmd(target: str) -> None:
+    """Re-read every shard under an output root (or one manifest) and check it."""
+    from chatspace.store.verify import verify
+
+    manifests, problems = verify(target)
+    if not manifests:
+        raise ChatspaceError(f"no chatspace manifest found under {target}")
+    for line in problems:
+        click.echo(line, err=True)
+    if problems:
+        raise ChatspaceError(f"{len(problems)} problem(s) in {len(manifests)} run(s)")
+    click.echo(f"ok: {len(manifests)} run(s) verified")
+
+
+@cli.command("runs")
+@click.argument("root", required=False)
+def runs_cmd(root: str | None) -> None:
+    """List the runs an output root holds: model, dataset, split, rows, dimension, status, when."""
+    from chatspace.store.reader import format_runs, list_runs
+
+    root = root or os.environ.get("CHATSPACE_ROOT") or "/workspace"
+    click.echo(format_runs(list_runs(root)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes become one line on stderr and an exit code, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="chatspace", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("chatspace: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ChatspaceError as e:
+        click.echo(f"chatspace: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("chatspace: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The one frozen run configuration: validated when built, written whole into the manifest.
+
+`output_hash()` covers exactly the fields that change what lands on disk, so a rerun may resume into an
+existing output only when it would write the same rows (vLLM-style config hashing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from chatspace.errors import UsageError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
+EXTRACT_MODES = ("text", "first-assistant", "first-user", "all-turns")
+EMBEDDING_DTYPES = ("float32", "float16")
+MODEL_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def default_output_root() -> str:
+    return os.environ.get("CHATSPACE_ROOT") or "/workspace"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; the same object drives the CLI, the Python API and the tests."""
+
+    dataset: str
+    mode: str = "hf"  # "hf" (local SentenceTransformer workers) or "openai"
+    subset: str | None = None
+    split: str = "train"
+    source: str = "auto"  # auto | huggingface | local
+    text_field: str = "text"
+    extract: str = "text"
+    id_field: str | None = None
+    n: int | None = None
+    p: float | None = None
+    seed: int = 42
+    model: str = DEFAULT_MODEL
+    devices: tuple[str, ...] = ("cpu:0",)  # labels: cpu:N, cuda:N (see chatspace.devices)
+    threads_per_worker: int | None = None
+    dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
+    embedding_dtype: str = "float32"
+    rows_per_shard: int = 10_000
+    output_root: str = field(default_factory=default_output_root)
+    run_id: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    trust_remote_code: bool = False
+    # Encoder tuning (does not change the vectors beyond float rounding).
+    batch_size: int = 32
+    tokens_per_batch: int | None = None
+    bucket_min_tokens: int = 128
+    bucket_max_tokens: int | None = None  # None: the model's maximum length
+    compile_model: bool = False
+    attn_implementation: str | None = None  # None: sdpa where the model supports it
+    # OpenAI mode.
+    dimensions: int | None = None
+    execute: bool = False
+    concurrency: int = 4
+    max_retries: int = 6
+    on_long: str = "truncate"  # truncate | skip
+    request_max_inputs: int = 2048
+    request_max_tokens: int = 300_000
+    # The file the options came from, if any (recorded, not hashed).
+    config_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            raise UsageError("--dataset is required")
+        if self.mode not in ("hf", "openai"):
+            raise UsageError(f"unknown mode {self.mode!r}")
+        if self.source not in ("auto", "huggingface", "local"):
+            raise UsageError(f"--source must be auto, huggingface or local, not {self.source!r}")
+        if self.extract not in EXTRACT_MODES:
+            raise UsageError(f"--extract must be one of {', '.join(EXTRACT_MODES)}, not {self.extract!r}")
+        if self.n is not None and self.p is not None:
+            raise UsageError("give --n or --p, not both")
+        if self.n is not None and self.n <= 0:
+            raise UsageError(f"--n must be a positive number of rows, not {self.n}")
+        if self.p is not None and not (0.0 < self.p <= 1.0):
+            raise UsageError(f"--p must be a probability in (0, 1], not {self.p}")
+        if self.rows_per_shard <= 0:
+            raise UsageError("--rows-per-shard must be positive")
+        if self.embedding_dtype not in EMBEDDING_DTYPES:
+            raise UsageError(f"--embedding-dtype must be float32 or float16, not {self.embedding_dtype!r}")
+        if self.dtype is not None and self.dtype not in MODEL_DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(MODEL_DTYPES)}, not {self.dtype!r}")
+        if not self.devices:
+            raise UsageError("no devices to run on")
+        if self.batch_size <= 0:
+            raise UsageError("--batch-size must be positive")
+        if self.tokens_per_batch is not None and self.tokens_per_batch <= 0:
+            raise UsageError("--tokens-per-batch must be positive")
+        if self.bucket_min_tokens <= 0 or (
+            self.bucket_max_tokens is not None and self.bucket_max_tokens < self.bucket_min_tokens
+        ):
+            raise UsageError("bucket sizes must satisfy 0 < --bucket-min-tokens <= --bucket-max-tokens")
+        if self.threads_per_worker is not None and self.threads_per_worker <= 0:
+            raise UsageError("--threads-per-worker must be positive")
+        if self.on_long not in ("truncate", "skip"):
+            raise UsageError("--on-long must be truncate or skip")
+        if self.concurrency <= 0:
+            raise UsageError("--concurrency must be positive")
+        if self.dimensions is not None and self.dimensions <= 0:
+            raise UsageError("--dimensions must be positive")
+        if self.resume and self.overwrite:
+            raise UsageError("give --resume or --overwrite, not both")
+
+    # Fields whose change changes the rows written: a resume into an output requires them equal.
+    OUTPUT_FIELDS = (
+        "mode",
+        "dataset",
+        "subset",
+        "split",
+        "source",
+        "text_field",
+        "extract",
+        "id_field",
+        "n",
+        "p",
+        "seed",
+        "model",
+        "embedding_dtype",
+        "rows_per_shard",
+        "bucket_max_tokens",
+        "dimensions",
+        "on_long",
+        "trust_remote_code",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["devices"] = list(self.devices)
+        return d
+
+    def output_hash(self) -> str:
+        payload = {k: getattr(self, k) for k in self.OUTPUT_FIELDS}
+        return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML run config; keys may use dashes or underscores (CLI long names)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file not found: {p}")
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(p.read_text()) or {}
+        else:
+            data = tomllib.loads(p.read_text())
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's to fix
+        raise UsageError(f"cannot parse config file {p}: {e}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {p} must hold a table of options")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -1,0 +1,1 @@
+"""Opening sources, sampling rows deterministically, and extracting the text to embed."""

@@ -1,0 +1,148 @@
+"""Turn one row's field into the exact text to embed, or a reason to skip the row.
+
+Conversations come in two shapes: OpenAI-style messages (`role`/`content`, content possibly a list of
+`{"type": "text", "text": ...}` parts) and ShareGPT-style (`from`/`value`, `human`/`gpt`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+# Skip reasons, as counted in the manifest.
+MISSING_FIELD = "missing_field"
+NULL = "null"
+EMPTY = "empty"
+NOT_TEXT = "not_text"
+NOT_CONVERSATION = "not_conversation"
+NO_MATCHING_TURN = "no_matching_turn"
+MISSING_ID = "missing_id"
+INVALID_ROW = "invalid_row"
+
+_ASSISTANT_ROLES = {"assistant", "gpt", "bot", "model", "chatgpt", "ai"}
+_USER_ROLES = {"user", "human", "prompter"}
+_ROLE_LABELS = {"assistant": "Assistant", "user": "User", "system": "System", "tool": "Tool"}
+
+
+class Skip(Exception):
+    """Raised by extraction with the reason the row is not embedded."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _plain_text(value: Any) -> str:
+    if value is None:
+        raise Skip(NULL)
+    if not isinstance(value, str):
+        raise Skip(NOT_TEXT)
+    if not value.strip():
+        raise Skip(EMPTY)
+    return value
+
+
+def _content_text(content: Any) -> str | None:
+    """The text of one message's content: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") == "text":
+                text = part.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+        return "\n".join(parts) if parts else None
+    return None
+
+
+def _normalise_role(message: dict) -> str | None:
+    role = message.get("role", message.get("from"))
+    if not isinstance(role, str):
+        return None
+    role = role.strip().lower()
+    if role in _ASSISTANT_ROLES:
+        return "assistant"
+    if role in _USER_ROLES:
+        return "user"
+    return role
+
+
+def _messages(value: Any) -> list[tuple[str | None, str | None]]:
+    """(role, text) pairs of a conversation; raises Skip when the value is not one."""
+    if value is None:
+        raise Skip(NULL)
+    if isinstance(value, str):
+        # A conversation stored as a JSON string (CSV exports do this).
+        stripped = value.strip()
+        if not stripped.startswith("["):
+            raise Skip(NOT_CONVERSATION)
+        try:
+            value = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            raise Skip(NOT_CONVERSATION) from None
+    if isinstance(value, dict) and isinstance(value.get("messages"), list):
+        value = value["messages"]
+    if not isinstance(value, list | tuple):
+        raise Skip(NOT_CONVERSATION)
+    if not value:
+        raise Skip(EMPTY)
+    out = []
+    for message in value:
+        if not isinstance(message, dict):
+            raise Skip(NOT_CONVERSATION)
+        content = message.get("content", message.get("value"))
+        out.append((_normalise_role(message), _content_text(content)))
+    return out
+
+
+def extract_text(value: Any, mode: str) -> str:
+    """The text to embed for a field value under `mode`; raises Skip(reason) when there is none."""
+    if mode == "text":
+        return _plain_text(value)
+    messages = _messages(value)
+    if mode in ("first-assistant", "first-user"):
+        wanted = "assistant" if mode == "first-assistant" else "user"
+        for role, text in messages:
+            if role == wanted and text is not None and text.strip():
+                return text
+        raise Skip(NO_MATCHING_TURN)
+    if mode == "all-turns":
+        lines = [
+            f"{_ROLE_LABELS.get(role or '', (role or 'unknown').capitalize())}: {text}"
+            for role, text in messages
+            if text is not None and text.strip()
+        ]
+        if not lines:
+            raise Skip(EMPTY)
+        return "\n\n".join(lines)
+    raise ValueError(f"unknown extraction mode {mode!r}")
+
+
+def extract_row(row: dict, text_field: str, mode: str) -> str:
+    """Text for one row dict; a row without the field at all is skipped as missing_field."""
+    if not isinstance(row, dict):
+        raise Skip(INVALID_ROW)
+    if text_field not in row:
+        raise Skip(MISSING_FIELD)
+    return extract_text(row[text_field], mode)
+
+
+def row_id(row: dict, id_field: str | None, split: str, index: int) -> str:
+    """The row's id: its --id-field value as a string, or a stable `{split}-{global index}`."""
+    if id_field is None:
+        return f"{split}-{index}"
+    value = row.get(id_field) if isinstance(row, dict) else None
+    if (
+        value is None
+        or isinstance(value, list | dict | bool)
+        or (isinstance(value, str) and not value.strip())
+    ):
+        raise Skip(MISSING_ID)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)

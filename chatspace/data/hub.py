@@ -1,0 +1,91 @@
+"""Hugging Face Hub datasets as a list of files with known row counts.
+
+Parquet files (most Hub datasets, and the Hub's own `refs/convert/parquet` for the rest) are read in
+place over `HfFileSystem`: only footers at planning time, then only the row groups a worker needs. Other
+formats (JSONL, CSV) are fetched once into `datasets/hub/` under the output root and read locally.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from chatspace.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_hub_files(dataset: str, subset: str | None, split: str) -> list[str]:
+    """`hf://` URLs of the data files of one split, as `datasets` resolves them."""
+    try:
+        from datasets import load_dataset_builder
+
+        builder = load_dataset_builder(dataset, subset)
+    except Exception as e:  # noqa: BLE001 - network, auth and naming errors all end here
+        raise UsageError(f"cannot open Hugging Face dataset {dataset!r}: {str(e).splitlines()[0]}") from None
+    data_files = builder.config.data_files or {}
+    if split not in data_files:
+        files = _parquet_conversion_files(dataset, subset, split)
+        if files:
+            return files
+        have = ", ".join(data_files) or "none found"
+        raise UsageError(f"split {split!r} not in {dataset} (splits: {have})")
+    return [str(f) for f in data_files[split]]
+
+
+def _parquet_conversion_files(dataset: str, subset: str | None, split: str) -> list[str]:
+    """The Hub's auto-converted Parquet copy, for datasets whose own files are not listed."""
+    try:
+        from huggingface_hub import HfFileSystem
+
+        fs = HfFileSystem()
+        pattern = f"datasets/{dataset}@refs%2Fconvert%2Fparquet/{subset or 'default'}/{split}/*.parquet"
+        return sorted("hf://" + p for p in fs.glob(pattern))
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def _download(url: str, cache_dir: Path) -> Path:
+    from huggingface_hub import HfFileSystem
+
+    rel = url.removeprefix("hf://")
+    dest = cache_dir / "hub" / rel.replace("@", "/")
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".partial")
+        HfFileSystem().get_file(rel, str(tmp))
+        tmp.rename(dest)
+    return dest
+
+
+def open_hub_source(dataset: str, *, subset: str | None, split: str, cache_dir: Path):
+    from chatspace.data.sources import SourceSpec, _open_local_file, _parquet_entry
+
+    urls = resolve_hub_files(dataset, subset, split)
+    if not urls:
+        raise UsageError(f"{dataset} ({split}) lists no data files")
+    entries = []
+    columns: set[str] = set()
+    remote_parquet = all(u.lower().endswith(".parquet") for u in urls) and all(
+        u.startswith("hf://") for u in urls
+    )
+    if remote_parquet:
+        from huggingface_hub import HfFileSystem
+
+        fs = HfFileSystem()
+        for u in urls:
+            entry, cols = _parquet_entry(u.removeprefix("hf://"), fs)
+            entries.append(entry)
+            columns |= cols
+        filesystem = "hf"
+    else:
+        for u in urls:
+            local = _download(u, cache_dir) if u.startswith("hf://") else Path(u)
+            entry, cols = _open_local_file(local, cache_dir)
+            entries.append(entry)
+            columns |= cols
+        filesystem = "local"
+    log.info("hub dataset %s (%s): %d files", dataset, split, len(entries))
+    return SourceSpec(
+        dataset, "huggingface", split, subset, tuple(entries), tuple(sorted(columns)), filesystem=filesystem
+    )

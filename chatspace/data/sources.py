@@ -1,0 +1,421 @@
+"""Opening a dataset as one addressable sequence of rows.
+
+Every source, local or on the Hub, is a list of files whose row counts are known up front (Parquet
+footers, Arrow files, a one-time line index for JSONL), so any global row index `k` maps to (file, row).
+That lets the supervisor plan work units without reading data, and each worker read only its own rows.
+
+The supervisor calls `open_source` (which may index or convert files once, into the cache); workers
+rebuild the same object cheaply from its picklable `SourceSpec`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import hashlib
+import logging
+import mmap
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from chatspace.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+PARQUET_EXT = (".parquet", ".pq")
+JSONL_EXT = (".jsonl", ".json", ".ndjson")
+CSV_EXT = (".csv", ".tsv")
+ARROW_EXT = (".arrow",)
+LOCAL_EXT = PARQUET_EXT + JSONL_EXT + CSV_EXT + ARROW_EXT
+COLUMN_SAMPLE_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One readable file of a source: its format, path (or hub URL) and number of rows."""
+
+    fmt: str  # parquet | jsonl | arrow
+    path: str
+    num_rows: int
+    index_path: str | None = None  # jsonl: the cached line-offset index (.npy)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Picklable description of an opened source; `Source(spec)` reopens it without re-indexing."""
+
+    dataset: str  # the name as the user gave it (hub id or path)
+    source: str  # huggingface | local
+    split: str
+    subset: str | None
+    files: tuple[FileEntry, ...]
+    columns: tuple[str, ...]
+    filesystem: str = "local"  # local | hf
+    mode: str = "indexed"  # how rows are addressed; recorded in the manifest
+
+    @property
+    def num_rows(self) -> int:
+        return sum(f.num_rows for f in self.files)
+
+
+@dataclass
+class Source:
+    """Random access to rows by global index, reading only the columns asked for."""
+
+    spec: SourceSpec
+    _starts: list[int] = field(init=False)
+    _readers: dict[int, Any] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._starts = []
+        total = 0
+        for f in self.spec.files:
+            self._starts.append(total)
+            total += f.num_rows
+        self._total = total
+
+    @property
+    def num_rows(self) -> int:
+        return self._total
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.spec.columns
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(file number, row within that file) of global row `index`."""
+        i = bisect.bisect_right(self._starts, index) - 1
+        return i, index - self._starts[i]
+
+    def read(self, indices: Sequence[int] | np.ndarray, columns: Sequence[str]) -> list[dict | None]:
+        """Rows at the given sorted global indices, as dicts of the requested columns.
+
+        A row that cannot be parsed comes back as None (skipped by the caller as an invalid row).
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        out: list[dict | None] = []
+        if len(indices) == 0:
+            return out
+        file_of = np.searchsorted(np.asarray(self._starts, dtype=np.int64), indices, side="right") - 1
+        for file_no in np.unique(file_of):
+            local = indices[file_of == file_no] - self._starts[file_no]
+            out.extend(self._reader(int(file_no)).read(local, columns))
+        return out
+
+    def _reader(self, file_no: int):
+        reader = self._readers.get(file_no)
+        if reader is None:
+            entry = self.spec.files[file_no]
+            reader = _READERS[entry.fmt](entry, self.spec.filesystem)
+            # Keep few files open at once: units read files mostly in order.
+            if len(self._readers) >= 8:
+                self._readers.pop(next(iter(self._readers))).close()
+            self._readers[file_no] = reader
+        return reader
+
+    def close(self) -> None:
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()
+
+    def iter_rows(self, columns: Sequence[str], chunk: int = 4096) -> Iterator[tuple[int, dict | None]]:
+        """Every row in order, with its global index (for inspection)."""
+        for start in range(0, self.num_rows, chunk):
+            idx = np.arange(start, min(start + chunk, self.num_rows))
+            yield from zip(idx.tolist(), self.read(idx, columns), strict=True)
+
+
+# --- file readers -----------------------------------------------------------------------------------
+
+
+def _filesystem(name: str):
+    if name == "hf":
+        from huggingface_hub import HfFileSystem
+
+        return HfFileSystem()
+    return None
+
+
+class _ParquetReader:
+    """Reads whole row groups (Parquet's unit of I/O) and takes the requested rows from them."""
+
+    def __init__(self, entry: FileEntry, filesystem: str):
+        import pyarrow.parquet as pq
+
+        fs = _filesystem(filesystem)
+        self._file = pq.ParquetFile(fs.open(entry.path, "rb") if fs else entry.path)
+        md = self._file.metadata
+        self._rg_starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
+        self._names = set(self._file.schema_arrow.names)
+
+    def read(self, local: np.ndarray, columns: Sequence[str]) -> list[dict | None]:
+        cols = [c for c in dict.fromkeys(columns) if c in self._names]
+        rg_of = np.searchsorted(self._rg_starts, local, side="right") - 1
+        rows: list[dict | None] = []
+        for rg in np.unique(rg_of):
+            table = self._file.read_row_group(int(rg), columns=cols)
+            take = local[rg_of == rg] - self._rg_starts[rg]
+            rows.extend(table.take(take).to_pylist())
+        return rows
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _JsonlReader:
+    """Seeks to each requested line through the cached offset index; a bad line reads as None."""
+
+    def __init__(self, entry: FileEntry, filesystem: str):
+        self._offsets = np.load(entry.index_path)
+        self._fh = open(entry.path, "rb")  # noqa: SIM115 - closed in close()
+        size = os.fstat(self._fh.fileno()).st_size
+        self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+
+    def read(self, local: np.ndarray, columns: Sequence[str]) -> list[dict | None]:
+        rows: list[dict | None] = []
+        mm = self._mm
+        for i in local.tolist():
+            start = int(self._offsets[i])
+            end = mm.find(b"\n", start)
+            line = mm[start:] if end < 0 else mm[start:end]
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                rows.append(None)
+                continue
+            rows.append({c: obj[c] for c in columns if c in obj} if isinstance(obj, dict) else None)
+        return rows
+
+    def close(self) -> None:
+        if isinstance(self._mm, mmap.mmap):
+            self._mm.close()
+        self._fh.close()
+
+
+class _ArrowReader:
+    """Arrow IPC files as written by `datasets.save_to_disk` (stream format), memory-mapped."""
+
+    def __init__(self, entry: FileEntry, filesystem: str):
+        self._table = _read_arrow_table(entry.path)
+
+    def read(self, local: np.ndarray, columns: Sequence[str]) -> list[dict | None]:
+        cols = [c for c in dict.fromkeys(columns) if c in self._table.column_names]
+        return self._table.select(cols).take(local).to_pylist()
+
+    def close(self) -> None:
+        self._table = None
+
+
+_READERS = {"parquet": _ParquetReader, "jsonl": _JsonlReader, "arrow": _ArrowReader}
+
+
+def _read_arrow_table(path: str):
+    import pyarrow as pa
+
+    source = pa.memory_map(path, "r")
+    try:
+        return pa.ipc.open_stream(source).read_all()
+    except pa.ArrowInvalid:
+        return pa.ipc.open_file(source).read_all()
+
+
+# --- opening ------------------------------------------------------------------------------------------
+
+
+def _cache_key(path: Path) -> str:
+    st = path.stat()
+    raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
+    return hashlib.sha256(raw).hexdigest()[:20]
+
+
+def _index_jsonl(path: Path, cache_dir: Path) -> tuple[FileEntry, set[str]]:
+    """Line offsets of the non-blank lines, cached; also the union of keys seen (for field checks)."""
+    key = _cache_key(path)
+    idx_path = cache_dir / "jsonl-index" / f"{key}.npy"
+    keys_path = cache_dir / "jsonl-index" / f"{key}.keys.json"
+    if idx_path.exists() and keys_path.exists():
+        offsets = np.load(idx_path, mmap_mode="r")
+        return FileEntry("jsonl", str(path), len(offsets), str(idx_path)), set(
+            orjson.loads(keys_path.read_bytes())
+        )
+    offsets: list[int] = []
+    keys: set[str] = set()
+    pos = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                offsets.append(pos)
+                try:
+                    obj = orjson.loads(line)
+                    if isinstance(obj, dict):
+                        keys.update(obj.keys())
+                except orjson.JSONDecodeError:
+                    pass  # counted as invalid when read
+            pos += len(line)
+    idx_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = idx_path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, np.asarray(offsets, dtype=np.int64))
+    os.replace(tmp, idx_path)
+    keys_path.write_bytes(orjson.dumps(sorted(keys)))
+    return FileEntry("jsonl", str(path), len(offsets), str(idx_path)), keys
+
+
+def _json_array_to_jsonl(path: Path, cache_dir: Path) -> Path:
+    out = cache_dir / "converted" / f"{_cache_key(path)}.jsonl"
+    if not out.exists():
+        try:
+            data = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as e:
+            raise UsageError(f"{path} is not valid JSON: {e}") from None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            for obj in data if isinstance(data, list) else [data]:
+                fh.write(orjson.dumps(obj) + b"\n")
+        os.replace(tmp, out)
+    return out
+
+
+def _csv_to_parquet(path: Path, cache_dir: Path) -> Path:
+    """CSV (quoted newlines and all) to a cached all-string Parquet file, read like any other."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = cache_dir / "converted" / f"{_cache_key(path)}.parquet"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    csv.field_size_limit(2**31 - 1)
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        header = next(reader, None)
+        if not header:
+            raise UsageError(f"{path} has no header row")
+        schema = pa.schema([(name, pa.string()) for name in header])
+        with pq.ParquetWriter(tmp, schema) as writer:
+            batch: list[list[str]] = []
+            for rec in reader:
+                if not rec:
+                    continue
+                rec = (rec + [None] * len(header))[: len(header)]
+                batch.append(rec)
+                if len(batch) >= 8192:
+                    writer.write_table(
+                        pa.Table.from_pylist([dict(zip(header, r, strict=True)) for r in batch], schema)
+                    )
+                    batch = []
+            writer.write_table(
+                pa.Table.from_pylist([dict(zip(header, r, strict=True)) for r in batch], schema)
+            )
+    os.replace(tmp, out)
+    return out
+
+
+def _parquet_entry(path: str, fs=None) -> tuple[FileEntry, set[str]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(fs.open(path, "rb") if fs else path)
+    except Exception as e:  # noqa: BLE001 - a corrupt file is the user's to fix
+        raise UsageError(f"cannot read Parquet file {path}: {str(e).splitlines()[0]}") from None
+    return FileEntry("parquet", path, pf.metadata.num_rows), set(pf.schema_arrow.names)
+
+
+def _open_local_file(path: Path, cache_dir: Path) -> tuple[FileEntry, set[str]]:
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_EXT:
+        return _parquet_entry(str(path))
+    if suffix in CSV_EXT:
+        return _parquet_entry(str(_csv_to_parquet(path, cache_dir)))
+    if suffix in ARROW_EXT:
+        table = _read_arrow_table(str(path))
+        return FileEntry("arrow", str(path), table.num_rows), set(table.column_names)
+    if suffix in JSONL_EXT:
+        if suffix == ".json" and _starts_with_bracket(path):
+            path = _json_array_to_jsonl(path, cache_dir)
+        return _index_jsonl(path, cache_dir)
+    raise UsageError(f"unsupported file type {path.suffix!r}: use .parquet, .jsonl, .json, .csv or .arrow")
+
+
+def _starts_with_bracket(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4096).lstrip()
+    return head.startswith(b"[")
+
+
+def _save_to_disk_files(folder: Path, split: str) -> list[Path] | None:
+    """The Arrow files of a `datasets.save_to_disk` folder (a Dataset, or a DatasetDict's split)."""
+    if (folder / "dataset_dict.json").exists():
+        splits = orjson.loads((folder / "dataset_dict.json").read_bytes()).get("splits", [])
+        if split not in splits:
+            raise UsageError(f"split {split!r} not in {folder} (it has: {', '.join(splits)})")
+        folder = folder / split
+    state = folder / "state.json"
+    if not state.exists():
+        return None
+    files = orjson.loads(state.read_bytes()).get("_data_files", [])
+    return [folder / f["filename"] for f in files]
+
+
+def _local_files(path: Path, split: str) -> tuple[list[Path], str]:
+    if path.is_file():
+        return [path], "file"
+    arrow = _save_to_disk_files(path, split)
+    if arrow is not None:
+        return arrow, "save_to_disk"
+    if (path / split).is_dir():
+        path = path / split
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_EXT)
+    files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    if not files:
+        raise UsageError(f"no .parquet, .jsonl, .json, .csv or .arrow files under {path}")
+    return files, "folder"
+
+
+def is_local(dataset: str, source: str) -> bool:
+    if source == "local":
+        return True
+    if source == "huggingface":
+        return False
+    return Path(dataset).expanduser().exists() or dataset.startswith((".", "/", "~"))
+
+
+def dataset_label(dataset: str, local: bool) -> str:
+    """The dataset part of output paths: the hub id, or a local file's stem / folder's name."""
+    if not local:
+        return dataset
+    p = Path(dataset).expanduser()
+    return p.stem if p.is_file() else p.resolve().name
+
+
+def open_source(
+    dataset: str, *, split: str = "train", subset: str | None = None, source: str = "auto", cache_dir: Path
+) -> Source:
+    """Open a local path or Hub dataset; indexes/converts once into `cache_dir` where needed."""
+    if is_local(dataset, source):
+        path = Path(dataset).expanduser()
+        if not path.exists():
+            raise UsageError(f"dataset path does not exist: {dataset}")
+        files, _kind = _local_files(path, split)
+        entries: list[FileEntry] = []
+        columns: set[str] = set()
+        for f in files:
+            entry, cols = _open_local_file(f, cache_dir)
+            entries.append(entry)
+            columns |= cols
+        spec = SourceSpec(dataset, "local", split, subset, tuple(entries), tuple(sorted(columns)))
+    else:
+        from chatspace.data.hub import open_hub_source
+
+        spec = open_hub_source(dataset, subset=subset, split=split, cache_dir=cache_dir)
+    if spec.num_rows == 0:
+        raise UsageError(f"dataset {dataset} ({split}) has no rows")
+    return Source(spec)

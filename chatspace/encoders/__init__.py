@@ -1,0 +1,21 @@
+"""Encoders: the bucketed SentenceTransformer encoder and the OpenAI-compatible API encoder."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatspace.config import RunConfig
+    from chatspace.devices import Device
+    from chatspace.encoders.base import Encoder
+
+
+def build_encoder(cfg: RunConfig, device: Device, threads: int | None) -> Encoder:
+    """The encoder for one worker; imports the heavy libraries only here, inside the worker."""
+    if cfg.mode == "openai":
+        from chatspace.encoders.openai_api import OpenAIEncoder
+
+        return OpenAIEncoder(cfg)
+    from chatspace.encoders.sentence_transformer import SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(cfg, device, threads)

@@ -1,0 +1,423 @@
+"""The supervisor: plan the run, hand units to workers, watch them, merge their stats into one manifest.
+
+It never blocks without a timeout and a look at whether the workers are alive; any worker that dies
+stops the run within seconds with one line naming the device and the cause. Every exit path shuts the
+workers down and leaves a manifest that says truthfully how far the run got.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import multiprocessing as mp
+import secrets
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chatspace import __version__
+from chatspace.config import RunConfig
+from chatspace.data.sampling import select_rows
+from chatspace.data.sources import Source, dataset_label, is_local, open_source
+from chatspace.devices import Device, cpu_count, parse_device_labels
+from chatspace.errors import ChatspaceError, RunInterrupted, UsageError
+from chatspace.plan import num_units, plan_units
+from chatspace.pool.executors import LocalExecutor
+from chatspace.pool.worker import WorkerSpec
+from chatspace.progress import Progress
+from chatspace.store.layout import RunLayout, ensure_writable_root
+from chatspace.store.manifest import (
+    ManifestBuilder,
+    git_sha,
+    library_versions,
+    load_unit_records,
+    now_iso,
+    read_manifest,
+    unit_is_intact,
+)
+from chatspace.store.shards import remove_stale_temporaries
+
+log = logging.getLogger("chatspace")
+
+LIVENESS_POLL_S = 0.2
+MANIFEST_EVERY_S = 5.0
+TRACEBACK_LOGGER = "chatspace.tracebacks"
+
+
+@dataclass
+class RunResult:
+    manifest_path: Path
+    manifest: dict[str, Any]
+    layout: RunLayout
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the OOM killer sends this when memory runs out)" if -code == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+class _Signals:
+    """SIGTERM becomes an exception in the main thread, like SIGINT's KeyboardInterrupt."""
+
+    def __enter__(self):
+        self._old = signal.getsignal(signal.SIGTERM)
+
+        def _raise(signum, _frame):
+            raise RunInterrupted(signum)
+
+        try:
+            signal.signal(signal.SIGTERM, _raise)
+        except ValueError:  # not the main thread (e.g. called from a library thread)
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _setup_run_logging(layout: RunLayout, run_id: str, progress: Progress):
+    """Console + the run's log file under logs/; worker records arrive through `log_queue`."""
+    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = layout.logs_dir / f"{run_id}.log"
+    fmt = logging.Formatter("%(asctime)s %(levelname)s [%(device)s] %(message)s", "%Y-%m-%d %H:%M:%S")
+    file_handler = logging.FileHandler(log_path)
+    file_handler.setFormatter(fmt)
+    file_handler.addFilter(_default_device)
+    console = progress.log_handler()
+    console.setFormatter(logging.Formatter("%(asctime)s [%(device)s] %(message)s", "%H:%M:%S"))
+    console.addFilter(_default_device)
+    console.setLevel(logging.INFO)
+    tb_logger = logging.getLogger(TRACEBACK_LOGGER)
+    tb_logger.propagate = False
+    tb_logger.addHandler(file_handler)
+    root = logging.getLogger()
+    previous = root.handlers[:]
+    root.handlers = [file_handler, console]
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    log_queue = mp.get_context("spawn").Queue()
+    listener = logging.handlers.QueueListener(log_queue, file_handler, console, respect_handler_level=True)
+    listener.start()
+    return log_path, log_queue, listener, (file_handler, console), previous
+
+
+def _default_device(record: logging.LogRecord) -> bool:
+    if not hasattr(record, "device"):
+        record.device = "supervisor"
+    return True
+
+
+def _threads_for(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
+    cpu_workers = sum(1 for d in devices if d.kind == "cpu")
+    if cfg.threads_per_worker:
+        return cfg.threads_per_worker
+    if cpu_workers:
+        return max(1, cpu_count() // cpu_workers)
+    return None
+
+
+def _check_fields(source: Source, cfg: RunConfig) -> None:
+    cols = set(source.columns)
+    for flag, name in (("--text-field", cfg.text_field), ("--id-field", cfg.id_field)):
+        if name is not None and name not in cols:
+            have = ", ".join(sorted(cols)[:20]) or "none"
+            raise UsageError(f"{flag} {name!r} is not a column of {cfg.dataset} (columns: {have})")
+
+
+def _prepare_output(layout: RunLayout, cfg: RunConfig) -> tuple[str, dict[int, dict]]:
+    """Decide between a fresh run, a resume, or a refusal; returns (run_id, completed unit records)."""
+    existing = read_manifest(layout.manifest_path)
+    if existing is None and layout.units_dir.exists() and any(layout.units_dir.glob("unit-*.json")):
+        raise UsageError(
+            f"{layout.index_dir} holds unit records but no readable manifest; use --overwrite to start over"
+        )
+    if existing is not None and cfg.overwrite:
+        log.warning("--overwrite: removing the previous run in %s", layout.index_dir)
+        shutil.rmtree(layout.embeddings_dir, ignore_errors=True)
+        shutil.rmtree(layout.index_dir, ignore_errors=True)
+        existing = None
+    if existing is None:
+        return cfg.run_id or new_run_id(), {}
+    if existing.get("config_hash") != cfg.output_hash():
+        old = existing.get("config", {})
+        differs = [k for k in RunConfig.OUTPUT_FIELDS if old.get(k) != getattr(cfg, k)]
+        raise UsageError(
+            f"{layout.manifest_path} holds a run with a different config (differs in: "
+            f"{', '.join(differs) or 'config hash'}); use --overwrite to replace it, or another --output-root"
+        )
+    status = existing.get("status")
+    run_id = existing.get("run_id") or new_run_id()
+    if not cfg.resume:
+        if status == "complete":
+            raise UsageError(
+                f"this run is already complete ({layout.manifest_path}); use --overwrite to redo it"
+            )
+        raise UsageError(
+            f"a previous run of this config stopped before finishing ({status}); "
+            "rerun with --resume to finish it, or --overwrite to start over"
+        )
+    if cfg.run_id and cfg.run_id != run_id:
+        log.warning("--resume keeps the run id of the run being resumed: %s", run_id)
+    removed = remove_stale_temporaries(layout.embeddings_dir)
+    if removed:
+        log.info("removed %d partial shard file(s) from the interrupted run", removed)
+    records = {}
+    for unit, rec in load_unit_records(layout).items():
+        if unit_is_intact(layout, rec):
+            records[unit] = rec
+        else:
+            log.warning("unit %d: shard missing or changed since it was recorded; it will be redone", unit)
+            layout.unit_record_path(unit).unlink(missing_ok=True)
+    return run_id, records
+
+
+def run_embedding(cfg: RunConfig) -> RunResult:
+    """Embed the sampled dataset across `cfg.devices`; the Python API behind `chatspace embed-hf`."""
+    t_start = time.perf_counter()
+    root = ensure_writable_root(cfg.output_root)
+    local = is_local(cfg.dataset, cfg.source)
+    layout = RunLayout.for_run(root, cfg.model, dataset_label(cfg.dataset, local), cfg.subset, cfg.split)
+    # Logging goes to the console until the run id is known; then to logs/ as well.
+    t0 = time.perf_counter()
+    source = open_source(
+        cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=layout.datasets_dir
+    )
+    _check_fields(source, cfg)
+    selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
+    t_plan = time.perf_counter() - t0
+    run_id, done = _prepare_output(layout, cfg)
+    cfg = cfg.replace(run_id=run_id)
+    total_units = num_units(len(selection.indices), cfg.rows_per_shard)
+
+    progress = Progress(enabled=cfg.progress)
+    log_path, log_queue, listener, handlers, previous_handlers = _setup_run_logging(layout, run_id, progress)
+    builder = ManifestBuilder(
+        layout,
+        {
+            "run_id": run_id,
+            "config_hash": cfg.output_hash(),
+            "created_at": now_iso(),
+            "tool": {"name": "chatspace", "version": __version__},
+            "git_sha": git_sha(),
+            "versions": library_versions(),
+            "command": list(sys.argv),
+            "config": cfg.to_dict(),
+            "dataset": {
+                "name": cfg.dataset,
+                "label": layout.dataset,
+                "source": source.spec.source,
+                "subset": cfg.subset,
+                "split": cfg.split,
+                "total_rows": source.num_rows,
+                "files": [{"path": f.path, "rows": f.num_rows, "format": f.fmt} for f in source.spec.files],
+                "addressing": source.spec.mode,
+            },
+            "sampling": {
+                "method": selection.method,
+                "n": cfg.n,
+                "p": cfg.p,
+                "seed": cfg.seed,
+                "total_rows": selection.total_rows,
+                "selected_rows": int(len(selection.indices)),
+            },
+            "plan": {"units": total_units, "rows_per_shard": cfg.rows_per_shard},
+            "layout": {
+                "root": str(root),
+                "embeddings_dir": layout.relative(layout.embeddings_dir),
+                "index_dir": layout.relative(layout.index_dir),
+                "log": layout.relative(log_path),
+            },
+            "model": {"name": cfg.model},
+        },
+    )
+    builder.timings["plan_seconds"] = round(t_plan, 3)
+    records = dict(done)
+    status, error = "running", None
+    executor = None
+    try:
+        with _Signals():
+            log.info(
+                "run %s: %d of %d rows selected (%s, seed %d) -> %d units of %d rows; %d already done",
+                run_id,
+                len(selection.indices),
+                source.num_rows,
+                selection.method,
+                cfg.seed,
+                total_units,
+                cfg.rows_per_shard,
+                len(done),
+            )
+            builder.write(records, "running")
+            pending = deque(
+                u for u in plan_units(selection.indices, cfg.rows_per_shard) if u.index not in done
+            )
+            if pending:
+                executor = _start_workers(cfg, source, layout, run_id, log_queue)
+                _drive(executor, cfg, pending, records, builder, progress, selection, total_units)
+            status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        error = {"message": "interrupted by SIGINT"}
+        raise RunInterrupted(signal.SIGINT) from None
+    except RunInterrupted as e:
+        status, error = "interrupted", {"message": str(e)}
+        raise
+    except ChatspaceError as e:
+        status, error = "failed", {"message": str(e)}
+        raise
+    except BaseException as e:
+        status, error = "failed", {"message": f"{type(e).__name__}: {e}"}
+        raise
+    finally:
+        progress.close()
+        if executor is not None:
+            executor.shutdown()
+        builder.timings["total_seconds"] = round(time.perf_counter() - t_start, 3)
+        manifest = builder.write(records, status, error)
+        listener.stop()
+        logging.getLogger().handlers = previous_handlers
+        for h in handlers:
+            logging.getLogger(TRACEBACK_LOGGER).removeHandler(h)
+            h.close()
+    totals = manifest["totals"]
+    log.info(
+        "done: %d rows embedded, %d skipped, %d shards -> %s",
+        totals["rows"],
+        totals["skipped_rows"],
+        totals["shards"],
+        layout.embeddings_dir,
+    )
+    return RunResult(layout.manifest_path, manifest, layout)
+
+
+def _start_workers(
+    cfg: RunConfig, source: Source, layout: RunLayout, run_id: str, log_queue
+) -> LocalExecutor:
+    devices = parse_device_labels(cfg.devices)
+    threads = _threads_for(devices, cfg)
+    specs = [WorkerSpec(rank, d, threads, cfg, source.spec, layout, run_id) for rank, d in enumerate(devices)]
+    executor = LocalExecutor(specs, log_queue, logging.getLogger().getEffectiveLevel())
+    log.info(
+        "starting %d worker(s): %s%s",
+        len(specs),
+        ", ".join(d.label for d in devices),
+        f" ({threads} torch threads each)" if threads else "",
+    )
+    executor.start()
+    return executor
+
+
+def _drive(executor, cfg, pending, records, builder, progress, selection, total_units) -> None:
+    n_workers = len(executor.specs)
+    ready: set[int] = set()
+    finished: set[int] = set()
+    per_worker: dict[int, dict[str, float]] = {r: {"rows": 0, "tokens": 0} for r in range(n_workers)}
+    progress.start(total=len(selection.indices), initial=sum(r.get("selected", 0) for r in records.values()))
+    sentinels_left = n_workers
+    started = last_manifest = last_status = time.monotonic()
+
+    def worker_failed(msg: dict) -> ChatspaceError:
+        _log_traceback(msg)
+        return ChatspaceError(
+            f"worker {msg['rank']} ({msg['device']}) failed while {msg['stage']}: {msg['message']}"
+        )
+
+    def handle(msg: dict) -> None:
+        kind, rank = msg["type"], msg.get("rank")
+        if kind == "progress":
+            per_worker[rank]["rows"] += msg["rows"]
+            per_worker[rank]["tokens"] += msg["tokens"]
+            progress.update(msg["rows"], msg["tokens"])
+        elif kind == "unit_done":
+            records[msg["record"]["unit"]] = msg["record"]
+        elif kind == "ready":
+            ready.add(rank)
+            builder.workers[rank] = {
+                "rank": rank,
+                "device": msg["device"],
+                "encoder": msg["encoder"],
+                "load_seconds": msg["load_seconds"],
+                "warmup_seconds": msg["warmup_seconds"],
+            }
+            builder.base["model"] = {"name": cfg.model, **msg["encoder"]}
+            builder.timings.setdefault("first_worker_ready_seconds", round(time.monotonic() - started, 3))
+        elif kind == "finished":
+            finished.add(rank)
+            builder.workers.setdefault(rank, {"rank": rank, "device": msg["device"]})["stats"] = msg["stats"]
+        elif kind == "error":
+            raise worker_failed(msg)
+
+    while len(finished) < n_workers:
+        # Keep the shared task queue topped up (it is bounded); then one stop marker per worker.
+        while pending and executor.put_task({"unit": pending[0].index, "rows": pending[0].rows}):
+            pending.popleft()
+        while not pending and sentinels_left and executor.put_task(None):
+            sentinels_left -= 1
+        msg = executor.get_message(LIVENESS_POLL_S)
+        if msg is not None:
+            handle(msg)
+        # Liveness: a worker that exits before saying "finished" fails the run.
+        for rank in range(n_workers):
+            code = executor.exitcode(rank)
+            if code is None or rank in finished:
+                continue
+            # It may have said why (or finished) just before exiting: read what is left first.
+            while (late := executor.get_message(0.5)) is not None:
+                handle(late)
+            if rank in finished:
+                continue
+            device = executor.specs[rank].device.label
+            raise ChatspaceError(
+                f"worker {rank} ({device}) {describe_exit(code)}; rerun with --resume to finish"
+            )
+        now = time.monotonic()
+        if now - last_manifest >= MANIFEST_EVERY_S:
+            builder.write(records, "running")
+            last_manifest = now
+        if now - last_status >= progress.status_every:
+            last_status = now
+            elapsed = now - started
+            for rank in range(n_workers):
+                state = "finished" if rank in finished else ("encoding" if rank in ready else "loading")
+                log.info(
+                    "worker %d (%s): %s, %d rows, %.1f rows/s",
+                    rank,
+                    executor.specs[rank].device.label,
+                    state,
+                    per_worker[rank]["rows"],
+                    per_worker[rank]["rows"] / elapsed,
+                )
+    executor.join(timeout=10)
+    if len(records) < total_units:
+        raise ChatspaceError(
+            f"workers finished but {total_units - len(records)} unit(s) have no completion record"
+        )
+
+
+def _log_traceback(msg: dict) -> None:
+    """Tracebacks go to the run's log file only; the console gets the one-line cause."""
+    logging.getLogger(TRACEBACK_LOGGER).error(
+        "worker %s (%s) traceback:\n%s",
+        msg.get("rank"),
+        msg.get("device"),
+        (msg.get("traceback") or "").rstrip(),
+    )

@@ -1,0 +1,374 @@
+"""The worker loop: take a unit, read its rows, extract, tokenize, encode, write its shard.
+
+It knows nothing about how it was started: it talks to its supervisor through a `Channel` (get a task,
+send a message), so a local spawned process and a Ray actor run the same code. Three stages overlap:
+a reader thread (read, extract, tokenize), the encoder on the calling thread, and a writer thread.
+Everything crossing back to the supervisor is plain data: dicts of numbers and strings.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from chatspace.config import RunConfig
+from chatspace.data.extract import INVALID_ROW, Skip, extract_row, row_id
+from chatspace.data.sources import Source, SourceSpec
+from chatspace.devices import Device
+from chatspace.metrics import GpuTelemetry, WorkerStats
+from chatspace.store.layout import RunLayout
+from chatspace.store.manifest import now_iso, write_json_atomic
+from chatspace.store.schema import embedding_schema
+from chatspace.store.shards import write_shard
+
+log = logging.getLogger("chatspace.worker")
+
+CHUNK_ROWS = 1024  # rows tokenized/encoded at a time: the grain of progress reports and overlap
+_STOP = object()
+
+
+class Channel(Protocol):
+    def get_task(self, timeout: float) -> dict | None:
+        """The next unit ({"unit": i, "rows": ndarray}), None when there is no more work.
+
+        Raises queue.Empty on timeout."""
+
+    def send(self, message: dict[str, Any]) -> None: ...
+
+    def supervisor_alive(self) -> bool: ...
+
+
+@dataclass
+class WorkerSpec:
+    """What a worker needs, all picklable: the config, its device, the opened source, the layout."""
+
+    rank: int
+    device: Device
+    threads: int | None
+    config: RunConfig
+    source: SourceSpec
+    layout: RunLayout
+    run_id: str
+
+
+@dataclass
+class _UnitInProgress:
+    unit: int
+    selected: int
+    ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    meta: list[dict] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    stats: WorkerStats = field(default_factory=WorkerStats)
+    chunks_left: int = 0
+
+
+class WorkerLoop:
+    def __init__(self, spec: WorkerSpec, channel: Channel):
+        self.spec = spec
+        self.cfg = spec.config
+        self.channel = channel
+        self.stats = WorkerStats()
+        self.encoder = None
+        self._error: BaseException | None = None
+        self._error_stage = ""
+        self._stop = threading.Event()
+
+    # --- entry -----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """0 when all work is done; 1 after an error (already reported to the supervisor)."""
+        t0 = time.perf_counter()
+        spec = self.spec
+        telemetry = None
+        try:
+            from chatspace.encoders import build_encoder
+
+            self.encoder = build_encoder(self.cfg, spec.device, spec.threads)
+            self.encoder.load(self.stats)
+        except BaseException as e:  # noqa: BLE001 - every failure becomes a message
+            self._report_error("loading the model", e)
+            return 1
+        self.channel.send(
+            {
+                "type": "ready",
+                "rank": spec.rank,
+                "device": spec.device.label,
+                "encoder": self.encoder.describe(),
+                "load_seconds": self.stats.load_seconds,
+                "warmup_seconds": self.stats.warmup_seconds,
+            }
+        )
+        log.info(
+            "ready: %s loaded in %.1fs, warmed up in %.1fs",
+            self.cfg.model,
+            self.stats.load_seconds,
+            self.stats.warmup_seconds,
+        )
+        if spec.device.kind == "cuda" and spec.device.physical is not None and spec.device.physical.isdigit():
+            telemetry = GpuTelemetry(int(spec.device.physical))
+            telemetry.start()
+        try:
+            ok = self._pipeline()
+        finally:
+            if telemetry:
+                self.stats.gpu = telemetry.stop()
+        self.stats.wall_seconds = time.perf_counter() - t0
+        if not ok:
+            return 1
+        self.channel.send(
+            {
+                "type": "finished",
+                "rank": spec.rank,
+                "device": spec.device.label,
+                "stats": self.stats.to_dict(),
+            }
+        )
+        return 0
+
+    def _report_error(self, stage: str, e: BaseException) -> None:
+        message = f"{type(e).__name__}: {e}".strip().splitlines()[0] if str(e) else type(e).__name__
+        log.error("failed while %s: %s", stage, message)
+        self.channel.send(
+            {
+                "type": "error",
+                "rank": self.spec.rank,
+                "device": self.spec.device.label,
+                "stage": stage,
+                "message": message,
+                "traceback": "".join(traceback.format_exception(e)),
+            }
+        )
+
+    # --- the three overlapped stages ---------------------------------------------------------------
+
+    def _pipeline(self) -> bool:
+        prepared_q: queue.Queue = queue.Queue(maxsize=3)
+        write_q: queue.Queue = queue.Queue(maxsize=2)
+        reader = threading.Thread(
+            target=self._guard, args=("reading data", self._reader, prepared_q), daemon=True
+        )
+        writer = threading.Thread(
+            target=self._guard, args=("writing a shard", self._writer, write_q), daemon=True
+        )
+        reader.start()
+        writer.start()
+        try:
+            self._encode_loop(prepared_q, write_q)
+        except BaseException as e:  # noqa: BLE001
+            if self._error is None:
+                self._error, self._error_stage = e, "encoding"
+        finally:
+            if self._error is not None:
+                self._stop.set()
+            self._put(write_q, _STOP)
+            writer.join()
+        if self._error is not None:
+            self._stop.set()
+            self._report_error(self._error_stage, self._error)
+            return False
+        return True
+
+    def _guard(self, stage: str, fn, q: queue.Queue) -> None:
+        try:
+            fn(q)
+        except BaseException as e:  # noqa: BLE001
+            if self._error is None:
+                self._error, self._error_stage = e, stage
+            self._stop.set()
+
+    def _put(self, q: queue.Queue, item: Any) -> bool:
+        """Bounded put that gives up when the worker is stopping."""
+        while True:
+            try:
+                q.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                if self._stop.is_set():
+                    return False
+
+    def _get(self, q: queue.Queue, stage: str) -> Any:
+        t = time.perf_counter()
+        while True:
+            try:
+                item = q.get(timeout=0.5)
+                self.stats.add_idle(stage, time.perf_counter() - t)
+                return item
+            except queue.Empty:
+                if self._stop.is_set():
+                    return _STOP
+
+    def _reader(self, out: queue.Queue) -> None:
+        source = Source(self.spec.source)
+        columns = [self.cfg.text_field] + ([self.cfg.id_field] if self.cfg.id_field else [])
+        try:
+            while not self._stop.is_set():
+                t = time.perf_counter()
+                try:
+                    task = self.channel.get_task(timeout=1.0)
+                except queue.Empty:
+                    if not self.channel.supervisor_alive():
+                        raise RuntimeError("the supervisor went away") from None
+                    continue
+                finally:
+                    self.stats.add_idle("read", time.perf_counter() - t)
+                if task is None:
+                    break
+                for item in self._read_unit(source, task, columns):
+                    if not self._put(out, item):
+                        return
+        finally:
+            source.close()
+            self._put(out, _STOP)
+
+    def _read_unit(self, source: Source, task: dict, columns: list[str]):
+        unit_no, indices = int(task["unit"]), np.asarray(task["rows"], dtype=np.int64)
+        unit = _UnitInProgress(unit_no, len(indices))
+        with unit.stats.busy("read"):
+            rows = source.read(indices, columns)
+        with unit.stats.busy("extract"):
+            keep_idx = []
+            for k, row in zip(indices.tolist(), rows, strict=True):
+                try:
+                    if row is None:
+                        raise Skip(INVALID_ROW)
+                    text = extract_row(row, self.cfg.text_field, self.cfg.extract)
+                    rid = row_id(row, self.cfg.id_field, self.cfg.split, k)
+                except Skip as s:
+                    unit.skipped[s.reason] = unit.skipped.get(s.reason, 0) + 1
+                    continue
+                file_no, file_row = source.locate(k)
+                unit.ids.append(rid)
+                unit.texts.append(text)
+                unit.meta.append({"row": k, "file": source.spec.files[file_no].path, "file_row": file_row})
+                keep_idx.append(k)
+        chunks = [(s, min(s + CHUNK_ROWS, len(unit.texts))) for s in range(0, len(unit.texts), CHUNK_ROWS)]
+        unit.chunks_left = len(chunks)
+        if not chunks:
+            yield unit, None, (0, 0)
+            return
+        for s, e in chunks:
+            prepared = self.encoder.prepare(unit.texts[s:e], unit.stats)
+            yield unit, prepared, (s, e)
+
+    def _encode_loop(self, prepared_q: queue.Queue, write_q: queue.Queue) -> None:
+        while True:
+            item = self._get(prepared_q, "encode")
+            if item is _STOP:
+                return
+            unit, prepared, (s, e) = item
+            reported = 0
+            if prepared is not None:
+                emb = self.encoder.encode(prepared, unit.stats)
+                for pos, reason in prepared.skipped.items():
+                    unit.meta[s + pos]["skip"] = reason
+                for pos in range(e - s):
+                    unit.meta[s + pos]["tokens"] = int(prepared.token_counts[pos])
+                    unit.meta[s + pos]["truncated"] = bool(prepared.truncated[pos])
+                unit.embeddings.append(emb)
+                unit.chunks_left -= 1
+                reported = e - s
+            if s == 0:
+                reported += sum(unit.skipped.values())  # extraction skips count as progress once
+            self.channel.send(
+                {
+                    "type": "progress",
+                    "rank": self.spec.rank,
+                    "rows": reported,
+                    "tokens": int(prepared.token_counts.sum()) if prepared is not None else 0,
+                }
+            )
+            if unit.chunks_left <= 0 and not self._put(write_q, unit):
+                return
+
+    def _writer(self, q: queue.Queue) -> None:
+        while True:
+            unit = self._get(q, "write")
+            if unit is _STOP:
+                return
+            record = self._write_unit(unit)
+            self.stats.merge(unit.stats)
+            self.channel.send({"type": "unit_done", "rank": self.spec.rank, "record": record})
+
+    def _write_unit(self, unit: _UnitInProgress) -> dict[str, Any]:
+        import pyarrow as pa
+
+        spec, cfg = self.spec, self.cfg
+        layout = spec.layout
+        with unit.stats.busy("write"):
+            emb = (
+                np.concatenate(unit.embeddings) if unit.embeddings else np.zeros((0, self.encoder.dimension))
+            )
+            keep = [i for i, m in enumerate(unit.meta) if "skip" not in m]
+            for m in unit.meta:
+                if "skip" in m:
+                    unit.skipped[m["skip"]] = unit.skipped.get(m["skip"], 0) + 1
+            unit.stats.units += 1
+            unit.stats.selected += unit.selected
+            unit.stats.rows += len(keep)
+            for reason, n in unit.skipped.items():
+                unit.stats.count_skip(reason, n)
+            shard = None
+            now = datetime.now(UTC)
+            if keep:
+                emb = emb[keep].astype(np.float32, copy=False)
+                if not np.isfinite(emb).all():
+                    raise FloatingPointError(f"unit {unit.unit}: the encoder produced non-finite values")
+                n = len(keep)
+                stored = emb.astype(np.float16) if cfg.embedding_dtype == "float16" else emb
+                schema = embedding_schema(self.encoder.dimension, cfg.embedding_dtype)
+                common = {"field": cfg.text_field, "extract": cfg.extract}
+                meta_json = [orjson.dumps({**common, **unit.meta[i]}).decode() for i in keep]
+                table = pa.Table.from_arrays(
+                    [
+                        pa.array([unit.ids[i] for i in keep], pa.string()),
+                        pa.array([spec.source.source] * n, pa.string()),
+                        pa.array([spec.source.dataset] * n, pa.string()),
+                        pa.array([cfg.split] * n, pa.string()),
+                        pa.array([unit.texts[i] for i in keep], pa.string()),
+                        pa.array(meta_json, pa.string()),
+                        pa.FixedSizeListArray.from_arrays(
+                            pa.array(stored.reshape(-1), schema.field("embedding").type.value_type),
+                            self.encoder.dimension,
+                        ),
+                        pa.array([self.encoder.model_name] * n, pa.string()),
+                        pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+                        pa.array([spec.run_id] * n, pa.string()),
+                    ],
+                    schema=schema,
+                )
+                info = write_shard(layout.shard_path(unit.unit), table, emb)
+                unit.stats.bytes_written += info.bytes
+                shard = {
+                    "path": layout.relative(info.path),
+                    "rows": info.rows,
+                    "bytes": info.bytes,
+                    "sha256": info.sha256,
+                    "norm_min": info.norm_min,
+                    "norm_max": info.norm_max,
+                }
+            record = {
+                "unit": unit.unit,
+                "selected": unit.selected,
+                "rows": len(keep),
+                "skipped": unit.skipped,
+                "shard": shard,
+                "worker": spec.rank,
+                "device": spec.device.label,
+                "run_id": spec.run_id,
+                "written_at": now_iso(),
+            }
+        record["stats"] = unit.stats.to_dict()
+        # The record is the unit's completion marker: written only after the shard is in place.
+        write_json_atomic(layout.unit_record_path(unit.unit), record)
+        return record

@@ -1,0 +1,1 @@
+"""Everything on disk: path layout, the Arrow schema, atomic shard writes, manifests, verify, reading back."""

@@ -1,0 +1,216 @@
+"""Unit completion records and the one manifest per run.
+
+A worker writes `units/unit-NNNNN.json` only after its shard is renamed into place, so a record's
+existence (plus a matching checksum) is what "this unit is done" means. The supervisor folds all records
+into `manifest.json`, whose `status` is `complete` only when every planned unit has one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from chatspace.metrics import WorkerStats
+from chatspace.store.layout import RunLayout
+from chatspace.store.shards import sha256_file
+
+FORMAT = "chatspace.manifest/1"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return orjson.loads(path.read_bytes())
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        data = read_json(path)
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+# --- unit records ---------------------------------------------------------------------------------
+
+
+def load_unit_records(layout: RunLayout) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    if not layout.units_dir.exists():
+        return out
+    for p in sorted(layout.units_dir.glob("unit-*.json")):
+        try:
+            rec = read_json(p)
+            out[int(rec["unit"])] = rec
+        except (OSError, orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+            continue  # a torn record is no record: the unit is redone
+    return out
+
+
+def unit_is_intact(layout: RunLayout, record: dict[str, Any], check_checksum: bool = True) -> bool:
+    """The record's shard is on disk with the recorded size (and checksum)."""
+    shard = record.get("shard")
+    if shard is None:
+        return record.get("rows", 0) == 0
+    path = layout.root / shard["path"]
+    try:
+        if path.stat().st_size != shard["bytes"]:
+            return False
+    except OSError:
+        return False
+    return not check_checksum or sha256_file(path) == shard["sha256"]
+
+
+# --- provenance ---------------------------------------------------------------------------------------
+
+
+def git_sha() -> str | None:
+    """The SHA of the chatspace checkout in use (None when installed from a wheel)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    if out.returncode != 0 or not sha:
+        return None
+    dirty = subprocess.run(
+        ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    ).stdout.strip()
+    return sha + ("-dirty" if dirty else "")
+
+
+def library_versions(names: tuple[str, ...] = ()) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = names or (
+        "torch",
+        "sentence-transformers",
+        "transformers",
+        "tokenizers",
+        "pyarrow",
+        "numpy",
+        "datasets",
+        "openai",
+    )
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = version(n)
+        except PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+# --- the manifest -------------------------------------------------------------------------------------
+
+
+class ManifestBuilder:
+    """Holds the run-level facts; `build()` folds in the unit records at any moment."""
+
+    def __init__(self, layout: RunLayout, base: dict[str, Any]):
+        self.layout = layout
+        self.base = base
+        self.started = time.time()
+        self.timings: dict[str, float] = {}
+        self.workers: dict[int, dict[str, Any]] = {}
+
+    def build(
+        self, records: dict[int, dict[str, Any]], status: str, error: dict | None = None
+    ) -> dict[str, Any]:
+        shards = []
+        skipped: dict[str, int] = {}
+        total = WorkerStats()
+        rows = bytes_ = 0
+        norm_min = norm_max = None
+        for unit in sorted(records):
+            rec = records[unit]
+            for reason, n in rec.get("skipped", {}).items():
+                skipped[reason] = skipped.get(reason, 0) + n
+            total = total + WorkerStats.from_dict(rec.get("stats", {}))
+            rows += rec.get("rows", 0)
+            shard = rec.get("shard")
+            if shard is None:
+                continue
+            bytes_ += shard["bytes"]
+            if shard.get("norm_min") is not None:
+                norm_min = shard["norm_min"] if norm_min is None else min(norm_min, shard["norm_min"])
+                norm_max = shard["norm_max"] if norm_max is None else max(norm_max, shard["norm_max"])
+            shards.append(
+                {
+                    "unit": unit,
+                    **shard,
+                    "worker": rec.get("worker"),
+                    "device": rec.get("device"),
+                    "run_id": rec.get("run_id"),
+                    "written_at": rec.get("written_at"),
+                }
+            )
+        planned = self.base["plan"]["units"]
+        selected = self.base["sampling"]["selected_rows"]
+        for w in self.workers.values():
+            total.load_seconds += w.get("load_seconds", 0.0)
+            total.warmup_seconds += w.get("warmup_seconds", 0.0)
+        manifest = {
+            "format": FORMAT,
+            **self.base,
+            "status": status,
+            "updated_at": now_iso(),
+            "shards": shards,
+            "totals": {
+                "units_planned": planned,
+                "units_done": len(records),
+                "selected_rows": selected,
+                "rows": rows,
+                "skipped_rows": sum(skipped.values()),
+                "bytes": bytes_,
+                "shards": len(shards),
+                "norm_min": norm_min,
+                "norm_max": norm_max,
+                "tokens": total.tokens,
+                "padded_tokens": total.padded_tokens,
+                "truncated_rows": total.truncated,
+            },
+            "skipped": dict(sorted(skipped.items())),
+            "stats": total.to_dict(),
+            "workers": [self.workers[k] for k in sorted(self.workers)],
+            "timings": {**self.timings, "elapsed_seconds": round(time.time() - self.started, 3)},
+        }
+        if error:
+            manifest["error"] = error
+        if status == "complete":
+            manifest["finished_at"] = now_iso()
+        return manifest
+
+    def write(
+        self, records: dict[int, dict[str, Any]], status: str, error: dict | None = None
+    ) -> dict[str, Any]:
+        manifest = self.build(records, status, error)
+        write_json_atomic(self.layout.manifest_path, manifest)
+        return manifest

@@ -1,0 +1,100 @@
+"""`chatspace verify`: re-read every shard of every run under a root and check it against its manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from chatspace.store.manifest import read_manifest
+from chatspace.store.schema import embedding_schema, schema_matches
+from chatspace.store.shards import sha256_file
+
+
+def find_manifests(target: str | Path) -> list[Path]:
+    p = Path(target).expanduser()
+    if p.is_file():
+        return [p]
+    if (p / "manifest.json").is_file():
+        return [p / "manifest.json"]
+    return sorted((p / "indexes").rglob("manifest.json")) if (p / "indexes").is_dir() else []
+
+
+def _root_of(manifest_path: Path, manifest: dict) -> Path:
+    # indexes/{model}/{dataset}/{split}/manifest.json -> the root four levels up
+    index_dir = manifest.get("layout", {}).get("index_dir")
+    if index_dir:
+        depth = len(Path(index_dir).parts)
+        return manifest_path.parent.parents[depth - 1]
+    return manifest_path.parents[4]
+
+
+def verify_manifest(manifest_path: Path) -> list[str]:
+    """Problems found in one run, one line each; empty when the run is intact and complete."""
+    problems: list[str] = []
+    manifest = read_manifest(manifest_path)
+    if manifest is None:
+        return [f"{manifest_path}: not a readable chatspace manifest"]
+    root = _root_of(manifest_path, manifest)
+    label = manifest_path.parent.relative_to(root) if manifest_path.is_relative_to(root) else manifest_path
+    if manifest.get("status") != "complete":
+        problems.append(f"{label}: run status is {manifest.get('status')!r}, not complete")
+    dim = manifest.get("model", {}).get("dimension")
+    emb_dtype = manifest.get("config", {}).get("embedding_dtype", "float32")
+    expected = embedding_schema(dim, emb_dtype) if dim else None
+    ids: set[str] = set()
+    total_rows = 0
+    listed = set()
+    for shard in manifest.get("shards", []):
+        path = root / shard["path"]
+        listed.add(path.resolve())
+        name = shard["path"]
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        if path.stat().st_size != shard["bytes"]:
+            problems.append(f"{name}: size {path.stat().st_size} != recorded {shard['bytes']}")
+        if sha256_file(path) != shard["sha256"]:
+            problems.append(f"{name}: sha256 mismatch (the file changed after it was written)")
+            continue
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # noqa: BLE001 - any read failure is a finding
+            problems.append(f"{name}: unreadable: {str(e).splitlines()[0]}")
+            continue
+        if table.num_rows != shard["rows"]:
+            problems.append(f"{name}: {table.num_rows} rows, manifest says {shard['rows']}")
+        if expected is not None and not schema_matches(table.schema, expected):
+            problems.append(f"{name}: schema differs from the run's declared schema")
+            continue
+        emb = table.column("embedding").combine_chunks()
+        values = np.asarray(emb.values.to_numpy(zero_copy_only=False))
+        width = emb.type.list_size
+        if dim and width != dim:
+            problems.append(f"{name}: embedding dimension {width}, expected {dim}")
+        if not np.isfinite(values).all():
+            problems.append(f"{name}: embeddings hold NaN or infinite values")
+        for rid in table.column("id").to_pylist():
+            if rid in ids:
+                problems.append(f"{name}: duplicate id {rid!r}")
+                break
+            ids.add(rid)
+        total_rows += table.num_rows
+    totals = manifest.get("totals", {})
+    if totals.get("rows") is not None and totals["rows"] != total_rows and not problems:
+        problems.append(f"{label}: shards hold {total_rows} rows, manifest totals say {totals['rows']}")
+    emb_dir = root / manifest.get("layout", {}).get("embeddings_dir", "")
+    if emb_dir.is_dir():
+        for extra in sorted(emb_dir.glob("shard-*.parquet")):
+            if extra.resolve() not in listed:
+                problems.append(f"{extra.relative_to(root)}: shard not listed in the manifest")
+    return problems
+
+
+def verify(target: str | Path) -> tuple[list[Path], list[str]]:
+    manifests = find_manifests(target)
+    problems: list[str] = []
+    for m in manifests:
+        problems.extend(verify_manifest(m))
+    return manifests, problems
