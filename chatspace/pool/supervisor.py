@@ -273,6 +273,8 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             if pending:
                 executor = _start_workers(cfg, source, layout, run_id, log_queue)
                 _drive(executor, cfg, pending, records, builder, progress, selection, total_units)
+            if cfg.id_field:
+                _check_duplicate_ids(layout, records, builder)
             status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -307,6 +309,28 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         layout.embeddings_dir,
     )
     return RunResult(layout.manifest_path, manifest, layout)
+
+
+def _check_duplicate_ids(layout: RunLayout, records: dict[int, dict], builder: ManifestBuilder) -> None:
+    """--id-field values come from the data, which may repeat them: say so loudly (verify will too)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    paths = [layout.root / r["shard"]["path"] for r in records.values() if r.get("shard")]
+    if not paths:
+        return
+    ids = pq.ParquetDataset(paths).read(columns=["id"]).column("id")
+    counts = pc.value_counts(ids)
+    repeated = pc.filter(counts, pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        examples = repeated.field("values")[:5].to_pylist()
+        builder.base["duplicate_ids"] = {"distinct_ids_repeated": len(repeated), "examples": examples}
+        log.warning(
+            "%d id(s) occur more than once in --id-field %r (e.g. %s); rows are kept, ids are not unique",
+            len(repeated),
+            builder.base["config"]["id_field"],
+            ", ".join(map(str, examples)),
+        )
 
 
 def _start_workers(
@@ -358,7 +382,8 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
                 "load_seconds": msg["load_seconds"],
                 "warmup_seconds": msg["warmup_seconds"],
             }
-            builder.base["model"] = {"name": cfg.model, **msg["encoder"]}
+            per_device = ("device", "threads")
+            builder.base["model"] = {"name": cfg.model, **{k: v for k, v in msg["encoder"].items() if k not in per_device}}
             builder.timings.setdefault("first_worker_ready_seconds", round(time.monotonic() - started, 3))
         elif kind == "finished":
             finished.add(rank)

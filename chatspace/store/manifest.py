@@ -174,9 +174,14 @@ class ManifestBuilder:
             )
         planned = self.base["plan"]["units"]
         selected = self.base["sampling"]["selected_rows"]
+        # Worker-level facts that no unit carries: model load, warm-up, waiting, wall time.
         for w in self.workers.values():
             total.load_seconds += w.get("load_seconds", 0.0)
             total.warmup_seconds += w.get("warmup_seconds", 0.0)
+            final = w.get("stats", {})
+            total.wall_seconds += final.get("wall_seconds", 0.0)
+            for stage, seconds in final.get("idle_seconds", {}).items():
+                total.idle_seconds[stage] = total.idle_seconds.get(stage, 0.0) + seconds
         manifest = {
             "format": FORMAT,
             **self.base,
