@@ -87,8 +87,17 @@ def _apply_config_file(ctx: click.Context, params: dict[str, Any]) -> dict[str, 
     if unknown:
         raise UsageError(f"{path}: unknown option(s): {', '.join(unknown)}")
     for name, value in values.items():
+        if value is None:  # `key: ~` in YAML: leave the option at its default
+            continue
         if ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None):
             param = known[name]
+            if isinstance(value, dict):
+                raise UsageError(f"{path}: {name}: expected a value, not a table")
+            if isinstance(value, list):
+                # gpus = [0, 1] / devices = ["cpu", "cpu"]: the comma-separated form of the option.
+                if not isinstance(param.type, click.types.StringParamType):
+                    raise UsageError(f"{path}: {name}: expected one value, not a list")
+                value = ",".join(str(v) for v in value)
             try:
                 params[name] = param.type_cast_value(ctx, value)
             except click.BadParameter as e:
@@ -332,12 +341,22 @@ def verify_cmd(target: str) -> None:
 
 @cli.command("runs")
 @click.argument("root", required=False)
-def runs_cmd(root: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run (all manifest facts listed).")
+def runs_cmd(root: str | None, as_json: bool) -> None:
     """List the runs an output root holds: model, dataset, split, rows, dimension, status, when."""
     from chatspace.store.reader import format_runs, list_runs
 
     root = root or os.environ.get("CHATSPACE_ROOT") or "/workspace"
-    click.echo(format_runs(list_runs(root)))
+    runs = list_runs(root)
+    if as_json:
+        import orjson
+
+        for run in runs:
+            click.echo(orjson.dumps(run).decode())
+    elif not runs:
+        click.echo(f"no chatspace runs under {root}")
+    else:
+        click.echo(format_runs(runs))
 
 
 def main(argv: list[str] | None = None) -> None:

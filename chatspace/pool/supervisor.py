@@ -354,7 +354,7 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
     n_workers = len(executor.specs)
     ready: set[int] = set()
     finished: set[int] = set()
-    per_worker: dict[int, dict[str, float]] = {r: {"rows": 0, "tokens": 0} for r in range(n_workers)}
+    per_worker: dict[int, dict[str, float]] = {r: {"rows": 0, "tokens": 0, "ready_at": 0.0} for r in range(n_workers)}
     progress.start(total=len(selection.indices), initial=sum(r.get("selected", 0) for r in records.values()))
     sentinels_left = n_workers
     started = last_manifest = last_status = time.monotonic()
@@ -375,6 +375,7 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
             records[msg["record"]["unit"]] = msg["record"]
         elif kind == "ready":
             ready.add(rank)
+            per_worker[rank]["ready_at"] = time.monotonic()
             builder.workers[rank] = {
                 "rank": rank,
                 "device": msg["device"],
@@ -420,8 +421,8 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
             last_manifest = now
         if now - last_status >= progress.status_every:
             last_status = now
-            elapsed = now - started
             for rank in range(n_workers):
+                encoding_s = now - per_worker[rank]["ready_at"] if rank in ready else 0.0
                 state = "finished" if rank in finished else ("encoding" if rank in ready else "loading")
                 log.info(
                     "worker %d (%s): %s, %d rows, %.1f rows/s",
@@ -429,7 +430,7 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
                     executor.specs[rank].device.label,
                     state,
                     per_worker[rank]["rows"],
-                    per_worker[rank]["rows"] / elapsed,
+                    per_worker[rank]["rows"] / encoding_s if encoding_s > 0 else 0.0,
                 )
     executor.join(timeout=10)
     if len(records) < total_units:
