@@ -17,6 +17,19 @@ from chatspace import __version__
 from chatspace.config import DEFAULT_MODEL, DEFAULT_OPENAI_MODEL, EXTRACT_MODES, RunConfig, load_config_file
 from chatspace.errors import ChatspaceError, UsageError
 
+# Libraries that log every request or file at INFO; quiet unless --verbose.
+NOISY_LOGGERS = (
+    "sentence_transformers",
+    "transformers",
+    "httpx",
+    "httpx2",
+    "openai",
+    "urllib3",
+    "filelock",
+    "huggingface_hub",
+    "datasets",
+)
+
 # --- shared options ---------------------------------------------------------------------------------
 
 
@@ -295,7 +308,6 @@ def embed_dataset(ctx: click.Context, **params: Any) -> None:
 
         report = dry_run(cfg, Path(cfg.output_root).expanduser() / "datasets")
         click.echo(report.render())
-        click.echo("dry run: nothing was sent. Add --execute to call the API.")
         return
     from chatspace.openai_env import openai_settings
     from chatspace.pool.supervisor import run_embedding

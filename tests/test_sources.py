@@ -136,3 +136,15 @@ def test_hub_parquet_read_in_place(tmp_path, monkeypatch):
 
     again = Source(pickle.loads(pickle.dumps(src.spec)))
     assert again.read(np.array([77]), ["text"]) == [{"text": "f1-27"}]
+
+
+def test_tab_separated_csv_and_a_file_lacking_the_column(tmp_path):
+    (tmp_path / "t.csv").write_text("a\tb\n1\thello, world\n")
+    src = open_source(str(tmp_path / "t.csv"), cache_dir=tmp_path / "cache")
+    assert _read_all(src, ("b",)) == [{"b": "hello, world"}]
+    d = tmp_path / "two"
+    d.mkdir()
+    pq.write_table(pa.table({"text": ["x", "y"]}), d / "a.parquet")
+    pq.write_table(pa.table({"other": [1, 2, 3]}), d / "b.parquet")
+    src = open_source(str(d), cache_dir=tmp_path / "cache")
+    assert _read_all(src) == [{"text": "x"}, {"text": "y"}, {}, {}, {}]

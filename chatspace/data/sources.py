@@ -156,6 +156,8 @@ class _ParquetReader:
 
     def read(self, local: np.ndarray, columns: Sequence[str]) -> list[dict | None]:
         cols = [c for c in dict.fromkeys(columns) if c in self._names]
+        if not cols:  # this file lacks every requested column: each row reads as empty
+            return [{} for _ in range(len(local))]
         rg_of = np.searchsorted(self._rg_starts, local, side="right") - 1
         rows: list[dict | None] = []
         for rg in np.unique(rg_of):
@@ -206,6 +208,8 @@ class _ArrowReader:
 
     def read(self, local: np.ndarray, columns: Sequence[str]) -> list[dict | None]:
         cols = [c for c in dict.fromkeys(columns) if c in self._table.column_names]
+        if not cols:
+            return [{} for _ in range(len(local))]
         return self._table.select(cols).take(local).to_pylist()
 
     def close(self) -> None:
@@ -292,9 +296,10 @@ def _csv_to_parquet(path: Path, cache_dir: Path) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp{os.getpid()}")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     csv.field_size_limit(2**31 - 1)
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        delimiter = _sniff_delimiter(path, fh.read(65536))
+        fh.seek(0)
         reader = csv.reader(fh, delimiter=delimiter)
         header = next(reader, None)
         if not header:
@@ -317,6 +322,16 @@ def _csv_to_parquet(path: Path, cache_dir: Path) -> Path:
             )
     os.replace(tmp, out)
     return out
+
+
+def _sniff_delimiter(path: Path, head: str) -> str:
+    """Tab for .tsv; otherwise what the header line says (many ".csv" files are tab-separated)."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    try:
+        return csv.Sniffer().sniff(head, delimiters=",\t;|").delimiter
+    except csv.Error:
+        return ","
 
 
 def _parquet_entry(path: str, fs=None) -> tuple[FileEntry, set[str]]:

@@ -77,8 +77,17 @@ def local_worker_main(spec: WorkerSpec, tasks, results, logs, log_level: int) ->
     handler.addFilter(_DeviceFilter(spec.device.label))
     root.addHandler(handler)
     root.setLevel(log_level)
-    for noisy in ("sentence_transformers", "transformers", "httpx", "urllib3", "filelock", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in (
+        "sentence_transformers",
+        "transformers",
+        "httpx",
+        "httpx2",
+        "openai",
+        "urllib3",
+        "filelock",
+        "huggingface_hub",
+    ):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, log_level))
     _quiet_libraries()
     code = WorkerLoop(spec, _QueueChannel(tasks, results)).run()
     # Make sure every message is flushed to the supervisor before the process ends.

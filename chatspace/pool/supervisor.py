@@ -354,7 +354,9 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
     n_workers = len(executor.specs)
     ready: set[int] = set()
     finished: set[int] = set()
-    per_worker: dict[int, dict[str, float]] = {r: {"rows": 0, "tokens": 0, "ready_at": 0.0} for r in range(n_workers)}
+    per_worker: dict[int, dict[str, float]] = {
+        r: {"rows": 0, "tokens": 0, "ready_at": 0.0} for r in range(n_workers)
+    }
     progress.start(total=len(selection.indices), initial=sum(r.get("selected", 0) for r in records.values()))
     sentinels_left = n_workers
     started = last_manifest = last_status = time.monotonic()
@@ -384,7 +386,10 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
                 "warmup_seconds": msg["warmup_seconds"],
             }
             per_device = ("device", "threads")
-            builder.base["model"] = {"name": cfg.model, **{k: v for k, v in msg["encoder"].items() if k not in per_device}}
+            builder.base["model"] = {
+                "name": cfg.model,
+                **{k: v for k, v in msg["encoder"].items() if k not in per_device},
+            }
             builder.timings.setdefault("first_worker_ready_seconds", round(time.monotonic() - started, 3))
         elif kind == "finished":
             finished.add(rank)
