@@ -85,9 +85,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 240, check: bool = False):
+def run_cli(
+    *args: str,
+    env: dict | None = None,
+    unset: tuple[str, ...] = (),
+    timeout: float = 240,
+    check: bool = False,
+):
     """Run `chatspace ARGS` as a user would; returns the CompletedProcess."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    for name in unset:
+        full_env.pop(name, None)
     proc = subprocess.run(
         [*CHATSPACE, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO
     )

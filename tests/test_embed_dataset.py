@@ -1,0 +1,134 @@
+"""`chatspace embed-dataset` end to end against a scripted OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import cosine_rows, run_cli, write_jsonl
+from tests.openai_fake_server import FakeEmbeddingServer, fake_vector
+
+pytestmark = pytest.mark.slow
+
+KEY = "sk-test-secret-key-0123456789"
+DIM = 64
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, texts):
+    d = tmp_path_factory.mktemp("oa")
+    rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(texts[:120])]
+    rows.insert(5, {"id": "bad", "text": None})
+    return write_jsonl(d / "docs.jsonl", rows), {r["id"]: r["text"] for r in rows if r["text"]}
+
+
+@pytest.fixture
+def server():
+    with FakeEmbeddingServer(dimension=DIM) as srv:
+        yield srv
+
+
+def _args(path, out, *extra):
+    return [
+        "embed-dataset",
+        "--dataset",
+        str(path),
+        "--id-field",
+        "id",
+        "--model",
+        "text-embedding-3-small",
+        "--dimensions",
+        str(DIM),
+        "--output-root",
+        str(out),
+        "--rows-per-shard",
+        "30",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def _env(server):
+    return {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": KEY}
+
+
+def _table(out: Path):
+    return pq.ParquetDataset(sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))).read()
+
+
+def _no_key_anywhere(out: Path, *texts: str) -> None:
+    for text in texts:
+        assert KEY not in text
+    for p in out.rglob("*"):
+        if p.is_file():
+            assert KEY.encode() not in p.read_bytes(), p
+
+
+def test_dry_run_sends_nothing_and_prints_an_honest_plan(dataset, server, tmp_path):
+    path, good = dataset
+    proc = run_cli(*_args(path, tmp_path / "out"), env=_env(server))
+    assert proc.returncode == 0, proc.stderr
+    assert server.requests == []
+    out = proc.stdout
+    assert "dry run" in out and "no request sent" in out
+    assert f"{len(good)} to embed" in out and "cl100k_base" in out and "$" in out
+    assert not list((tmp_path / "out").glob("embeddings/**/*.parquet"))
+
+
+def test_execute_writes_verified_output_with_the_servers_vectors(dataset, server, tmp_path):
+    path, good = dataset
+    out = tmp_path / "out"
+    proc = run_cli(*_args(path, out, "--execute", "--concurrency", "3"), env=_env(server))
+    assert proc.returncode == 0, proc.stderr
+    table = _table(out)
+    ids = table.column("id").to_pylist()
+    assert sorted(ids) == sorted(good)
+    texts = table.column("text").to_pylist()
+    assert texts == [good[i] for i in ids]
+    got = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+    want = np.stack([fake_vector(t, DIM) for t in texts])
+    assert cosine_rows(got, want).min() >= 0.99999
+    manifest = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
+    assert manifest["status"] == "complete" and manifest["skipped"] == {"null": 1}
+    assert manifest["stats"]["requests"] >= 1
+    assert run_cli("verify", str(out)).returncode == 0
+    _no_key_anywhere(out, proc.stdout, proc.stderr)
+
+
+def test_missing_key_is_one_line_exit_2(dataset, server, tmp_path):
+    path, _ = dataset
+    proc = run_cli(
+        *_args(path, tmp_path / "out", "--execute"),
+        env={"OPENAI_BASE_URL": server.base_url},
+        unset=("OPENAI_API_KEY",),
+    )
+    assert proc.returncode == 2
+    assert "OPENAI_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
+    assert server.requests == []
+
+
+def test_server_failing_mid_run_stops_cleanly_and_resume_finishes(dataset, server, tmp_path):
+    path, good = dataset
+    out = tmp_path / "out"
+    server.fail_after = 2
+    args = _args(path, out, "--execute", "--concurrency", "1", "--max-retries", "1")
+    proc = run_cli(*args, env=_env(server))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "failed while encoding" in proc.stderr
+    manifest = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
+    assert manifest["status"] == "failed"
+    written = manifest["totals"]["rows"]
+    assert 0 < written < len(good)
+
+    server.fail_after = None
+    resumed = run_cli(*args, "--resume", env=_env(server))
+    assert resumed.returncode == 0, resumed.stderr
+    ids = _table(out).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) and set(ids) == set(good)
+    assert run_cli("verify", str(out)).returncode == 0
+    _no_key_anywhere(out, proc.stderr, resumed.stderr)
