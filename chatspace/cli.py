@@ -329,7 +329,7 @@ def embed_dataset(ctx: click.Context, **params: Any) -> None:
 )
 def download_dataset(**params: Any) -> None:
     """Write lightweight metadata about a dataset (splits, features, row counts, text fields)."""
-    from chatspace.inspect import download_dataset as run
+    from chatspace.describe import download_dataset as run
 
     params["output_root"] = params.get("output_root") or os.environ.get("CHATSPACE_ROOT") or "/workspace"
     click.echo(run(**params).render())

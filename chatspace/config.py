@@ -164,7 +164,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             data = tomllib.loads(p.read_text())
     except Exception as e:  # noqa: BLE001 - any parse error is the user's to fix
-        raise UsageError(f"cannot parse config file {p}: {e}".splitlines()[0]) from None
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise UsageError(f"cannot parse config file {p}: {detail}") from None
     if not isinstance(data, dict):
         raise UsageError(f"config file {p} must hold a table of options")
     return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -148,3 +148,22 @@ def test_tab_separated_csv_and_a_file_lacking_the_column(tmp_path):
     pq.write_table(pa.table({"other": [1, 2, 3]}), d / "b.parquet")
     src = open_source(str(d), cache_dir=tmp_path / "cache")
     assert _read_all(src) == [{"text": "x"}, {"text": "y"}, {}, {}, {}]
+
+
+def test_split_folders_and_split_named_files(tmp_path):
+    d = tmp_path / "splits"
+    for split, n in (("train", 3), ("test", 2)):
+        (d / split).mkdir(parents=True)
+        pq.write_table(pa.table({"text": [f"{split}{i}" for i in range(n)]}), d / split / "part.parquet")
+    assert open_source(str(d), split="test", cache_dir=tmp_path).num_rows == 2
+    with pytest.raises(UsageError, match="split folders: test, train"):
+        open_source(str(d), split="validation", cache_dir=tmp_path)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    pq.write_table(pa.table({"text": ["a", "b", "c"]}), flat / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"text": ["z"]}), flat / "test-00000-of-00001.parquet")
+    (flat / "dataset_info.json").write_text("{}")
+    assert open_source(str(flat), split="train", cache_dir=tmp_path).num_rows == 3
+    assert open_source(str(flat), split="test", cache_dir=tmp_path).num_rows == 1
+    with pytest.raises(UsageError, match="files name splits"):
+        open_source(str(flat), split="dev", cache_dir=tmp_path)

@@ -380,16 +380,45 @@ def _save_to_disk_files(folder: Path, split: str) -> list[Path] | None:
     return [folder / f["filename"] for f in files]
 
 
+SPLIT_NAMES = ("train", "test", "validation", "valid", "val", "dev", "eval")
+_METADATA_FILES = {"dataset_info.json", "dataset_dict.json", "state.json", "dataset_infos.json"}
+
+
+def _split_of(name: str) -> str | None:
+    """The split a Hub-style file name announces: train-00000-of-00002.parquet, test.jsonl, ..."""
+    stem = name.lower().split(".")[0]
+    for split in SPLIT_NAMES:
+        if stem == split or stem.startswith((f"{split}-", f"{split}_")):
+            return split
+    return None
+
+
 def _local_files(path: Path, split: str) -> tuple[list[Path], str]:
+    """The data files of one split of a local path; a split that is not there is a usage error."""
     if path.is_file():
         return [path], "file"
     arrow = _save_to_disk_files(path, split)
     if arrow is not None:
         return arrow, "save_to_disk"
+    split_dirs = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.lower() in SPLIT_NAMES)
     if (path / split).is_dir():
         path = path / split
+    elif split_dirs:
+        raise UsageError(f"split {split!r} not in {path} (split folders: {', '.join(split_dirs)})")
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_EXT)
-    files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    files = [
+        p
+        for p in files
+        if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+        and p.name not in _METADATA_FILES
+    ]
+    # A flat folder of Hub-style files (train-*.parquet, test-*.parquet) holds several splits.
+    named = {f: _split_of(f.name) for f in files}
+    if any(named.values()):
+        splits = sorted({s for s in named.values() if s})
+        if split not in splits:
+            raise UsageError(f"split {split!r} not in {path} (files name splits: {', '.join(splits)})")
+        files = [f for f in files if named[f] == split]
     if not files:
         raise UsageError(f"no .parquet, .jsonl, .json, .csv or .arrow files under {path}")
     return files, "folder"

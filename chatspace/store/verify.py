@@ -31,7 +31,10 @@ def _root_of(manifest_path: Path, manifest: dict) -> Path:
 
 
 def verify_manifest(manifest_path: Path) -> list[str]:
-    """Problems found in one run, one line each; empty when the run is intact and complete."""
+    """Problems found in one run, one line each; empty when the run is intact and complete.
+
+    Repeated ids are a problem unless the run itself recorded them as coming from the data's --id-field.
+    """
     problems: list[str] = []
     manifest = read_manifest(manifest_path)
     if manifest is None:
@@ -75,11 +78,12 @@ def verify_manifest(manifest_path: Path) -> list[str]:
             problems.append(f"{name}: embedding dimension {width}, expected {dim}")
         if not np.isfinite(values).all():
             problems.append(f"{name}: embeddings hold NaN or infinite values")
-        for rid in table.column("id").to_pylist():
-            if rid in ids:
-                problems.append(f"{name}: duplicate id {rid!r}")
-                break
-            ids.add(rid)
+        if "duplicate_ids" not in manifest:
+            for rid in table.column("id").to_pylist():
+                if rid in ids:
+                    problems.append(f"{name}: duplicate id {rid!r}")
+                    break
+                ids.add(rid)
         total_rows += table.num_rows
     totals = manifest.get("totals", {})
     if totals.get("rows") is not None and totals["rows"] != total_rows and not problems:
