@@ -202,6 +202,22 @@ def cli() -> None:
     "--threads-per-worker", type=int, help="Torch threads per CPU worker (default: cores / workers)."
 )
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Spawned local processes, or tasks on a Ray cluster.",
+)
+@click.option("--ray-address", help="With --executor ray: the cluster to join (default: start a local one).")
+@click.option("--ray-workers", type=int, help="With --executor ray: number of workers.")
+@click.option(
+    "--ray-device",
+    type=click.Choice(["cuda", "cpu"]),
+    default="cuda",
+    show_default=True,
+    help="With --executor ray: one GPU per worker, or --threads-per-worker CPUs.",
+)
+@click.option(
     "--dtype",
     type=click.Choice(["float32", "float16", "bfloat16"]),
     help="Model precision (default: bfloat16 on CUDA, float32 on CPU).",
@@ -237,13 +253,20 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
 
     params = _apply_config_file(ctx, params)
     _setup_console_logging(params["verbose"])
-    devices = resolve_devices(params.get("gpus"), params.get("devices"))
+    if params["executor"] == "ray":
+        if not params.get("ray_workers") or params["ray_workers"] <= 0:
+            raise UsageError("--executor ray needs --ray-workers N")
+        labels = tuple(f"ray-{params['ray_device']}:{i}" for i in range(params["ray_workers"]))
+    else:
+        labels = tuple(d.label for d in resolve_devices(params.get("gpus"), params.get("devices")))
     cfg = RunConfig(
         **_common_config(params),
         mode="hf",
         model=params["model"],
-        devices=tuple(d.label for d in devices),
+        devices=labels,
         threads_per_worker=params.get("threads_per_worker"),
+        executor=params["executor"],
+        ray_address=params.get("ray_address"),
         dtype=params.get("dtype"),
         embedding_dtype=params["embedding_dtype"],
         trust_remote_code=params["trust_remote_code"],

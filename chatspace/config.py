@@ -47,6 +47,8 @@ class RunConfig:
     model: str = DEFAULT_MODEL
     devices: tuple[str, ...] = ("cpu:0",)  # labels: cpu:N, cuda:N (see chatspace.devices)
     threads_per_worker: int | None = None
+    executor: str = "local"  # local (spawned processes) | ray
+    ray_address: str | None = None
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
     embedding_dtype: str = "float32"
     rows_per_shard: int = 10_000
@@ -113,6 +115,8 @@ class RunConfig:
             raise UsageError("--concurrency must be positive")
         if self.dimensions is not None and self.dimensions <= 0:
             raise UsageError("--dimensions must be positive")
+        if self.executor not in ("local", "ray"):
+            raise UsageError(f"--executor must be local or ray, not {self.executor!r}")
         if self.resume and self.overwrite:
             raise UsageError("give --resume or --overwrite, not both")
 

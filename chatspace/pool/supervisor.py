@@ -130,6 +130,8 @@ def _threads_for(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
     cpu_workers = sum(1 for d in devices if d.kind == "cpu")
     if cfg.threads_per_worker:
         return cfg.threads_per_worker
+    if cpu_workers and cfg.executor == "ray":
+        return 1  # cluster nodes' core counts are not ours to guess
     if cpu_workers:
         return max(1, cpu_count() // cpu_workers)
     return None
@@ -339,7 +341,13 @@ def _start_workers(
     devices = parse_device_labels(cfg.devices)
     threads = _threads_for(devices, cfg)
     specs = [WorkerSpec(rank, d, threads, cfg, source.spec, layout, run_id) for rank, d in enumerate(devices)]
-    executor = LocalExecutor(specs, log_queue, logging.getLogger().getEffectiveLevel())
+    level = logging.getLogger().getEffectiveLevel()
+    if cfg.executor == "ray":
+        from chatspace.pool.ray_executor import RayExecutor
+
+        executor = RayExecutor(specs, level, cfg.ray_address)
+    else:
+        executor = LocalExecutor(specs, log_queue, level)
     log.info(
         "starting %d worker(s): %s%s",
         len(specs),
