@@ -3,11 +3,18 @@
 Tokenization uses the model's own `preprocess` (so truncation, prompts and special tokens are exactly
 what `SentenceTransformer.encode` does) but unpadded; this module then groups rows of similar length and
 pads each batch itself: to the bucket's size when compiled (static shapes, no recompiles), otherwise to
-the batch's own longest row rounded up to a multiple of 8. Results are put back in input order.
+the batch's own longest row (rounded up to a multiple of 8 on CUDA, for tensor cores; exact on CPU,
+where every padded token costs as much as a real one). Results are put back in input order.
+
+Batch composition defaults (measured on the bench corpus, see benchmarks/RESULTS.md): on CUDA, rows
+(--batch-size) or --tokens-per-batch as given; on CPU, unless --tokens-per-batch or a non-default
+--batch-size is given, a budget of CPU_AUTO_TOKENS_PER_BATCH padded tokens per batch, so short rows
+share big batches and long rows small ones, and activations stay in cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -25,11 +32,12 @@ from chatspace.metrics import WorkerStats
 log = logging.getLogger(__name__)
 
 _PAD_MULTIPLE = 8  # on CUDA: tensor-core friendly shapes; on CPU rows are padded to their own length
-# On CPU, without --tokens-per-batch, batches are also capped at this many padded tokens: activations
-# then stay in the cores' caches (measured on all-MiniLM-L6-v2: ~2k-token batches run 20-30% faster
-# per token than 32 rows of 256 tokens, in float32 and bfloat16 alike).
+# The CPU default budget (padded tokens per batch). Measured with all-MiniLM-L6-v2 on a 2-core AMX
+# Xeon: batches of 1-4k tokens run 20-30% faster per token than 32 rows of 256 tokens (8k tokens: the
+# activations leave the caches) and than 32 rows of 16 tokens (per-batch overhead), in float32 and
+# bfloat16 alike; on the bench corpus this beats 32-row batches by ~20% (float32).
 CPU_AUTO_TOKENS_PER_BATCH = 2048
-CPU_MAX_ROWS_WITH_AUTO = True
+_DEFAULT_BATCH_SIZE = next(f.default for f in dataclasses.fields(RunConfig) if f.name == "batch_size")
 
 
 def resolve_model_path(model: str) -> str:
@@ -223,18 +231,21 @@ class SentenceTransformerEncoder(Encoder):
             self._run_batch(ids, [None] * rows, bucket)
 
     def _budget(self) -> int | None:
-        """The padded-token budget per batch: --tokens-per-batch, else the CPU cap, else none."""
+        """The padded-token budget per batch: --tokens-per-batch; on CPU, when neither it nor a
+        non-default --batch-size was given, CPU_AUTO_TOKENS_PER_BATCH; otherwise none (row counts)."""
         if self.cfg.tokens_per_batch:
             return self.cfg.tokens_per_batch
-        if self.device.kind == "cpu" and not self.cfg.compile_model and CPU_AUTO_TOKENS_PER_BATCH:
+        if self._auto_budget():
             return CPU_AUTO_TOKENS_PER_BATCH
         return None
 
-    def _max_rows(self) -> int | None:
-        """--batch-size still caps the rows of a batch when the budget is the automatic CPU one."""
-        if self.cfg.tokens_per_batch or CPU_MAX_ROWS_WITH_AUTO is False:
-            return None
-        return self.cfg.batch_size if self._budget() else None
+    def _auto_budget(self) -> bool:
+        return (
+            self.device.kind == "cpu"
+            and not self.cfg.compile_model
+            and self.cfg.batch_size == _DEFAULT_BATCH_SIZE
+            and bool(CPU_AUTO_TOKENS_PER_BATCH)
+        )
 
     def _rows_for(self, bucket: int) -> int:
         budget = self._bucket_budgets.get(bucket, self.cfg.tokens_per_batch)
@@ -257,8 +268,12 @@ class SentenceTransformerEncoder(Encoder):
             "attn_implementation": self._attn,
             "compiled": self.cfg.compile_model,
             "buckets": self._buckets,
-            "tokens_per_batch": self.cfg.tokens_per_batch,
-            "batch_size": None if self.cfg.tokens_per_batch else self.cfg.batch_size,
+            "tokens_per_batch": self._budget(),
+            "tokens_per_batch_source": (
+                "option" if self.cfg.tokens_per_batch else ("cpu-default" if self._budget() else None)
+            ),
+            "batch_size": None if self._budget() else self.cfg.batch_size,
+            "pad_multiple": self._pad_multiple,
             "device": self.device.label,
             "threads": self.threads,
         }
@@ -303,7 +318,6 @@ class SentenceTransformerEncoder(Encoder):
             static_shapes=self.cfg.compile_model,
             bucket_budgets=self._bucket_budgets,
             pad_multiple=self._pad_multiple,
-            max_rows=self._max_rows(),
         )
         with stats.busy("encode"):
             for batch in batches:
