@@ -17,19 +17,6 @@ from chatspace import __version__
 from chatspace.config import DEFAULT_MODEL, DEFAULT_OPENAI_MODEL, EXTRACT_MODES, RunConfig, load_config_file
 from chatspace.errors import ChatspaceError, UsageError
 
-# Libraries that log every request or file at INFO; quiet unless --verbose.
-NOISY_LOGGERS = (
-    "sentence_transformers",
-    "transformers",
-    "httpx",
-    "httpx2",
-    "openai",
-    "urllib3",
-    "filelock",
-    "huggingface_hub",
-    "datasets",
-)
-
 # --- shared options ---------------------------------------------------------------------------------
 
 
@@ -151,16 +138,10 @@ def _setup_console_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr
     )
-    for noisy in (
-        "sentence_transformers",
-        "transformers",
-        "httpx",
-        "urllib3",
-        "filelock",
-        "huggingface_hub",
-        "datasets",
-    ):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        from chatspace.logs import quiet_libraries
+
+        quiet_libraries()
 
 
 def _print_run_summary(result) -> None:

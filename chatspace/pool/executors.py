@@ -12,29 +12,16 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-from typing import Any
 
-from chatspace.pool.worker import WorkerLoop, WorkerSpec
+from chatspace.logs import quiet_libraries, quiet_worker_environment
+from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
 log = logging.getLogger(__name__)
 
 
-class _QueueChannel:
-    """The worker side of the local executor's queues."""
-
-    def __init__(self, tasks, results):
-        self._tasks = tasks
-        self._results = results
-
-    def get_task(self, timeout: float):
-        return self._tasks.get(timeout=timeout)
-
-    def send(self, message: dict[str, Any]) -> None:
-        self._results.put(message)
-
-    def supervisor_alive(self) -> bool:
-        parent = mp.parent_process()
-        return parent is None or parent.is_alive()
+def _parent_alive() -> bool:
+    parent = mp.parent_process()
+    return parent is None or parent.is_alive()
 
 
 class _DeviceFilter(logging.Filter):
@@ -62,6 +49,7 @@ def _die_with_parent() -> None:
 def local_worker_main(spec: WorkerSpec, tasks, results, logs, log_level: int) -> None:
     """Entry point of a spawned worker process."""
     _die_with_parent()
+    quiet_worker_environment()
     # Ctrl-C reaches the whole process group; the supervisor decides how workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if spec.device.kind == "cuda" and spec.device.physical is not None:
@@ -77,31 +65,14 @@ def local_worker_main(spec: WorkerSpec, tasks, results, logs, log_level: int) ->
     handler.addFilter(_DeviceFilter(spec.device.label))
     root.addHandler(handler)
     root.setLevel(log_level)
-    for noisy in (
-        "sentence_transformers",
-        "transformers",
-        "httpx",
-        "httpx2",
-        "openai",
-        "urllib3",
-        "filelock",
-        "huggingface_hub",
-    ):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, log_level))
-    _quiet_libraries()
-    code = WorkerLoop(spec, _QueueChannel(tasks, results)).run()
+    quiet_libraries(log_level)
+    code = WorkerLoop(spec, QueueChannel(tasks, results, _parent_alive)).run()
     # Make sure every message is flushed to the supervisor before the process ends.
     results.close()
     results.join_thread()
     logs.close()
     logs.join_thread()
     raise SystemExit(code)
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 class LocalExecutor:

@@ -14,51 +14,26 @@ import sys
 from typing import Any
 
 from chatspace.errors import UsageError
-from chatspace.pool.worker import WorkerLoop, WorkerSpec
+from chatspace.logs import quiet_libraries, quiet_worker_environment
+from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
 log = logging.getLogger(__name__)
 
 
-class _RayChannel:
-    def __init__(self, tasks, results):
-        self._tasks = tasks
-        self._results = results
-
-    def get_task(self, timeout: float):
-        return self._tasks.get(timeout=timeout)  # ray.util.queue.Empty subclasses queue.Empty
-
-    def send(self, message: dict[str, Any]) -> None:
-        self._results.put(message)
-
-    def supervisor_alive(self) -> bool:
-        return True  # Ray ends an actor when the driver that owns it exits
-
-
 def _run_in_actor(spec: WorkerSpec, tasks, results, log_level: int) -> int:
-    from chatspace.pool.executors import _quiet_libraries
-
-    _quiet_libraries()
+    quiet_worker_environment()
     root = logging.getLogger()
     root.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s [{spec.device.label}] %(message)s", "%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(log_level)
-    for noisy in (
-        "sentence_transformers",
-        "transformers",
-        "httpx",
-        "httpx2",
-        "openai",
-        "urllib3",
-        "filelock",
-    ):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, log_level))
+    quiet_libraries(log_level)
     if spec.device.kind == "cpu":
         import os
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return WorkerLoop(spec, _RayChannel(tasks, results)).run()
+    return WorkerLoop(spec, QueueChannel(tasks, results)).run()  # Ray ends tasks whose driver exits
 
 
 class RayExecutor:

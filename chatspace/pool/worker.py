@@ -47,6 +47,24 @@ class Channel(Protocol):
     def supervisor_alive(self) -> bool: ...
 
 
+class QueueChannel:
+    """A Channel over any pair of queues with get(timeout=) / put(): multiprocessing's, or Ray's."""
+
+    def __init__(self, tasks, results, supervisor_alive=lambda: True):
+        self._tasks = tasks
+        self._results = results
+        self._alive = supervisor_alive
+
+    def get_task(self, timeout: float) -> dict | None:
+        return self._tasks.get(timeout=timeout)  # both raise a queue.Empty subclass on timeout
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._results.put(message)
+
+    def supervisor_alive(self) -> bool:
+        return self._alive()
+
+
 @dataclass
 class WorkerSpec:
     """What a worker needs, all picklable: the config, its device, the opened source, the layout."""
