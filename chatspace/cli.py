@@ -213,9 +213,7 @@ def cli() -> None:
 @click.option(
     "--batch-size",
     type=int,
-    default=32,
-    show_default=True,
-    help="Rows per batch when no --tokens-per-batch is given.",
+    help="Rows per batch (default: 32 on CUDA; on CPU a 2048-padded-token budget). --tokens-per-batch overrides it.",
 )
 @click.option("--tokens-per-batch", type=int, help="Padded-token budget per batch (overrides --batch-size).")
 @click.option("--bucket-min-tokens", type=int, default=128, show_default=True)
@@ -251,7 +249,7 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
         dtype=params.get("dtype"),
         embedding_dtype=params["embedding_dtype"],
         trust_remote_code=params["trust_remote_code"],
-        batch_size=params["batch_size"],
+        batch_size=params.get("batch_size"),
         tokens_per_batch=params.get("tokens_per_batch"),
         bucket_min_tokens=params["bucket_min_tokens"],
         bucket_max_tokens=params.get("bucket_max_tokens"),

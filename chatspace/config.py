@@ -59,7 +59,7 @@ class RunConfig:
     progress: bool = True
     trust_remote_code: bool = False
     # Encoder tuning (does not change the vectors beyond float rounding).
-    batch_size: int = 32
+    batch_size: int | None = None  # None: 32 rows on CUDA; a padded-token budget on CPU
     tokens_per_batch: int | None = None
     bucket_min_tokens: int = 128
     bucket_max_tokens: int | None = None  # None: the model's maximum length
@@ -99,7 +99,7 @@ class RunConfig:
             raise UsageError(f"--dtype must be one of {', '.join(MODEL_DTYPES)}, not {self.dtype!r}")
         if not self.devices:
             raise UsageError("no devices to run on")
-        if self.batch_size <= 0:
+        if self.batch_size is not None and self.batch_size <= 0:
             raise UsageError("--batch-size must be positive")
         if self.tokens_per_batch is not None and self.tokens_per_batch <= 0:
             raise UsageError("--tokens-per-batch must be positive")

@@ -14,7 +14,6 @@ share big batches and long rows small ones, and activations stay in cache.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -37,7 +36,7 @@ _PAD_MULTIPLE = 8  # on CUDA: tensor-core friendly shapes; on CPU rows are padde
 # activations leave the caches) and than 32 rows of 16 tokens (per-batch overhead), in float32 and
 # bfloat16 alike; on the bench corpus this beats 32-row batches by ~20% (float32).
 CPU_AUTO_TOKENS_PER_BATCH = 2048
-_DEFAULT_BATCH_SIZE = next(f.default for f in dataclasses.fields(RunConfig) if f.name == "batch_size")
+DEFAULT_BATCH_SIZE = 32  # rows per batch without a token budget (SentenceTransformer.encode's default)
 
 
 def resolve_model_path(model: str) -> str:
@@ -225,31 +224,42 @@ class SentenceTransformerEncoder(Encoder):
     def _warm_up(self) -> None:
         """One batch per bucket, so compilation (and allocator growth) happens before the clock runs."""
         buckets = self._buckets if self.cfg.compile_model else self._buckets[:1]
+        # The same inputs as real batches (token_type_ids included when the tokenizer makes them), so
+        # the compiled graphs are the ones the run will use; a half-padded row exercises the mask path.
+        sample = self._model.preprocess(
+            ["warm-up"], processing_kwargs={"common": {"return_tensors": None}, "text": {"padding": False}}
+        )
+        has_types = sample.get("token_type_ids") is not None
         for bucket in buckets:
             rows = self._rows_for(bucket) if self.cfg.compile_model else 2
-            ids = [[self._pad_id()] * bucket for _ in range(rows)]
-            self._run_batch(ids, [None] * rows, bucket)
+            ids = [[self._pad_id()] * (bucket if r else max(1, bucket // 2)) for r in range(rows)]
+            types = [[0] * len(x) for x in ids] if has_types else [None] * rows
+            self._run_batch(ids, types, bucket)
 
     def _budget(self) -> int | None:
         """The padded-token budget per batch: --tokens-per-batch; on CPU, when neither it nor a
-        non-default --batch-size was given, CPU_AUTO_TOKENS_PER_BATCH; otherwise none (row counts)."""
+        --batch-size was given, CPU_AUTO_TOKENS_PER_BATCH; otherwise none (row counts)."""
         if self.cfg.tokens_per_batch:
             return self.cfg.tokens_per_batch
         if self._auto_budget():
             return CPU_AUTO_TOKENS_PER_BATCH
         return None
 
+    @property
+    def _batch_size(self) -> int:
+        return self.cfg.batch_size or DEFAULT_BATCH_SIZE
+
     def _auto_budget(self) -> bool:
         return (
             self.device.kind == "cpu"
             and not self.cfg.compile_model
-            and self.cfg.batch_size == _DEFAULT_BATCH_SIZE
+            and self.cfg.batch_size is None
             and bool(CPU_AUTO_TOKENS_PER_BATCH)
         )
 
     def _rows_for(self, bucket: int) -> int:
         budget = self._bucket_budgets.get(bucket, self.cfg.tokens_per_batch)
-        return max(1, budget // bucket) if budget else self.cfg.batch_size
+        return max(1, budget // bucket) if budget else self._batch_size
 
     def _pad_id(self) -> int:
         tok = self._model.tokenizer
@@ -272,7 +282,7 @@ class SentenceTransformerEncoder(Encoder):
             "tokens_per_batch_source": (
                 "option" if self.cfg.tokens_per_batch else ("cpu-default" if self._budget() else None)
             ),
-            "batch_size": None if self._budget() else self.cfg.batch_size,
+            "batch_size": None if self._budget() else self._batch_size,
             "pad_multiple": self._pad_multiple,
             "device": self.device.label,
             "threads": self.threads,
@@ -314,7 +324,7 @@ class SentenceTransformerEncoder(Encoder):
             prepared.token_counts,
             self._buckets,
             budget=self._budget(),
-            batch_size=self.cfg.batch_size,
+            batch_size=self._batch_size,
             static_shapes=self.cfg.compile_model,
             bucket_budgets=self._bucket_budgets,
             pad_multiple=self._pad_multiple,

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 
 from chatspace.logs import quiet_libraries, quiet_worker_environment
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
@@ -67,12 +68,15 @@ def local_worker_main(spec: WorkerSpec, tasks, results, logs, log_level: int) ->
     root.setLevel(log_level)
     quiet_libraries(log_level)
     code = WorkerLoop(spec, QueueChannel(tasks, results, _parent_alive)).run()
-    # Make sure every message is flushed to the supervisor before the process ends.
+    # Flush every message to the supervisor, then leave at once: interpreter teardown (garbage
+    # collection of the model) costs about a second per worker and does nothing useful here.
     results.close()
     results.join_thread()
     logs.close()
     logs.join_thread()
-    raise SystemExit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class LocalExecutor:
