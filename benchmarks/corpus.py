@@ -18,37 +18,16 @@ The corpus is written once as JSONL ({"id", "text"}) under benchmarks/.cache/ (g
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import json
 import sys
-import warnings
 from pathlib import Path
+
+from chatspace.sample_text import MODULES, docstring, walk
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 VERSION = 1  # bump when the corpus recipe changes
 
-# Import-safe standard-library modules: nothing here opens windows, browsers or sockets on import.
-MODULES = (
-    "abc", "argparse", "array", "ast", "asyncio", "base64", "binascii", "bisect", "bz2", "calendar",
-    "cmath", "cmd", "code", "codecs", "codeop", "collections", "collections.abc", "colorsys",
-    "concurrent.futures", "configparser", "contextlib", "contextvars", "copy", "copyreg", "cProfile",
-    "csv", "ctypes", "dataclasses", "datetime", "dbm", "decimal", "difflib", "dis", "doctest",
-    "email.message", "email.utils", "enum", "errno", "filecmp", "fileinput", "fnmatch", "fractions",
-    "ftplib", "functools", "getopt", "getpass", "gettext", "glob", "graphlib", "gzip", "hashlib", "heapq",
-    "hmac", "html", "html.parser", "http.client", "http.cookies", "http.server", "imaplib", "importlib",
-    "inspect", "io", "ipaddress", "itertools", "json", "json.decoder", "keyword", "linecache", "locale",
-    "logging", "logging.handlers", "lzma", "mailbox", "math", "mimetypes", "mmap", "modulefinder",
-    "multiprocessing", "netrc", "numbers", "operator", "optparse", "os", "pathlib", "pickle", "pkgutil",
-    "platform", "plistlib", "poplib", "pprint", "pstats", "pydoc", "queue", "quopri", "random", "re",
-    "reprlib", "rlcompleter", "runpy", "sched", "secrets", "select", "selectors", "shelve", "shlex",
-    "shutil", "signal", "site", "smtplib", "socket", "socketserver", "sqlite3", "ssl", "stat",
-    "statistics", "string", "struct", "subprocess", "symtable", "sysconfig", "tabnanny", "tarfile",
-    "tempfile", "textwrap", "threading", "time", "timeit", "tokenize", "tomllib", "trace", "traceback",
-    "types", "typing", "unicodedata", "unittest", "urllib.parse", "urllib.request", "uuid", "warnings",
-    "wave", "weakref", "wsgiref.simple_server", "xml.dom.minidom", "xml.etree.ElementTree",
-    "xmlrpc.client", "zipapp", "zipfile", "zipimport", "zlib", "zoneinfo",
-)  # fmt: skip
 
 MIN_CHARS = 12
 
@@ -57,43 +36,32 @@ def _collect() -> list[tuple[str, str]]:
     """(name, text) rows: unique docstrings plus class pages, in a fixed hash order."""
     seen: set[str] = set()
     rows: list[tuple[str, str]] = []
-
-    def doc_of(obj: object) -> str | None:
-        doc = inspect.getdoc(obj)
-        return doc.strip() if doc and len(doc.strip()) >= MIN_CHARS else None
+    page: list[str] = []
+    page_of = ""
 
     def add(name: str, text: str | None) -> None:
         if text and text not in seen:
             seen.add(text)
             rows.append((name, text))
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for mod_name in MODULES:
-            try:
-                mod = importlib.import_module(mod_name)
-            except ImportError:
-                continue
-            add(mod_name, doc_of(mod))
-            for name, obj in sorted(vars(mod).items()):
-                if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
-                    continue
-                if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
-                    continue
-                qual = f"{mod_name}.{name}"
-                add(qual, doc_of(obj))
-                if not inspect.isclass(obj):
-                    continue
-                page = [f"class {qual}\n\n{doc_of(obj) or ''}".rstrip()]
-                for attr, member in sorted(vars(obj).items()):
-                    if attr.startswith("_") or not (callable(member) or isinstance(member, property)):
-                        continue
-                    mdoc = doc_of(member)
-                    add(f"{qual}.{attr}", mdoc)
-                    if mdoc:
-                        page.append(f"{attr}\n    {mdoc}")
-                if len(page) >= 3:
-                    add(f"{qual}#page", "\n\n".join(page))
+    def flush_page() -> None:
+        if len(page) >= 3:
+            add(f"{page_of}#page", "\n\n".join(page))
+        page.clear()
+
+    for name, obj, owner in walk(MODULES):
+        doc = docstring(obj, MIN_CHARS)
+        if owner is None:
+            flush_page()
+            add(name, doc)
+            if inspect.isclass(obj):
+                page_of = name
+                page.append(f"class {name}\n\n{doc or ''}".rstrip())
+            continue
+        add(name, doc)
+        if doc:
+            page.append(f"{name.rsplit('.', 1)[1]}\n    {doc}")
+    flush_page()
     rows.sort(key=lambda r: hashlib.sha256(r[0].encode()).hexdigest())
     return rows
 

@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
-import inspect
 import json
 import sys
-import warnings
 from pathlib import Path
+
+from chatspace.sample_text import unique_docstrings
 
 OUT = Path(__file__).resolve().parent.parent / "chatspace" / "resources" / "demo.jsonl"
 
-# Well-known, import-safe modules (nothing that opens windows, browsers or sockets on import).
-MODULES = (
+# A smaller set of well-known modules than the benchmark corpus uses.
+DEMO_MODULES = (
     "argparse", "array", "ast", "asyncio", "base64", "bisect", "calendar", "collections", "contextlib",
     "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "enum", "fnmatch", "fractions",
     "functools", "glob", "gzip", "hashlib", "heapq", "html", "http.client", "io", "ipaddress",
@@ -69,42 +68,6 @@ BAD_ROWS = (
 )
 
 
-def _docstrings() -> list[tuple[str, str]]:
-    """(qualified name, docstring) for public objects of MODULES, first occurrence of each text."""
-    seen: set[str] = set()
-    out: list[tuple[str, str]] = []
-
-    def add(name: str, obj: object) -> None:
-        doc = inspect.getdoc(obj)
-        if not doc:
-            return
-        doc = doc.strip()
-        if len(doc) < MIN_CHARS or doc in seen:
-            return
-        seen.add(doc)
-        out.append((name, doc))
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for mod_name in MODULES:
-            try:
-                mod = importlib.import_module(mod_name)
-            except ImportError:
-                continue
-            add(mod_name, mod)
-            for name, obj in sorted(vars(mod).items()):
-                if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
-                    continue
-                if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
-                    continue
-                add(f"{mod_name}.{name}", obj)
-                if inspect.isclass(obj):
-                    for attr, member in sorted(vars(obj).items()):
-                        if not attr.startswith("_") and (callable(member) or isinstance(member, property)):
-                            add(f"{mod_name}.{name}.{attr}", member)
-    return out
-
-
 def _shorten(doc: str, limit: int = MAX_CHARS) -> str:
     if len(doc) <= limit:
         return doc
@@ -121,12 +84,12 @@ def _rank(name: str) -> str:
 
 
 def build_rows() -> list[dict]:
-    docs = sorted(_docstrings(), key=lambda item: _rank(item[0]))[:GOOD_ROWS]
+    docs = sorted(unique_docstrings(MIN_CHARS, DEMO_MODULES), key=lambda item: _rank(item[0]))[:GOOD_ROWS]
     docs.sort(key=lambda item: item[0])
     good = []
     for name, doc in docs:
         text = _shorten(doc)
-        kind = "module" if "." not in name or name in MODULES else "object"
+        kind = "module" if "." not in name or name in DEMO_MODULES else "object"
         question = f"What is the `{name}` module for?" if kind == "module" else f"What does `{name}` do?"
         good.append(
             {

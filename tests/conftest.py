@@ -3,8 +3,6 @@ format, the packaged model, and a helper that runs the real `chatspace` CLI in a
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import subprocess
 import sys
@@ -21,61 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CHATSPACE = [sys.executable, "-m", "chatspace.cli"]
 
-_STDLIB = (
-    "json",
-    "csv",
-    "argparse",
-    "collections",
-    "pathlib",
-    "subprocess",
-    "logging",
-    "itertools",
-    "functools",
-    "typing",
-    "re",
-    "textwrap",
-    "shutil",
-    "tarfile",
-    "zipfile",
-    "datetime",
-    "decimal",
-    "fractions",
-    "statistics",
-    "random",
-    "heapq",
-    "bisect",
-    "string",
-    "difflib",
-    "inspect",
-    "dataclasses",
-    "enum",
-    "threading",
-    "queue",
-    "socket",
-    "http.client",
-    "urllib.parse",
-    "email.message",
-    "unittest",
-    "doctest",
-)
-
 
 def real_texts(limit: int | None = None) -> list[str]:
-    """Real documentation prose of many lengths: the docstrings of standard-library objects."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for name in _STDLIB:
-        mod = importlib.import_module(name)
-        objs = [mod] + [getattr(mod, a) for a in sorted(dir(mod)) if not a.startswith("_")]
-        for obj in objs:
-            doc = inspect.getdoc(obj)
-            if not doc or doc in seen or len(doc) < 20:
-                continue
-            seen.add(doc)
-            out.append(doc)
-            if limit and len(out) >= limit:
-                return out
-    return out
+    """Real documentation prose of many lengths: standard-library docstrings, in a fixed order."""
+    from chatspace.sample_text import unique_docstrings
+
+    texts = [doc for _, doc in unique_docstrings(min_chars=20)]
+    return texts[:limit] if limit else texts
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

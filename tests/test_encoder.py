@@ -181,7 +181,7 @@ def test_float32_equals_sentence_transformer(options, texts200, reference):
     if not options:
         d = enc.describe()
         assert d["tokens_per_batch"] == CPU_AUTO_TOKENS_PER_BATCH and d["pad_multiple"] == 1
-        assert stats.padding_efficiency > 0.8
+        assert stats.padding_efficiency > 0.7
 
 
 def test_bfloat16_close_to_float32(texts200, reference):
