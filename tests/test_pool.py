@@ -181,3 +181,17 @@ def test_existing_output_is_protected(corpus, tmp_path):
     assert replaced.returncode == 0, replaced.stderr
     assert _manifest(out)["config"]["seed"] == 7
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(corpus, tmp_path):
+    path, _ = corpus
+    out = tmp_path / "out"
+    args = _args(path, out, "--devices", "cpu", "--rows-per-shard", "16")
+    first = _start(args)
+    try:
+        _wait_for_units(out, 1, first)
+        second = run_cli(*args, "--resume")
+        assert second.returncode == 2 and "another chatspace run is writing" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)

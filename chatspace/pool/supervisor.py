@@ -145,6 +145,27 @@ def _check_fields(source: Source, cfg: RunConfig) -> None:
             raise UsageError(f"{flag} {name!r} is not a column of {cfg.dataset} (columns: {have})")
 
 
+def _lock_output(layout: RunLayout):
+    """One run at a time per model/dataset/split: a second supervisor would redo and race the first."""
+    import fcntl
+
+    layout.root.joinpath("indexes").mkdir(parents=True, exist_ok=True)
+    lock_path = (
+        layout.root
+        / "indexes"
+        / f".{layout.index_dir.relative_to(layout.root / 'indexes').as_posix().replace('/', '--')}.lock"
+    )
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(
+            f"another chatspace run is writing to {layout.index_dir}; wait for it or stop it"
+        ) from None
+    return handle
+
+
 def _prepare_output(layout: RunLayout, cfg: RunConfig) -> tuple[str, dict[int, dict]]:
     """Decide between a fresh run, a resume, or a refusal; returns (run_id, completed unit records)."""
     existing = read_manifest(layout.manifest_path)
@@ -206,7 +227,12 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     _check_fields(source, cfg)
     selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
     t_plan = time.perf_counter() - t0
-    run_id, done = _prepare_output(layout, cfg)
+    run_lock = _lock_output(layout)  # held for the whole run
+    try:
+        run_id, done = _prepare_output(layout, cfg)
+    except BaseException:
+        run_lock.close()
+        raise
     cfg = cfg.replace(run_id=run_id)
     total_units = num_units(len(selection.indices), cfg.rows_per_shard)
 
@@ -299,6 +325,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         manifest = builder.write(records, status, error)
         listener.stop()
         logging.getLogger().handlers = previous_handlers
+        run_lock.close()
         for h in handlers:
             logging.getLogger(TRACEBACK_LOGGER).removeHandler(h)
             h.close()
