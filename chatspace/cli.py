@@ -69,6 +69,13 @@ def _data_options(f):
             "--overwrite", is_flag=True, help="Replace an existing run of this model/dataset/split."
         ),
         click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar."),
+        click.option(
+            "--stall-timeout",
+            type=float,
+            default=1800.0,
+            show_default=True,
+            help="Stop the run when a worker finishes no chunk for this many seconds (0: never).",
+        ),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
     for option in reversed(options):
@@ -129,6 +136,7 @@ def _common_config(params: dict[str, Any]) -> dict[str, Any]:
         "resume": params["resume"],
         "overwrite": params["overwrite"],
         "progress": not params["no_progress"],
+        "stall_timeout": params["stall_timeout"],
         "config_file": params.get("_config_file"),
     }
 

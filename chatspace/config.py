@@ -48,6 +48,7 @@ class RunConfig:
     devices: tuple[str, ...] = ("cpu:0",)  # labels: cpu:N, cuda:N (see chatspace.devices)
     threads_per_worker: int | None = None
     executor: str = "local"  # local (spawned processes) | ray
+    stall_timeout: float = 1800.0  # seconds a ready worker may go without finishing a chunk; 0: never
     ray_address: str | None = None
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
     embedding_dtype: str = "float32"
@@ -115,6 +116,8 @@ class RunConfig:
             raise UsageError("--concurrency must be positive")
         if self.dimensions is not None and self.dimensions <= 0:
             raise UsageError("--dimensions must be positive")
+        if self.stall_timeout < 0:
+            raise UsageError("--stall-timeout must be >= 0")
         if self.executor not in ("local", "ray"):
             raise UsageError(f"--executor must be local or ray, not {self.executor!r}")
         if self.resume and self.overwrite:

@@ -195,3 +195,16 @@ def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(corpu
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)
+
+
+def test_a_stalled_worker_stops_the_run(corpus, tmp_path):
+    """A worker that stays alive but finishes nothing (here: a deadline shorter than one chunk)."""
+    path, _ = corpus
+    proc = _start(
+        _args(
+            path, tmp_path / "out", "--devices", "cpu", "--threads-per-worker", "1", "--stall-timeout", "0.3"
+        )
+    )
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "made no progress" in stderr and "Traceback" not in stderr

@@ -390,7 +390,7 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
     ready: set[int] = set()
     finished: set[int] = set()
     per_worker: dict[int, dict[str, float]] = {
-        r: {"rows": 0, "tokens": 0, "ready_at": 0.0} for r in range(n_workers)
+        r: {"rows": 0, "tokens": 0, "ready_at": 0.0, "last_progress": 0.0} for r in range(n_workers)
     }
     progress.start(total=len(selection.indices), initial=sum(r.get("selected", 0) for r in records.values()))
     sentinels_left = n_workers
@@ -404,6 +404,8 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
 
     def handle(msg: dict) -> None:
         kind, rank = msg["type"], msg.get("rank")
+        if kind in ("progress", "unit_done", "ready"):
+            per_worker[rank]["last_progress"] = time.monotonic()
         if kind == "progress":
             per_worker[rank]["rows"] += msg["rows"]
             per_worker[rank]["tokens"] += msg["tokens"]
@@ -456,6 +458,15 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
                 f"worker {rank} ({device}) {describe_exit(code)}; rerun with --resume to finish"
             )
         now = time.monotonic()
+        # A worker that is alive but stuck (a hung kernel, a dead filesystem) would hang the run.
+        for rank in ready - finished:
+            silent = now - per_worker[rank]["last_progress"]
+            if cfg.stall_timeout and silent > cfg.stall_timeout:
+                device = executor.specs[rank].device.label
+                raise ChatspaceError(
+                    f"worker {rank} ({device}) made no progress for {silent:.0f}s (--stall-timeout "
+                    f"{cfg.stall_timeout:g}); stopping. Rerun with --resume to finish"
+                )
         if now - last_manifest >= MANIFEST_EVERY_S:
             builder.write(records, "running")
             last_manifest = now
