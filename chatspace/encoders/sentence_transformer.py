@@ -173,6 +173,9 @@ class SentenceTransformerEncoder(Encoder):
         self._dtype_name = dtype_name
         path = resolve_model_path(self.cfg.model)
         model_kwargs: dict[str, Any] = {}
+        if dtype_name != "float32":
+            # Load straight into the target precision: a large model need not fit in float32 first.
+            model_kwargs[_dtype_kwarg()] = getattr(torch, dtype_name)
         attn = self.cfg.attn_implementation or "sdpa"
         model_kwargs["attn_implementation"] = attn
         try:
@@ -182,7 +185,8 @@ class SentenceTransformerEncoder(Encoder):
                 raise
             log.info("attention implementation %s not supported here (%s); using the default", attn, e)
             attn = "default"
-            model = self._load(SentenceTransformer, path, torch_device, {})
+            model_kwargs.pop("attn_implementation")
+            model = self._load(SentenceTransformer, path, torch_device, model_kwargs)
         self._attn = attn
         model.eval()
         if dtype_name != "float32":
@@ -408,6 +412,14 @@ class SentenceTransformerEncoder(Encoder):
         with torch.inference_mode():
             result = self._forward(features)["sentence_embedding"]
         return result.float().cpu().numpy()
+
+
+def _dtype_kwarg() -> str:
+    """transformers 4.56 renamed from_pretrained's `torch_dtype` to `dtype`."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 def _unique_graphs() -> int:
