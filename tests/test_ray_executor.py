@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cosine_rows, run_cli, write_jsonl
+from tests.conftest import cosine_rows, run_cli, run_table, write_jsonl
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
-
-
-def _table(out):
-    return pq.ParquetDataset(sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))).read().sort_by("id")
 
 
 def test_ray_workers_match_local_workers(texts, tmp_path):
@@ -47,7 +42,7 @@ def test_ray_workers_match_local_workers(texts, tmp_path):
         timeout=300,
     )
     assert ray.returncode == 0, ray.stderr
-    a, b = _table(tmp_path / "local"), _table(tmp_path / "ray")
+    a, b = run_table(tmp_path / "local").sort_by("id"), run_table(tmp_path / "ray").sort_by("id")
     assert a.column("id").to_pylist() == b.column("id").to_pylist()
     ea = np.asarray(a.column("embedding").to_pylist())
     eb = np.asarray(b.column("embedding").to_pylist())
