@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from chatspace.config import RunConfig
-from chatspace.data.extract import INVALID_ROW, Skip, extract_row, row_id
+from chatspace.data.extract import extract_rows, needed_columns
 from chatspace.data.sampling import select_rows
-from chatspace.data.sources import dataset_label, is_local, open_source
+from chatspace.data.sources import check_fields, open_source
 from chatspace.encoders.openai_api import OpenAIEncoder, RequestPlan, price_per_million
-from chatspace.errors import ChatspaceError, UsageError
+from chatspace.errors import ChatspaceError
 from chatspace.metrics import WorkerStats
 from chatspace.openai_env import OpenAISettings, openai_settings
+from chatspace.pool.worker import CHUNK_ROWS
 from chatspace.store.layout import RunLayout
 
 READ_CHUNK = 8192
-DEFAULT_CHUNK_ROWS = 1024
 
 
 @dataclass
@@ -100,23 +100,6 @@ class DryRunReport:
         return "\n".join(lines)
 
 
-def _check_fields(columns: tuple[str, ...], cfg: RunConfig) -> None:
-    cols = set(columns)
-    for flag, name in (("--text-field", cfg.text_field), ("--id-field", cfg.id_field)):
-        if name is not None and name not in cols:
-            have = ", ".join(sorted(cols)[:20]) or "none"
-            raise UsageError(f"{flag} {name!r} is not a column of {cfg.dataset} (columns: {have})")
-
-
-def _worker_chunk_rows() -> int:
-    """The rows a worker hands the encoder at a time (requests are planned within one such chunk)."""
-    try:
-        from chatspace.pool.worker import CHUNK_ROWS
-    except ImportError:  # pragma: no cover - the worker module is part of the package
-        return DEFAULT_CHUNK_ROWS
-    return int(CHUNK_ROWS)
-
-
 def dry_run(cfg: RunConfig, cache_dir: Path, *, settings: OpenAISettings | None = None) -> DryRunReport:
     """Count what an OpenAI-mode run of `cfg` would send; never contacts the embeddings API."""
     if settings is None:
@@ -126,12 +109,9 @@ def dry_run(cfg: RunConfig, cache_dir: Path, *, settings: OpenAISettings | None 
         cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=cache_dir
     )
     try:
-        _check_fields(source.columns, cfg)
+        check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset)
         selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
-        columns = [cfg.text_field] + (
-            [cfg.id_field] if cfg.id_field and cfg.id_field != cfg.text_field else []
-        )
-        chunk_rows = _worker_chunk_rows()
+        columns = needed_columns(cfg.text_field, cfg.id_field)
         skipped: Counter[str] = Counter()
         stats = WorkerStats()
         rows = tokens = truncated = requests = longest = shards = 0
@@ -149,18 +129,18 @@ def dry_run(cfg: RunConfig, cache_dir: Path, *, settings: OpenAISettings | None 
                     raise ChatspaceError(
                         f"{cfg.dataset}: read {len(read)} rows where {len(chunk)} were asked for"
                     )
-                for index, row in zip(chunk.tolist(), read, strict=True):
-                    try:
-                        if row is None:
-                            raise Skip(INVALID_ROW)
-                        text = extract_row(row, cfg.text_field, cfg.extract)
-                        row_id(row, cfg.id_field, cfg.split, index)
-                    except Skip as s:
-                        skipped[s.reason] += 1
-                        continue
-                    texts.append(text)
-            for start in range(0, len(texts), chunk_rows):
-                prepared = encoder.prepare(texts[start : start + chunk_rows], stats)
+                usable = extract_rows(
+                    chunk.tolist(),
+                    read,
+                    text_field=cfg.text_field,
+                    mode=cfg.extract,
+                    id_field=cfg.id_field,
+                    split=cfg.split,
+                    skipped=skipped,
+                )
+                texts.extend(text for _, _, text in usable)
+            for start in range(0, len(texts), CHUNK_ROWS):
+                prepared = encoder.prepare(texts[start : start + CHUNK_ROWS], stats)
                 plan: RequestPlan = prepared.payload
                 skipped.update(prepared.skipped.values())
                 kept = prepared.token_counts[plan.rows]
@@ -174,10 +154,7 @@ def dry_run(cfg: RunConfig, cache_dir: Path, *, settings: OpenAISettings | None 
         source.close()
 
     price = price_per_million(cfg.model)
-    local = is_local(cfg.dataset, cfg.source)
-    layout = RunLayout.for_run(
-        cfg.output_root, cfg.model, dataset_label(cfg.dataset, local), cfg.subset, cfg.split
-    )
+    layout = RunLayout.for_config(cfg)
     return DryRunReport(
         dataset=cfg.dataset,
         split=cfg.split,

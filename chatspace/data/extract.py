@@ -6,6 +6,7 @@ Conversations come in two shapes: OpenAI-style messages (`role`/`content`, conte
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -146,3 +147,34 @@ def row_id(row: dict, id_field: str | None, split: str, index: int) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value)
+
+
+def needed_columns(text_field: str, id_field: str | None) -> list[str]:
+    """The only columns a run reads."""
+    return [text_field] + ([id_field] if id_field and id_field != text_field else [])
+
+
+def extract_rows(
+    indices: Iterable[int],
+    rows: Iterable[dict | None],
+    *,
+    text_field: str,
+    mode: str,
+    id_field: str | None,
+    split: str,
+    skipped: dict[str, int],
+) -> Iterator[tuple[int, str, str]]:
+    """(global index, id, text) of each usable row; the others are counted in `skipped` by reason.
+
+    A row that could not be parsed at all arrives as None and is counted as invalid_row.
+    """
+    for index, row in zip(indices, rows, strict=True):
+        try:
+            if row is None:
+                raise Skip(INVALID_ROW)
+            text = extract_row(row, text_field, mode)
+            rid = row_id(row, id_field, split, index)
+        except Skip as s:
+            skipped[s.reason] = skipped.get(s.reason, 0) + 1
+            continue
+        yield index, rid, text

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -422,6 +422,15 @@ def _local_files(path: Path, split: str) -> tuple[list[Path], str]:
     if not files:
         raise UsageError(f"no .parquet, .jsonl, .json, .csv or .arrow files under {path}")
     return files, "folder"
+
+
+def check_fields(columns: Iterable[str], text_field: str, id_field: str | None, dataset: str) -> None:
+    """A field the dataset does not have at all is a usage error, before any work starts."""
+    cols = set(columns)
+    for flag, name in (("--text-field", text_field), ("--id-field", id_field)):
+        if name is not None and name not in cols:
+            have = ", ".join(sorted(cols)[:20]) or "none"
+            raise UsageError(f"{flag} {name!r} is not a column of {dataset} (columns: {have})")
 
 
 def is_local(dataset: str, source: str) -> bool:

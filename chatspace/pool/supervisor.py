@@ -24,7 +24,7 @@ from typing import Any
 from chatspace import __version__
 from chatspace.config import RunConfig
 from chatspace.data.sampling import select_rows
-from chatspace.data.sources import Source, dataset_label, is_local, open_source
+from chatspace.data.sources import Source, check_fields, open_source
 from chatspace.devices import Device, cpu_count, parse_device_labels
 from chatspace.errors import ChatspaceError, RunInterrupted, UsageError
 from chatspace.plan import num_units, plan_units
@@ -137,14 +137,6 @@ def _threads_for(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
     return None
 
 
-def _check_fields(source: Source, cfg: RunConfig) -> None:
-    cols = set(source.columns)
-    for flag, name in (("--text-field", cfg.text_field), ("--id-field", cfg.id_field)):
-        if name is not None and name not in cols:
-            have = ", ".join(sorted(cols)[:20]) or "none"
-            raise UsageError(f"{flag} {name!r} is not a column of {cfg.dataset} (columns: {have})")
-
-
 def _lock_output(layout: RunLayout):
     """One run at a time per model/dataset/split: a second supervisor would redo and race the first."""
     import fcntl
@@ -217,14 +209,13 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     """Embed the sampled dataset across `cfg.devices`; the Python API behind `chatspace embed-hf`."""
     t_start = time.perf_counter()
     root = ensure_writable_root(cfg.output_root)
-    local = is_local(cfg.dataset, cfg.source)
-    layout = RunLayout.for_run(root, cfg.model, dataset_label(cfg.dataset, local), cfg.subset, cfg.split)
+    layout = RunLayout.for_config(cfg, root)
     # Logging goes to the console until the run id is known; then to logs/ as well.
     t0 = time.perf_counter()
     source = open_source(
         cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=layout.datasets_dir
     )
-    _check_fields(source, cfg)
+    check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset)
     selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
     t_plan = time.perf_counter() - t0
     run_lock = _lock_output(layout)  # held for the whole run

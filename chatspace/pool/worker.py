@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from chatspace.config import RunConfig
-from chatspace.data.extract import INVALID_ROW, Skip, extract_row, row_id
+from chatspace.data.extract import extract_rows, needed_columns
 from chatspace.data.sources import Source, SourceSpec
 from chatspace.devices import Device
 from chatspace.metrics import GpuTelemetry, WorkerStats
@@ -228,7 +228,7 @@ class WorkerLoop:
 
     def _reader(self, out: queue.Queue) -> None:
         source = Source(self.spec.source)
-        columns = [self.cfg.text_field] + ([self.cfg.id_field] if self.cfg.id_field else [])
+        columns = needed_columns(self.cfg.text_field, self.cfg.id_field)
         try:
             while not self._stop.is_set():
                 t = time.perf_counter()
@@ -255,21 +255,20 @@ class WorkerLoop:
         with unit.stats.busy("read"):
             rows = source.read(indices, columns)
         with unit.stats.busy("extract"):
-            keep_idx = []
-            for k, row in zip(indices.tolist(), rows, strict=True):
-                try:
-                    if row is None:
-                        raise Skip(INVALID_ROW)
-                    text = extract_row(row, self.cfg.text_field, self.cfg.extract)
-                    rid = row_id(row, self.cfg.id_field, self.cfg.split, k)
-                except Skip as s:
-                    unit.skipped[s.reason] = unit.skipped.get(s.reason, 0) + 1
-                    continue
+            usable = extract_rows(
+                indices.tolist(),
+                rows,
+                text_field=self.cfg.text_field,
+                mode=self.cfg.extract,
+                id_field=self.cfg.id_field,
+                split=self.cfg.split,
+                skipped=unit.skipped,
+            )
+            for k, rid, text in usable:
                 file_no, file_row = source.locate(k)
                 unit.ids.append(rid)
                 unit.texts.append(text)
                 unit.meta.append({"row": k, "file": source.spec.files[file_no].path, "file_row": file_row})
-                keep_idx.append(k)
         chunks = [(s, min(s + CHUNK_ROWS, len(unit.texts))) for s in range(0, len(unit.texts), CHUNK_ROWS)]
         unit.chunks_left = len(chunks)
         if not chunks:

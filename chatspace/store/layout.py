@@ -51,6 +51,14 @@ class RunLayout:
         dataset = dataset_label if not subset else f"{dataset_label}__{subset}"
         return cls(Path(root).expanduser().resolve(), model_label(model), dataset, split)
 
+    @classmethod
+    def for_config(cls, cfg, root: str | Path | None = None) -> RunLayout:
+        """The layout a RunConfig writes to (under `root`, default cfg.output_root)."""
+        from chatspace.data.sources import dataset_label, is_local
+
+        label = dataset_label(cfg.dataset, is_local(cfg.dataset, cfg.source))
+        return cls.for_run(root or cfg.output_root, cfg.model, label, cfg.subset, cfg.split)
+
     def _parts(self) -> tuple[str, str, str]:
         return slug(self.model), slug(self.dataset), slug(self.split)
 
