@@ -656,49 +656,35 @@ def main(argv: list[str] | None = None) -> int:
             pool_data = data if pool_rows == rows else corpus_mod.build_corpus(pool_rows)
             prps = max(50, pool_rows // 8)  # several units, so two workers can share them
             for _ in range(1 if args.quick else args.repeats):
-                bench.case(
-                    "pool-1x2-chatspace",
-                    bench.chatspace,
-                    pool_data,
-                    model,
-                    devices="cpu",
-                    extra=["--threads-per-worker", "2", "--dtype", "float32"],
-                    rows_per_shard=prps,
-                    pin=pin,
-                )
-                bench.case(
-                    "pool-2x1-chatspace",
-                    bench.chatspace,
-                    pool_data,
-                    model,
-                    devices="cpu,cpu",
-                    extra=["--threads-per-worker", "1", "--dtype", "float32"],
-                    rows_per_shard=prps,
-                    pin=pin,
-                )
-                bench.case(
-                    "pool-st-2x",
-                    bench.plain,
-                    pool_data,
-                    model_path,
-                    device="cpu",
-                    dtype="float32",
-                    threads=None,
-                    pool="cpu,cpu",
-                    pin=pin,
-                )
-                bench.case(
-                    "pool-st-2x-omp1",
-                    bench.plain,
-                    pool_data,
-                    model_path,
-                    device="cpu",
-                    dtype="float32",
-                    threads=None,
-                    pool="cpu,cpu",
-                    pin=pin,
-                    env={"OMP_NUM_THREADS": "1"},
-                )
+                # The same two cores: one worker with two threads, then two workers with one each.
+                for name, devices, threads in (
+                    ("pool-1x2-chatspace", "cpu", "2"),
+                    ("pool-2x1-chatspace", "cpu,cpu", "1"),
+                ):
+                    bench.case(
+                        name,
+                        bench.chatspace,
+                        pool_data,
+                        model,
+                        devices=devices,
+                        extra=["--threads-per-worker", threads, "--dtype", "float32"],
+                        rows_per_shard=prps,
+                        pin=pin,
+                    )
+                # SentenceTransformer's own pool, as it comes and with one OpenMP thread per process.
+                for name, env in (("pool-st-2x", None), ("pool-st-2x-omp1", {"OMP_NUM_THREADS": "1"})):
+                    bench.case(
+                        name,
+                        bench.plain,
+                        pool_data,
+                        model_path,
+                        device="cpu",
+                        dtype="float32",
+                        threads=None,
+                        pool="cpu,cpu",
+                        pin=pin,
+                        env=env,
+                    )
             results["pool"] = {"rows": pool_rows, "pinned_cpus": pin}
 
         # --- quality: per-row cosine to plain float32, STS ---------------------------------------------
