@@ -40,24 +40,17 @@ def mixed_bag(tmp_path_factory, texts):
     return path, good
 
 
+def _embed(path, out, *extra: str):
+    """`chatspace embed-hf` on one CPU worker, ids from the data, plain logs."""
+    args = ["--dataset", str(path), "--id-field", "id", "--devices", "cpu", "--output-root", str(out)]
+    return run_cli("embed-hf", *args, "--no-progress", *extra)
+
+
 @pytest.fixture(scope="module")
 def run_output(mixed_bag, tmp_path_factory):
     path, good = mixed_bag
     out = tmp_path_factory.mktemp("out")
-    proc = run_cli(
-        "embed-hf",
-        "--dataset",
-        str(path),
-        "--id-field",
-        "id",
-        "--devices",
-        "cpu",
-        "--output-root",
-        str(out),
-        "--rows-per-shard",
-        "64",
-        "--no-progress",
-    )
+    proc = _embed(path, out, "--rows-per-shard", "64")
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -162,24 +155,7 @@ def test_same_seed_same_rows_whatever_the_shard_size(mixed_bag, tmp_path):
     ids = []
     for rows_per_shard in ("7", "1000"):
         out = tmp_path / rows_per_shard
-        proc = run_cli(
-            "embed-hf",
-            "--dataset",
-            str(path),
-            "--id-field",
-            "id",
-            "--n",
-            "40",
-            "--seed",
-            "3",
-            "--devices",
-            "cpu",
-            "--output-root",
-            str(out),
-            "--rows-per-shard",
-            rows_per_shard,
-            "--no-progress",
-        )
+        proc = _embed(path, out, "--n", "40", "--seed", "3", "--rows-per-shard", rows_per_shard)
         assert proc.returncode == 0, proc.stderr
         ids.append(sorted(run_table(out).column("id").to_pylist()))
     assert ids[0] == ids[1] and len(ids[0]) > 30
