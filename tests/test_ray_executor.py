@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import tempfile
+import time
+
 import numpy as np
 import pytest
 
@@ -11,7 +16,26 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
 
 
-def test_ray_workers_match_local_workers(texts, tmp_path):
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def stale_ray_tmpdir():
+    """A Ray temp dir whose `ray_current_cluster` names a cluster that died (nothing listens there).
+
+    Short path on purpose: Ray puts unix sockets under it."""
+    path = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    with open(f"{path}/ray_current_cluster", "w") as fh:
+        fh.write(f"127.0.0.1:{_closed_port()}")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
+    """Also: a dead cluster recorded in Ray's temp dir is never attached to; a local one is started."""
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:200])])
     common = [
         "--dataset",
@@ -40,6 +64,8 @@ def test_ray_workers_match_local_workers(texts, tmp_path):
         "--output-root",
         str(tmp_path / "ray"),
         timeout=300,
+        env={"RAY_TMPDIR": stale_ray_tmpdir},
+        unset=("RAY_ADDRESS",),
     )
     assert ray.returncode == 0, ray.stderr
     a, b = run_table(tmp_path / "local").sort_by("id"), run_table(tmp_path / "ray").sort_by("id")
@@ -53,3 +79,28 @@ def test_ray_workers_match_local_workers(texts, tmp_path):
 def test_ray_needs_a_worker_count(tmp_path):
     proc = run_cli("embed-hf", "--dataset", "x.jsonl", "--executor", "ray", "--output-root", str(tmp_path))
     assert proc.returncode == 2 and "--ray-workers" in proc.stderr
+
+
+@pytest.mark.parametrize("how", ["option", "env", "auto"])
+def test_a_ray_cluster_that_does_not_answer_fails_fast(tmp_path, stale_ray_tmpdir, how):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello"}])
+    dead = f"127.0.0.1:{_closed_port()}"
+    args = ["embed-hf", "--dataset", str(data), "--executor", "ray", "--ray-workers", "1"]
+    args += ["--ray-device", "cpu", "--output-root", str(tmp_path / "out"), "--no-progress"]
+    env = {"RAY_TMPDIR": stale_ray_tmpdir}
+    if how == "option":
+        args += ["--ray-address", dead]
+    elif how == "env":
+        env["RAY_ADDRESS"] = dead
+    else:
+        args += ["--ray-address", "auto"]  # the stale cluster file names a dead address
+    t0 = time.monotonic()
+    proc = run_cli(*args, env=env, unset=() if how == "env" else ("RAY_ADDRESS",), timeout=120)
+    assert time.monotonic() - t0 < 60, "a dead cluster must be reported within seconds, not minutes"
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("chatspace: error: the Ray cluster at 127.0.0.1:")
+    assert "does not answer" in lines[-1] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "indexes").exists() or not any(
+        (tmp_path / "out" / "indexes").rglob("*.json")
+    )

@@ -9,15 +9,79 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
+from pathlib import Path
 from typing import Any
 
-from chatspace.errors import UsageError
+from chatspace.errors import ChatspaceError, UsageError
 from chatspace.logs import quiet_libraries, quiet_worker_environment
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
 log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 3.0
+_DEFAULT_PORTS = {"ray": 10001, "gcs": 6379}  # Ray Client server; GCS (`ray start --head`)
+
+
+def resolve_ray_address(address: str | None) -> str:
+    """The address to give `ray.init`: "local" unless the user named a cluster that answers.
+
+    A bare `ray.init()` attaches to whatever Ray's `ray_current_cluster` file names, and hangs for many
+    minutes when that cluster has died. So no address (and no RAY_ADDRESS) starts a fresh local
+    instance, and a named cluster ("auto" included) is probed first: one line within seconds if it
+    does not answer.
+    """
+    address = (address or os.environ.get("RAY_ADDRESS") or "").strip()
+    if address in ("", "local"):
+        return "local"
+    target = _current_cluster_address() if address == "auto" else address
+    if not target:
+        raise ChatspaceError(
+            "--ray-address auto: no running Ray cluster was started on this machine "
+            "(start one with `ray start --head`, or leave --ray-address out to run a local one)"
+        )
+    host, port = _host_port(target)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as e:
+        raise ChatspaceError(
+            f"the Ray cluster at {target} does not answer ({e.strerror or e}); check --ray-address / "
+            "RAY_ADDRESS, or leave both unset to run a local Ray instance"
+        ) from None
+    return address
+
+
+def _current_cluster_address() -> str | None:
+    """What `ray start` last recorded in Ray's temp dir (RAY_TMPDIR, else <tmp>/ray)."""
+    temp_dir = os.environ.get("RAY_TMPDIR") or os.path.join(
+        "/tmp" if sys.platform != "win32" else os.environ.get("TEMP", "."), "ray"
+    )
+    try:
+        return Path(temp_dir, "ray_current_cluster").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "gcs", address
+    rest = rest.split("/", 1)[0]
+    if rest.startswith("["):  # [ipv6]:port
+        host, _, port = rest[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+    if not host:
+        raise UsageError(f"--ray-address {address!r} is not host:port or ray://host:port")
+    try:
+        return host, int(port) if port else _DEFAULT_PORTS.get(scheme, _DEFAULT_PORTS["gcs"])
+    except ValueError:
+        raise UsageError(f"--ray-address {address!r}: {port!r} is not a port number") from None
 
 
 def _run_in_actor(spec: WorkerSpec, tasks, results, log_level: int) -> int:
@@ -50,10 +114,11 @@ class RayExecutor:
         self.log_level = log_level
         self._started_ray = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-            if address:
-                kwargs["address"] = address
-            ray.init(**kwargs)
+            ray.init(
+                address=resolve_ray_address(address),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
             self._started_ray = True
         queue_options = {"num_cpus": 0}
         self.tasks = Queue(maxsize=max(2, 2 * len(specs)), actor_options=queue_options)

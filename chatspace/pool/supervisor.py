@@ -216,6 +216,10 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=layout.datasets_dir
     )
     check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset)
+    if cfg.executor == "ray":
+        from chatspace.pool.ray_executor import resolve_ray_address
+
+        resolve_ray_address(cfg.ray_address)  # a dead cluster fails now, before any output is touched
     selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
     t_plan = time.perf_counter() - t0
     run_lock = _lock_output(layout)  # held for the whole run
