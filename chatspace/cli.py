@@ -233,6 +233,24 @@ def cli() -> None:
 @click.option("--compile-model", is_flag=True, help="torch.compile per bucket, warmed up before the run.")
 @click.option("--attn-implementation", help="Attention kernel: sdpa (default), flash_attention_2, eager.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model repository's own code to run.")
+@click.option(
+    "--prompt",
+    help="Text put before every input, as SentenceTransformer.encode(prompt=...) does "
+    '(e.g. "query: "; "" for none). Excludes --prompt-name.',
+)
+@click.option(
+    "--prompt-name",
+    help="Use the model's named prompt (a key of its `prompts`, e.g. query or document). "
+    "Default: the model's default_prompt_name, if it sets one. Excludes --prompt.",
+)
+@click.option("--normalize", is_flag=True, help="Store unit-length vectors (normalize_embeddings=True).")
+@click.option(
+    "--truncate-dim",
+    type=int,
+    help="Keep the first N dimensions of every vector (Matryoshka models); with --normalize, "
+    "normalized after truncation.",
+)
+@click.option("--revision", help="The model's hub revision to load (branch, tag or commit hash).")
 @click.pass_context
 def embed_hf(ctx: click.Context, **params: Any) -> None:
     """Embed a dataset with a SentenceTransformer, one spawned worker per device."""
@@ -263,6 +281,11 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
         bucket_max_tokens=params.get("bucket_max_tokens"),
         compile_model=params["compile_model"],
         attn_implementation=params.get("attn_implementation"),
+        prompt=params.get("prompt"),
+        prompt_name=params.get("prompt_name"),
+        normalize=params["normalize"],
+        truncate_dim=params.get("truncate_dim"),
+        revision=params.get("revision"),
     )
     from chatspace.pool.supervisor import run_embedding
 

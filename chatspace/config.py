@@ -23,6 +23,15 @@ DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 EXTRACT_MODES = ("text", "first-assistant", "first-user", "all-turns")
 EMBEDDING_DTYPES = ("float32", "float16")
 MODEL_DTYPES = ("float32", "float16", "bfloat16")
+# The SentenceTransformer.encode options a run may set, with their defaults (no change to the vectors).
+_ENCODE_OPTION_DEFAULTS: dict[str, Any] = {
+    "prompt": None,
+    "prompt_name": None,
+    "normalize": False,
+    "truncate_dim": None,
+    "revision": None,
+}
+ENCODE_OPTION_FIELDS = tuple(_ENCODE_OPTION_DEFAULTS)
 
 
 def default_output_root() -> str:
@@ -59,6 +68,12 @@ class RunConfig:
     overwrite: bool = False
     progress: bool = True
     trust_remote_code: bool = False
+    # SentenceTransformer.encode options: they change the vectors, so they are part of the identity.
+    prompt: str | None = None  # prepended to every text, as encode(prompt=...) does
+    prompt_name: str | None = None  # a key of the model's `prompts` (None: its default_prompt_name)
+    normalize: bool = False  # unit vectors (encode(normalize_embeddings=True))
+    truncate_dim: int | None = None  # keep the first N dimensions (Matryoshka models)
+    revision: str | None = None  # the model's hub revision (branch, tag or commit)
     # Encoder tuning (does not change the vectors beyond float rounding).
     batch_size: int | None = None  # None: 32 rows on CUDA; a padded-token budget on CPU
     tokens_per_batch: int | None = None
@@ -122,6 +137,12 @@ class RunConfig:
             raise UsageError(f"--executor must be local or ray, not {self.executor!r}")
         if self.resume and self.overwrite:
             raise UsageError("give --resume or --overwrite, not both")
+        if self.prompt is not None and self.prompt_name is not None:
+            raise UsageError("give --prompt or --prompt-name, not both")
+        if self.truncate_dim is not None and self.truncate_dim <= 0:
+            raise UsageError(
+                f"--truncate-dim must be a positive number of dimensions, not {self.truncate_dim}"
+            )
 
     # Fields whose change changes the rows written: a resume into an output requires them equal.
     OUTPUT_FIELDS = (
@@ -143,6 +164,7 @@ class RunConfig:
         "dimensions",
         "on_long",
         "trust_remote_code",
+        *ENCODE_OPTION_FIELDS,
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,7 +173,13 @@ class RunConfig:
         return d
 
     def output_hash(self) -> str:
-        payload = {k: getattr(self, k) for k in self.OUTPUT_FIELDS}
+        # Encode options left at their defaults stay out of the payload, so runs made before they
+        # existed keep their hash (and can still be resumed).
+        payload = {
+            k: getattr(self, k)
+            for k in self.OUTPUT_FIELDS
+            if k not in ENCODE_OPTION_FIELDS or getattr(self, k) != _ENCODE_OPTION_DEFAULTS[k]
+        }
         return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> RunConfig:

@@ -25,6 +25,12 @@ import numpy as np
 from chatspace.config import DEFAULT_MODEL, RunConfig
 from chatspace.devices import Device
 from chatspace.encoders.base import Encoder, Prepared
+from chatspace.encoders.encode_options import (
+    ResolvedPrompt,
+    check_truncate_dim,
+    finish_embeddings,
+    resolve_prompt,
+)
 from chatspace.errors import ChatspaceError
 from chatspace.metrics import WorkerStats
 
@@ -150,6 +156,7 @@ class SentenceTransformerEncoder(Encoder):
         self._attn = None
         self._compiled_graphs = 0
         self._pad_multiple = _PAD_MULTIPLE if device.kind == "cuda" else 1
+        self._prompt = ResolvedPrompt(None, None, "none", None)
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -198,7 +205,8 @@ class SentenceTransformerEncoder(Encoder):
             min(self.cfg.bucket_min_tokens, self._max_tokens), self._max_tokens
         )
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self._dim = int(get_dim())
+        self._dim = check_truncate_dim(self.cfg.truncate_dim, int(get_dim()))
+        self._prompt = resolve_prompt(model, self.cfg.prompt, self.cfg.prompt_name)
         self._model = model
         self._forward = model
         stats.load_seconds += time.perf_counter() - t0
@@ -217,6 +225,7 @@ class SentenceTransformerEncoder(Encoder):
                 path,
                 device=device,
                 trust_remote_code=self.cfg.trust_remote_code,
+                revision=self.cfg.revision,
                 model_kwargs=model_kwargs or None,
             )
         except OSError as e:
@@ -290,6 +299,13 @@ class SentenceTransformerEncoder(Encoder):
             "pad_multiple": self._pad_multiple,
             "device": self.device.label,
             "threads": self.threads,
+            "prompt": self._prompt.text,
+            "prompt_name": self._prompt.name,
+            "prompt_source": self._prompt.source,
+            "prompt_tokens": self._prompt.length,
+            "normalize": self.cfg.normalize,
+            "truncate_dim": self.cfg.truncate_dim,
+            "revision": self.cfg.revision,
         }
 
     # --- tokenizing ------------------------------------------------------------------------------
@@ -299,7 +315,9 @@ class SentenceTransformerEncoder(Encoder):
             return Prepared([], np.zeros(0, np.int64), np.zeros(0, bool), {}, {"input_ids": []})
         with stats.busy("tokenize"):
             feats = self._model.preprocess(
-                texts, processing_kwargs={"common": {"return_tensors": None}, "text": {"padding": False}}
+                texts,
+                prompt=self._prompt.text,
+                processing_kwargs={"common": {"return_tensors": None}, "text": {"padding": False}},
             )
             ids = feats["input_ids"]
             lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
@@ -310,7 +328,9 @@ class SentenceTransformerEncoder(Encoder):
                 truncated = lengths >= self._max_tokens
             payload = {"input_ids": ids, "token_type_ids": feats.get("token_type_ids")}
             extras = {
-                k: v for k, v in feats.items() if k not in ("input_ids", "attention_mask", "token_type_ids")
+                k: v
+                for k, v in feats.items()
+                if k not in ("input_ids", "attention_mask", "token_type_ids", "prompt_length")
             }
             payload["extras"] = extras
         return Prepared(list(texts), lengths, truncated, {}, payload)
@@ -409,8 +429,13 @@ class SentenceTransformerEncoder(Encoder):
         if self.device.kind == "cuda":
             features = {k: v.pin_memory().to("cuda:0", non_blocking=True) for k, v in features.items()}
         features["modality"] = "text"
+        if self._prompt.length:
+            features["prompt_length"] = self._prompt.length  # pooling may leave the prompt out
         with torch.inference_mode():
             result = self._forward(features)["sentence_embedding"]
+            result = finish_embeddings(
+                result, truncate_dim=self.cfg.truncate_dim, normalize=self.cfg.normalize
+            )
         return result.float().cpu().numpy()
 
 
