@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv demo test test-fast lint format bench clean
+.PHONY: venv browser demo test test-fast lint format bench clean
 
 venv: $(STAMP)
 
@@ -18,16 +18,29 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,map]"
 	touch $(STAMP)
 
 demo: venv
 	$(VENV)/bin/chatspace embed-hf --config configs/demo.toml
+	$(VENV)/bin/chatspace reduce-embeddings --embedding-dirs demo-output --method umap --output demo-output/maps/demo-umap.parquet
+	$(VENV)/bin/chatspace visualize-embeddings --input demo-output/maps/demo-umap.parquet --title "chatspace demo (UMAP)" \
+		--output demo-output/maps/demo-map.html --png demo-output/maps/demo-map.png
+	@echo "demo map: $(CURDIR)/demo-output/maps/demo-map.html (open it in a browser; no server needed)"
 
-test: venv
+# The map tests drive headless Chromium (Debian's package); installed here when missing and possible,
+# otherwise those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+				|| echo "could not install chromium: the browser tests will be skipped"; \
+		else echo "chromium is missing and apt-get needs root: the browser tests will be skipped"; fi; }
+
+test: venv browser
 	$(PY) -m pytest -q
 
-test-fast: venv
+test-fast: venv browser
 	$(PY) -m pytest -q -m "not slow"
 
 lint: venv

@@ -16,6 +16,7 @@ import click
 from chatspace import __version__
 from chatspace.config import DEFAULT_MODEL, DEFAULT_OPENAI_MODEL, EXTRACT_MODES, RunConfig, load_config_file
 from chatspace.errors import ChatspaceError, UsageError
+from chatspace.maps.cli import register as register_map_commands
 
 # --- shared options ---------------------------------------------------------------------------------
 
@@ -402,6 +403,9 @@ def runs_cmd(root: str | None, as_json: bool) -> None:
         click.echo(f"no chatspace runs under {root}")
     else:
         click.echo(format_runs(runs))
+
+
+register_map_commands(cli)  # reduce-embeddings, visualize-embeddings
 
 
 def main(argv: list[str] | None = None) -> None:

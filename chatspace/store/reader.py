@@ -43,7 +43,15 @@ from chatspace.store.schema import COLUMNS, embedding_schema
 
 log = logging.getLogger(__name__)
 
-__all__ = ["list_runs", "format_runs", "load_embeddings", "shard_paths", "to_numpy", "find_runs"]
+__all__ = [
+    "list_runs",
+    "format_runs",
+    "load_embeddings",
+    "shard_paths",
+    "select_runs",
+    "to_numpy",
+    "find_runs",
+]
 
 
 # --- finding runs -------------------------------------------------------------------------------------
@@ -346,6 +354,23 @@ def shard_paths(
     chosen = _select(root, model, dataset, split, subset, run_id)
     _check_compatible(chosen, include_incomplete)
     return [str(p) for path, m in _ordered(chosen) for p, _ in _shards(path, m)]
+
+
+def select_runs(
+    root: str | Path,
+    model: str | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+    *,
+    subset: str | None = None,
+    run_id: str | None = None,
+    include_incomplete: bool = False,
+) -> list[tuple[Path, dict[str, Any], list[tuple[Path, int]]]]:
+    """(manifest path, manifest, [(shard path, rows), ...]) of each matching run, in load_embeddings'
+    order and under its rules, for readers that stream the shards themselves."""
+    chosen = _select(root, model, dataset, split, subset, run_id)
+    _check_compatible(chosen, include_incomplete)
+    return [(path, m, _shards(path, m)) for path, m in _ordered(chosen)]
 
 
 # --- loading ------------------------------------------------------------------------------------------

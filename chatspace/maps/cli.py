@@ -1,0 +1,168 @@
+"""The `reduce-embeddings` and `visualize-embeddings` commands (registered on the main CLI group).
+
+Only click is imported here: numpy, pyarrow, umap, openTSNE and plotly load when a command runs, so
+`chatspace --help` stays fast. The libraries come with `pip install 'chatspace[map]'`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chatspace.errors import UsageError
+
+MAP_EXTRA_HINT = "pip install 'chatspace[map]'"
+
+
+def _need(*modules: str) -> None:
+    """One line naming the extra when a library of the [map] extra is missing."""
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise UsageError(f"this command needs {', '.join(missing)}: {MAP_EXTRA_HINT}")
+
+
+@click.command("reduce-embeddings")
+@click.argument("more_dirs", nargs=-1, metavar="[DIR]...")
+@click.option(
+    "--embedding-dirs",
+    "--inputs",
+    "embedding_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="An output root, a run's index folder or manifest, a folder of shards, or a shard file. "
+    "Repeat, or list several after one flag.",
+)
+@click.option(
+    "--output", "-o", required=True, help="Coordinates file to write (.parquet; a .json sidecar beside it)."
+)
+@click.option("--method", type=click.Choice(["umap", "tsne", "pca"]), default="umap", show_default=True)
+@click.option("--n-components", type=click.IntRange(2, 3), default=2, show_default=True)
+@click.option(
+    "--max-samples", type=click.IntRange(min=1), help="At most this many rows per dataset (default: all)."
+)
+@click.option(
+    "--sample-seed", type=int, default=42, show_default=True, help="Seed of the per-dataset sample."
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of UMAP / t-SNE.")
+@click.option("--n-neighbors", type=int, default=15, show_default=True, help="UMAP neighbourhood size.")
+@click.option("--min-dist", type=float, default=0.1, show_default=True, help="UMAP minimum distance.")
+@click.option(
+    "--metric",
+    type=click.Choice(["cosine", "euclidean", "manhattan", "correlation"]),
+    default="cosine",
+    show_default=True,
+    help="Distance for UMAP / t-SNE neighbours.",
+)
+@click.option("--perplexity", type=float, default=30.0, show_default=True, help="t-SNE perplexity.")
+@click.option(
+    "--full-text/--no-full-text",
+    default=True,
+    show_default=True,
+    help="Keep each row's full text (the map's click panel shows it); a 200-character preview is always kept.",
+)
+@click.option("--model", help="With output roots: only runs of this model.")
+@click.option("--dataset", help="With output roots: only runs of this dataset (hub id, path or label).")
+@click.option("--split", help="With output roots: only this split.")
+@click.option("--subset", help="With output roots: only this hub configuration.")
+@click.option("--run-id", help="With output roots: only this run.")
+@click.option("--include-incomplete", is_flag=True, help="Also read the finished shards of unfinished runs.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def reduce_embeddings_cmd(more_dirs: tuple[str, ...], embedding_dirs: tuple[str, ...], **params: Any) -> None:
+    """Project a sample of embedded runs to 2-D or 3-D (UMAP, t-SNE or PCA) for a map."""
+    inputs = [*embedding_dirs, *more_dirs]
+    if not inputs:
+        raise UsageError("name at least one input with --embedding-dirs DIR")
+    _need("sklearn", *{"umap": ["umap"], "tsne": ["openTSNE"], "pca": []}[params["method"]])
+    from chatspace.maps.inputs import Selection
+    from chatspace.maps.reduce import ReduceParams, reduce_embeddings, sidecar_path
+
+    log = logging.getLogger("chatspace")  # ours only: the libraries' own INFO chatter stays quiet
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    selection = Selection(
+        **{k: params.pop(k) for k in ("model", "dataset", "split", "subset", "run_id", "include_incomplete")}
+    )
+    progress = not params.pop("no_progress")
+    output = params.pop("output")
+    meta = reduce_embeddings(inputs, output, ReduceParams(**params), selection, progress=progress)
+    per = ", ".join(f"{d}: {v['sampled']:,}" for d, v in meta["per_dataset"].items())
+    click.echo(
+        f"{meta['points']:,} points ({per}) by {meta['method']} in {meta['timings']['total_s']:.1f}s -> "
+        f"{output} (+ {sidecar_path(output).name})"
+    )
+
+
+@click.command("visualize-embeddings")
+@click.option(
+    "--input", "-i", "input_path", required=True, help="Coordinates from reduce-embeddings (.parquet)."
+)
+@click.option("--output", "-o", help="Interactive HTML map to write (opens from disk, no server needed).")
+@click.option("--png", help="Also write a static picture (PNG) of the map.")
+@click.option("--title", help="Title on the map (default: the input file's name).")
+@click.option(
+    "--max-text-chars",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Longest text a point carries into the page (the rest stays in the coordinates file).",
+)
+@click.option("--serve", is_flag=True, help="Serve the map locally until Ctrl-C (implied by --host/--port).")
+@click.option("--host", help="Address to serve on (default 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Port to serve on (default 8050; 0 picks a free one)."
+)
+def visualize_embeddings_cmd(
+    input_path: str,
+    output: str | None,
+    png: str | None,
+    title: str | None,
+    max_text_chars: int,
+    serve: bool,
+    host: str | None,
+    port: int | None,
+) -> None:
+    """An interactive map of reduce-embeddings' points: HTML file, local server, and/or PNG."""
+    serve = serve or host is not None or port is not None
+    if not (output or png or serve):
+        raise UsageError("say what to make: --output map.html, --png map.png, and/or --host/--port to serve")
+    for target, suffixes in ((output, (".html", ".htm")), (png, (".png",))):
+        if target and Path(target).suffix.lower() not in suffixes:
+            raise UsageError(f"{target}: expected a {' or '.join(suffixes)} file name")
+        if target:
+            try:
+                Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"cannot create the folder of {target}: {e.strerror or e}") from None
+    _need("plotly", *(["matplotlib"] if png else []))
+    from chatspace.maps.page import read_points, render_html, write_png
+
+    table = read_points(input_path)
+    title = title or Path(input_path).stem
+    page = None
+    if output or serve:
+        page = render_html(table, title=title, max_text_chars=max_text_chars)
+    if output:
+        Path(output).expanduser().write_text(page, encoding="utf-8")
+        click.echo(f"map of {table.num_rows:,} points -> {Path(output).resolve()}")
+    if png:
+        write_png(table, Path(png).expanduser(), title=title)
+        click.echo(f"picture -> {Path(png).resolve()}")
+    if serve:
+        from chatspace.maps.serve import serve as serve_page
+
+        serve_page(page, host or "127.0.0.1", 8050 if port is None else port)
+
+
+def register(group: click.Group) -> None:
+    """Add the map commands to the main `chatspace` group."""
+    group.add_command(reduce_embeddings_cmd)
+    group.add_command(visualize_embeddings_cmd)

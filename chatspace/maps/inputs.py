@@ -1,0 +1,288 @@
+"""Which shards to read, and a reproducible per-dataset sample of their rows, read in a stream.
+
+An input is an output root (every run under it, narrowed by model/dataset/split/subset/run id as
+`load_embeddings` does), a run's index folder or manifest, a folder of shard files, or one shard file.
+Runs with manifests are read through their manifests' shard lists; a plain folder is read by its
+Parquet footers. Only the sampled rows are kept: memory follows the sample, not the dataset.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from chatspace.errors import ChatspaceError, UsageError
+from chatspace.store import reader
+
+# Columns carried from the shards into the sample (the embedding is turned into a matrix on the way).
+CARRIED = ("id", "dataset", "split", "model", "run_id", "text")
+PREVIEW_CHARS = 200
+READ_BATCH_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class Selection:
+    """load_embeddings-style filters applied to inputs that hold manifests."""
+
+    model: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    subset: str | None = None
+    run_id: str | None = None
+    include_incomplete: bool = False
+
+
+@dataclass
+class Shard:
+    path: Path
+    rows: int
+    dataset: str
+    split: str | None
+    model: str | None
+    run_id: str | None
+    dimension: int
+    input: str  # the input argument it came from
+    manifest: str | None = None
+
+
+@dataclass
+class Sample:
+    """The sampled rows: their columns (preview included) and their vectors, in input order."""
+
+    columns: dict[str, list[Any]]
+    vectors: np.ndarray
+    per_dataset: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> rows, sampled
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+def _first_values(path: Path) -> tuple[pa.Schema, dict[str, Any], int]:
+    """Schema, the first row's provenance columns, and the row count (from the footer) of a shard."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise UsageError(f"{path}: not a readable Parquet file ({e})") from None
+    schema = pf.schema_arrow
+    if "embedding" not in schema.names or "id" not in schema.names:
+        raise UsageError(f"{path}: not a chatspace shard (needs `id` and `embedding` columns)")
+    wanted = [c for c in ("dataset", "split", "model", "run_id") if c in schema.names]
+    first: dict[str, Any] = {}
+    if pf.metadata.num_rows and pf.metadata.num_row_groups:
+        row = pf.read_row_group(0, columns=wanted).slice(0, 1).to_pylist()
+        first = row[0] if row else {}
+    return schema, first, pf.metadata.num_rows
+
+
+def _dimension(schema: pa.Schema, path: Path) -> int:
+    t = schema.field("embedding").type
+    if pa.types.is_fixed_size_list(t):
+        return int(t.list_size)
+    raise UsageError(f"{path}: `embedding` is {t}, not a fixed-size list of floats")
+
+
+def _shard(path: Path, origin: str, expected_rows: int | None, manifest: str | None) -> Shard:
+    schema, first, rows = _first_values(path)
+    if expected_rows is not None and rows != expected_rows:
+        raise ChatspaceError(
+            f"{path} holds {rows} rows, its manifest says {expected_rows}; run `chatspace verify`"
+        )
+    return Shard(
+        path=path,
+        rows=rows,
+        dataset=str(first.get("dataset") or path.parent.name),
+        split=first.get("split"),
+        model=first.get("model"),
+        run_id=first.get("run_id"),
+        dimension=_dimension(schema, path),
+        input=origin,
+        manifest=manifest,
+    )
+
+
+def _has_manifests(p: Path) -> bool:
+    return (
+        p.is_file()
+        and p.name == "manifest.json"
+        or (p / "manifest.json").is_file()
+        or (p / "indexes").is_dir()
+    )
+
+
+def resolve_shards(inputs: Sequence[str | Path], selection: Selection = Selection()) -> list[Shard]:
+    """Every shard the inputs name, each once, with its provenance; refuses inputs of different
+    models or dimensions with one line naming them."""
+    shards: list[Shard] = []
+    seen: set[Path] = set()
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise UsageError(f"input {raw} does not exist")
+        if _has_manifests(p):
+            chosen = reader.select_runs(
+                p,
+                model=selection.model,
+                dataset=selection.dataset,
+                split=selection.split,
+                subset=selection.subset,
+                run_id=selection.run_id,
+                include_incomplete=selection.include_incomplete,
+            )
+            found = [
+                (shard_path, rows, str(manifest_path))
+                for manifest_path, _, run_shards in chosen
+                for shard_path, rows in run_shards
+            ]
+        elif p.is_file():
+            found = [(p, None, None)]
+        else:
+            files = sorted(f for f in p.rglob("*.parquet") if f.is_file())
+            if not files:
+                raise UsageError(f"input {raw}: no manifest (indexes/) and no .parquet files under it")
+            found = [(f, None, None) for f in files]
+        for path, rows, manifest in found:
+            if not path.is_file():
+                raise ChatspaceError(f"{path} is listed in {manifest} but missing; run `chatspace verify`")
+            key = path.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            shards.append(_shard(path, str(raw), rows, manifest))
+    if not shards:
+        raise UsageError("the inputs hold no shards")
+    _check_one_space(shards)
+    return shards
+
+
+def _check_one_space(shards: list[Shard]) -> None:
+    spaces: dict[tuple[Any, int], Shard] = {}
+    for s in shards:
+        spaces.setdefault((s.model, s.dimension), s)
+    if len(spaces) > 1:
+        listing = "; ".join(
+            f"{s.input} ({s.dataset}): model {m}, dimension {d}" for (m, d), s in spaces.items()
+        )
+        raise UsageError(
+            f"inputs come from different models or dimensions and cannot share one map: {listing}"
+        )
+
+
+def dataset_seed(sample_seed: int, dataset: str) -> np.random.SeedSequence:
+    """One seed per dataset, so adding another input never changes the rows drawn from this one."""
+    return np.random.SeedSequence([sample_seed, zlib.crc32(dataset.encode())])
+
+
+def sample_positions(total: int, max_samples: int | None, sample_seed: int, dataset: str) -> np.ndarray:
+    """Sorted row positions (0..total-1) to keep: all, or `max_samples` drawn without replacement."""
+    if max_samples is None or total <= max_samples:
+        return np.arange(total, dtype=np.int64)
+    rng = np.random.default_rng(dataset_seed(sample_seed, dataset))
+    return np.sort(rng.choice(total, size=max_samples, replace=False)).astype(np.int64)
+
+
+def preview(text: str | None, limit: int = PREVIEW_CHARS) -> str:
+    """The text on one line, cut at `limit` characters with an ellipsis."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if arr.null_count:
+        raise ChatspaceError(f"{arr.null_count} row(s) have no embedding")
+    values = arr.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.float32, copy=False).reshape(len(arr), dim)
+
+
+def read_sample(
+    shards: list[Shard],
+    max_samples: int | None,
+    sample_seed: int,
+    keep_full_text: bool = True,
+    on_rows: Callable[[int], None] | None = None,
+) -> Sample:
+    """The sampled rows of `shards`, per dataset, read batch by batch (only kept rows stay in memory).
+
+    `max_samples` applies to each dataset (the `dataset` column) over all its shards together.
+    `on_rows(n)` is told how many rows each batch read (for a progress bar).
+    """
+    dim = shards[0].dimension
+    by_dataset: dict[str, list[Shard]] = {}
+    for s in shards:
+        by_dataset.setdefault(s.dataset, []).append(s)
+    wanted: dict[Path, np.ndarray] = {}  # shard -> sorted local row positions
+    per_dataset: dict[str, dict[str, int]] = {}
+    for name, group in by_dataset.items():
+        total = sum(s.rows for s in group)
+        positions = sample_positions(total, max_samples, sample_seed, name)
+        per_dataset[name] = {"rows": total, "sampled": int(positions.size)}
+        start = 0
+        for s in group:
+            lo, hi = np.searchsorted(positions, [start, start + s.rows])
+            wanted[s.path] = positions[lo:hi] - start
+            start += s.rows
+
+    columns: dict[str, list[Any]] = {c: [] for c in (*CARRIED, "preview")}
+    blocks: list[np.ndarray] = []
+    for s in shards:
+        local = wanted[s.path]
+        if local.size == 0:
+            continue
+        pf = pq.ParquetFile(s.path)
+        present = [c for c in (*CARRIED, "embedding") if c in pf.schema_arrow.names]
+        offset = 0
+        for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=present):
+            lo, hi = np.searchsorted(local, [offset, offset + batch.num_rows])
+            if hi > lo:
+                take = batch.take(pa.array(local[lo:hi] - offset))
+                blocks.append(_vectors(take.column("embedding"), dim))
+                for c in CARRIED:
+                    if c in present:
+                        values = take.column(c).to_pylist()
+                    else:  # a file written by another tool: the shard's own record stands in
+                        values = [getattr(s, c, None)] * take.num_rows
+                    if c == "text":
+                        columns["preview"].extend(preview(v) for v in values)
+                        if not keep_full_text:
+                            values = [None] * take.num_rows
+                    columns[c].extend(values)
+            offset += batch.num_rows
+            if on_rows:
+                on_rows(batch.num_rows)
+        if offset != s.rows:
+            raise ChatspaceError(f"{s.path} changed while it was read ({offset} rows, expected {s.rows})")
+    vectors = np.concatenate(blocks) if blocks else np.empty((0, dim), np.float32)
+    if not keep_full_text:
+        columns.pop("text")
+    return Sample(columns=columns, vectors=vectors, per_dataset=per_dataset)
+
+
+def describe_inputs(shards: list[Shard]) -> list[dict[str, Any]]:
+    """One record per run (or shard folder) read, for the sidecar."""
+    runs: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for s in shards:
+        key = (s.input, s.run_id, s.dataset, s.split)
+        r = runs.setdefault(
+            key,
+            {
+                "input": s.input,
+                "run_id": s.run_id,
+                "model": s.model,
+                "dataset": s.dataset,
+                "split": s.split,
+                "dimension": s.dimension,
+                "manifest": s.manifest,
+                "shards": 0,
+                "rows": 0,
+            },
+        )
+        r["shards"] += 1
+        r["rows"] += s.rows
+    return list(runs.values())

@@ -1,0 +1,266 @@
+"""`reduce-embeddings`: a sample of one or more runs, projected to 2 or 3 dimensions.
+
+PCA is scikit-learn's (exact SVD); UMAP is umap-learn; t-SNE is openTSNE (FFT-accelerated, so 100k+
+points take minutes rather than hours). The output is a Parquet table of points with their provenance
+and a text preview, plus a sidecar JSON that records the method, parameters, input runs and timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from chatspace import __version__
+from chatspace.errors import UsageError
+from chatspace.maps.inputs import Selection, describe_inputs, read_sample, resolve_shards
+
+log = logging.getLogger(__name__)
+
+METHODS = ("umap", "tsne", "pca")
+METRICS = ("cosine", "euclidean", "manhattan", "correlation")
+AXES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class ReduceParams:
+    method: str = "umap"
+    n_components: int = 2
+    max_samples: int | None = None
+    sample_seed: int = 42
+    seed: int = 42
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "cosine"
+    perplexity: float = 30.0
+    full_text: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.n_components not in (2, 3):
+            raise UsageError("--n-components must be 2 or 3")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise UsageError("--max-samples must be at least 1")
+        if self.n_neighbors < 2:
+            raise UsageError("--n-neighbors must be at least 2")
+        if not 0.0 <= self.min_dist <= 1.0:
+            raise UsageError("--min-dist must be between 0 and 1")
+        if self.perplexity <= 0:
+            raise UsageError("--perplexity must be positive")
+        if self.metric not in METRICS:
+            raise UsageError(f"--metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
+
+
+def pca(vectors: np.ndarray, n_components: int) -> np.ndarray:
+    """Exact PCA (full SVD, signs fixed by scikit-learn's convention), in float64."""
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=n_components, svd_solver="full").fit_transform(vectors.astype(np.float64))
+
+
+def umap_reduce(vectors: np.ndarray, p: ReduceParams, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    import umap
+
+    n = vectors.shape[0]
+    n_neighbors = min(p.n_neighbors, n - 1)
+    # A fixed random_state makes umap-learn deterministic (it then runs single-threaded).
+    reducer = umap.UMAP(
+        n_components=p.n_components,
+        n_neighbors=n_neighbors,
+        min_dist=p.min_dist,
+        metric=p.metric,
+        random_state=p.seed,
+        n_jobs=1,  # what a fixed random_state implies anyway; said here so umap does not warn
+        verbose=progress,
+        tqdm_kwds={"disable": not progress, "file": sys.stderr},
+    )
+    return reducer.fit_transform(vectors), {"n_neighbors": n_neighbors}
+
+
+class _TsneProgress:
+    """openTSNE callback: a tqdm bar over optimisation iterations."""
+
+    def __init__(self, total: int, every: int):
+        from tqdm import tqdm
+
+        self.every = every
+        self.bar = tqdm(total=total, desc="t-SNE", unit="it", file=sys.stderr)
+
+    def __call__(self, iteration, error, embedding):  # noqa: ARG002 - openTSNE's callback signature
+        self.bar.update(self.every)
+        return False
+
+
+def tsne_reduce(vectors: np.ndarray, p: ReduceParams, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    from openTSNE import TSNE
+
+    n = vectors.shape[0]
+    # openTSNE needs at least 3 * perplexity neighbours; small samples get the largest that fits.
+    perplexity = min(p.perplexity, max(1.0, (n - 1) / 3.0))
+    gradient = "fft" if p.n_components <= 2 else "bh"  # the FFT interpolation exists only up to 2-D
+    early, late, every = 250, 500, 50
+    callbacks = _TsneProgress(early + late, every) if progress else None
+    tsne = TSNE(
+        n_components=p.n_components,
+        perplexity=perplexity,
+        metric=p.metric,
+        random_state=p.seed,
+        negative_gradient_method=gradient,
+        early_exaggeration_iter=early,
+        n_iter=late,
+        n_jobs=1,  # threads would reorder float sums: one thread keeps a seed's layout exact
+        callbacks=callbacks,
+        callbacks_every_iters=every,
+        verbose=False,
+    )
+    try:
+        embedding = np.asarray(tsne.fit(vectors))
+    finally:
+        if callbacks:
+            callbacks.bar.close()
+    return embedding, {"perplexity": perplexity, "negative_gradient_method": gradient}
+
+
+def _min_points(method: str) -> int:
+    return 1 if method == "pca" else 4
+
+
+def project(
+    vectors: np.ndarray, p: ReduceParams, progress: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(points [n, n_components] float32, the parameters actually used where they differ from asked)."""
+    n = vectors.shape[0]
+    need = max(_min_points(p.method), p.n_components + 1 if p.method == "pca" else 0)
+    if n < need:
+        raise UsageError(f"{p.method} needs at least {need} points; the sample has {n}")
+    if p.method == "pca":
+        coords, used = pca(vectors, p.n_components), {}
+    elif p.method == "umap":
+        coords, used = umap_reduce(vectors, p, progress)
+    else:
+        coords, used = tsne_reduce(vectors, p, progress)
+    coords = np.asarray(coords, dtype=np.float32)
+    if not np.isfinite(coords).all():
+        raise RuntimeError(f"{p.method} produced non-finite coordinates")
+    return coords, used
+
+
+def _versions(method: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = {"pca": ["scikit-learn"], "umap": ["umap-learn", "scikit-learn"], "tsne": ["openTSNE"]}[method]
+    out = {"chatspace": __version__, "numpy": np.__version__, "pyarrow": pa.__version__}
+    for name in names:
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
+
+
+def sidecar_path(output: str | Path) -> Path:
+    """`coords.parquet` -> `coords.json`: the sidecar lives next to the points it describes."""
+    return Path(output).with_suffix(".json")
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def reduce_embeddings(
+    inputs: list[str],
+    output: str | Path,
+    params: ReduceParams | None = None,
+    selection: Selection | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Sample `inputs`, project the vectors, write `output` (Parquet) and its sidecar; returns the sidecar.
+
+    The same inputs, `sample_seed` and `seed` give the same points.
+    """
+    from tqdm import tqdm
+
+    params = params or ReduceParams()
+    selection = selection or Selection()
+    out = Path(output).expanduser()
+    if out.suffix.lower() != ".parquet":
+        raise UsageError(f"--output must end in .parquet (got {output})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the folder of --output ({out.parent}): {e.strerror or e}") from None
+    t0 = time.perf_counter()
+    shards = resolve_shards(inputs, selection)
+    total = sum(s.rows for s in shards)
+    bar = tqdm(total=total, desc="reading", unit="row", file=sys.stderr, disable=not progress)
+    try:
+        sample = read_sample(shards, params.max_samples, params.sample_seed, params.full_text, bar.update)
+    finally:
+        bar.close()
+    t_read = time.perf_counter()
+    log.info(
+        "%d of %d rows from %d shard(s); %s on %d-dimensional vectors",
+        len(sample),
+        total,
+        len(shards),
+        params.method,
+        shards[0].dimension,
+    )
+    coords, used = project(sample.vectors, params, progress)
+    t_reduce = time.perf_counter()
+
+    table_columns: dict[str, pa.Array] = {
+        "id": pa.array(sample.columns["id"], pa.string()),
+        "dataset": pa.array(sample.columns["dataset"], pa.string()),
+        "split": pa.array(sample.columns["split"], pa.string()),
+        "model": pa.array(sample.columns["model"], pa.string()),
+        "run_id": pa.array(sample.columns["run_id"], pa.string()),
+        "preview": pa.array(sample.columns["preview"], pa.string()),
+    }
+    if "text" in sample.columns:
+        table_columns["text"] = pa.array(sample.columns["text"], pa.string())
+    for i in range(params.n_components):
+        table_columns[AXES[i]] = pa.array(coords[:, i], pa.float32())
+    table = pa.table(table_columns)
+    meta = {
+        "method": params.method,
+        "parameters": asdict(params),
+        "effective_parameters": used,
+        "points": table.num_rows,
+        "rows_read": total,
+        "per_dataset": sample.per_dataset,
+        "model": shards[0].model,
+        "dimension": shards[0].dimension,
+        "inputs": describe_inputs(shards),
+        "selection": asdict(selection),
+        "output": str(out),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "versions": _versions(params.method),
+    }
+    table = table.replace_schema_metadata({b"chatspace.reduce": orjson.dumps(meta)})
+    _write_atomic(out, lambda tmp: pq.write_table(table, tmp))
+    t_write = time.perf_counter()
+    meta["timings"] = {
+        "read_s": round(t_read - t0, 3),
+        "reduce_s": round(t_reduce - t_read, 3),
+        "write_s": round(t_write - t_reduce, 3),
+        "total_s": round(t_write - t0, 3),
+    }
+    side = sidecar_path(out)
+    _write_atomic(side, lambda tmp: tmp.write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2)))
+    return meta
