@@ -108,12 +108,10 @@ def _shard(path: Path, origin: str, expected_rows: int | None, manifest: str | N
 
 
 def _has_manifests(p: Path) -> bool:
-    return (
-        p.is_file()
-        and p.name == "manifest.json"
-        or (p / "manifest.json").is_file()
-        or (p / "indexes").is_dir()
-    )
+    """An output root, a run's index folder, or a manifest file (read through load_embeddings' rules)."""
+    if p.is_file():
+        return p.name == "manifest.json"
+    return (p / "manifest.json").is_file() or (p / "indexes").is_dir()
 
 
 def resolve_shards(inputs: Sequence[str | Path], selection: Selection = Selection()) -> list[Shard]:
