@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from chatspace.store import duplicates
 from chatspace.store.manifest import read_manifest
 from chatspace.store.schema import embedding_schema, schema_matches
 from chatspace.store.shards import sha256_file
@@ -33,7 +36,8 @@ def _root_of(manifest_path: Path, manifest: dict) -> Path:
 def verify_manifest(manifest_path: Path) -> list[str]:
     """Problems found in one run, one line each; empty when the run is intact and complete.
 
-    Repeated ids are a problem unless the run itself recorded them as coming from the data's --id-field.
+    Repeated ids are a problem unless they are exactly those the run found in its dataset (see
+    chatspace.store.duplicates), and never when one dataset row was embedded twice.
     """
     problems: list[str] = []
     manifest = read_manifest(manifest_path)
@@ -46,7 +50,8 @@ def verify_manifest(manifest_path: Path) -> list[str]:
     dim = manifest.get("model", {}).get("dimension")
     emb_dtype = manifest.get("config", {}).get("embedding_dtype", "float32")
     expected = embedding_schema(dim, emb_dtype) if dim else None
-    ids: set[str] = set()
+    ids: Counter = Counter()
+    readable: list[Path] = []
     total_rows = 0
     listed = set()
     for shard in manifest.get("shards", []):
@@ -68,23 +73,26 @@ def verify_manifest(manifest_path: Path) -> list[str]:
             continue
         if table.num_rows != shard["rows"]:
             problems.append(f"{name}: {table.num_rows} rows, manifest says {shard['rows']}")
+        emb_type = table.schema.field("embedding").type if "embedding" in table.column_names else None
+        if (
+            dim
+            and emb_type is not None
+            and pa.types.is_fixed_size_list(emb_type)
+            and emb_type.list_size != dim
+        ):
+            problems.append(f"{name}: embedding dimension {emb_type.list_size}, expected {dim}")
+            continue
         if expected is not None and not schema_matches(table.schema, expected):
             problems.append(f"{name}: schema differs from the run's declared schema")
             continue
         emb = table.column("embedding").combine_chunks()
         values = np.asarray(emb.values.to_numpy(zero_copy_only=False))
-        width = emb.type.list_size
-        if dim and width != dim:
-            problems.append(f"{name}: embedding dimension {width}, expected {dim}")
         if not np.isfinite(values).all():
             problems.append(f"{name}: embeddings hold NaN or infinite values")
-        if "duplicate_ids" not in manifest:
-            for rid in table.column("id").to_pylist():
-                if rid in ids:
-                    problems.append(f"{name}: duplicate id {rid!r}")
-                    break
-                ids.add(rid)
+        ids.update(table.column("id").to_pylist())
+        readable.append(path)
         total_rows += table.num_rows
+    problems.extend(_duplicate_problems(label, ids, readable, manifest.get("duplicate_ids")))
     totals = manifest.get("totals", {})
     if totals.get("rows") is not None and totals["rows"] != total_rows and not problems:
         problems.append(f"{label}: shards hold {total_rows} rows, manifest totals say {totals['rows']}")
@@ -94,6 +102,24 @@ def verify_manifest(manifest_path: Path) -> list[str]:
             if extra.resolve() not in listed:
                 problems.append(f"{extra.relative_to(root)}: shard not listed in the manifest")
     return problems
+
+
+def _duplicate_problems(label, ids: Counter, paths: list[Path], recorded: dict | None) -> list[str]:
+    repeats = duplicates.repeated(ids)
+    if not repeats:
+        return [] if not recorded else [f"{label}: the manifest records repeated ids, the shards hold none"]
+    examples = ", ".join(repr(k) for k in sorted(repeats)[:3])
+    twice = duplicates.twice_embedded(duplicates.rows_of(paths, set(repeats)))
+    if twice:
+        return [f"{label}: dataset rows embedded more than once: {', '.join(twice[:3])}"]
+    if not recorded:
+        return [f"{label}: {len(repeats)} duplicate id(s), e.g. {examples}"]
+    if recorded.get("digest") != duplicates.digest(repeats):
+        return [
+            f"{label}: the repeated ids ({len(repeats)}, e.g. {examples}) are not the "
+            f"{recorded.get('distinct_ids_repeated')} the run found in its dataset"
+        ]
+    return []
 
 
 def verify(target: str | Path) -> tuple[list[Path], list[str]]:

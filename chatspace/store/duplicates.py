@@ -1,0 +1,92 @@
+"""Repeated ids: the ones a run's output holds must be exactly the ones its dataset has.
+
+`--id-field` values come from the data, which may repeat them. At the end of a run the supervisor looks
+up every row holding a repeated id in the dataset itself (by the row index each row carries): the id
+must be the dataset's at that row, and no row may appear twice. Then it records a digest of the repeated
+ids; `verify` recomputes that digest from the shards, so a duplicate added later is still caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from chatspace.errors import ChatspaceError
+
+
+def repeated(counts: Counter) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if v > 1}
+
+
+def digest(repeats: dict[str, int]) -> str:
+    """A stable digest of (id, count) pairs."""
+    return hashlib.sha256(orjson.dumps(sorted(repeats.items()))).hexdigest()
+
+
+def rows_of(paths: Iterable[Path], ids: set[str]) -> dict[str, list[int]]:
+    """The dataset row index of every output row whose id is in `ids`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[int]] = {}
+    wanted = pa.array(sorted(ids), pa.string())
+    for path in paths:
+        table = pq.read_table(path, columns=["id", "metadata"])
+        hit = table.filter(pc.is_in(table.column("id"), value_set=wanted))
+        for rid, meta in zip(hit.column("id").to_pylist(), hit.column("metadata").to_pylist(), strict=True):
+            out.setdefault(rid, []).append(int(orjson.loads(meta)["row"]))
+    return out
+
+
+def twice_embedded(rows: dict[str, list[int]]) -> list[str]:
+    return [
+        f"{rid!r} (dataset row {r})" for rid, rs in rows.items() for r in {x for x in rs if rs.count(x) > 1}
+    ]
+
+
+def check_against_source(paths: list[Path], source, id_field: str) -> dict[str, Any] | None:
+    """What to record about repeated ids (None when there are none); raises when they are not the data's."""
+    import pyarrow.parquet as pq
+
+    from chatspace.data.extract import Skip, row_id
+
+    if not paths:
+        return None
+    counts = Counter(pq.ParquetDataset(paths).read(columns=["id"]).column("id").to_pylist())
+    repeats = repeated(counts)
+    if not repeats:
+        return None
+    rows = rows_of(paths, set(repeats))
+    twice = twice_embedded(rows)
+    if twice:
+        raise ChatspaceError(f"rows embedded more than once: {', '.join(twice[:3])}; rerun with --overwrite")
+    index = sorted({r for rs in rows.values() for r in rs})
+    found = dict(zip(index, source.read(index, [id_field]), strict=True))
+
+    def id_at(r: int) -> str | None:
+        try:
+            return row_id(found[r], id_field, "", r) if found[r] is not None else None
+        except Skip:
+            return None
+
+    wrong = [(rid, r) for rid, rs in rows.items() for r in rs if id_at(r) != rid]
+    if wrong:
+        rid, r = wrong[0]
+        raise ChatspaceError(
+            f"{len(wrong)} row(s) hold an id the dataset does not have at their row (e.g. {rid!r} at row "
+            f"{r}): the output mixes two versions of the dataset; rerun with --overwrite"
+        )
+    examples = sorted(repeats, key=lambda k: (-repeats[k], k))[:5]
+    return {
+        "distinct_ids_repeated": len(repeats),
+        "rows": sum(repeats.values()),
+        "examples": examples,
+        "digest": digest(repeats),
+        "checked_against": "dataset",
+    }
