@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
-from tests.conftest import CHATSPACE, REPO, cosine_rows, run_cli, run_manifest, run_table, write_jsonl
+from tests.conftest import (
+    assert_all_gone,
+    cosine_rows,
+    run_cli,
+    run_manifest,
+    run_table,
+    shard_state,
+    start_cli,
+    wait_for_units,
+    worker_processes,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,39 +46,6 @@ def _args(path, out, *extra):
         "--no-progress",
         *extra,
     ]
-
-
-def _start(args) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(
-        [*CHATSPACE, *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def _wait_for_units(out: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(list(out.glob("indexes/*/*/*/units/unit-*.json"))) >= count:
-            return
-        assert proc.poll() is None, proc.communicate()[1]
-        time.sleep(0.1)
-    raise AssertionError("the run made no progress")
-
-
-def _workers(proc: subprocess.Popen) -> list[psutil.Process]:
-    kids = psutil.Process(proc.pid).children(recursive=True)
-    return [k for k in kids if "resource_tracker" not in " ".join(k.cmdline())]
-
-
-def _assert_all_gone(procs: list[psutil.Process], timeout: float = 10) -> None:
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    assert not alive, f"orphaned processes: {[p.pid for p in alive]}"
 
 
 def test_two_workers_match_one(corpus, tmp_path):
@@ -96,9 +72,9 @@ def test_killed_worker_fails_fast_and_resume_finishes_exactly(corpus, tmp_path):
     path, ids = corpus
     out = tmp_path / "out"
     args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16")
-    proc = _start(args)
-    _wait_for_units(out, 2, proc)
-    workers = _workers(proc)
+    proc = start_cli(args)
+    wait_for_units(out, 2, proc)
+    workers = worker_processes(proc)
     assert len(workers) == 2
     victim = workers[1]
     victim.send_signal(signal.SIGKILL)
@@ -107,15 +83,27 @@ def test_killed_worker_fails_fast_and_resume_finishes_exactly(corpus, tmp_path):
     assert proc.returncode not in (0, None)
     assert time.monotonic() - t0 < 15
     assert "was killed by SIGKILL" in stderr and "Traceback" not in stderr
-    _assert_all_gone(workers)
+    assert_all_gone(workers)
     m = run_manifest(out)
     assert m["status"] == "failed" and m["totals"]["units_done"] < m["totals"]["units_planned"]
+    _resume_redoes_only_what_is_missing(args, out, m, ids)
 
+
+def _resume_redoes_only_what_is_missing(args, out, before: dict, ids: set[str]) -> None:
+    """--resume leaves finished shards untouched (same bytes, same mtime) and embeds only the rest."""
+    listed = {Path(s["path"]).name for s in before["shards"]}
+    kept = {name: state for name, state in shard_state(out).items() if name in listed}
+    done_rows = sum(s["rows"] for s in before["shards"])
+    assert len(kept) == len(listed) > 0
     resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    after = shard_state(out)
+    assert {name: after[name] for name in kept} == kept
+    m = run_manifest(out)
+    assert m["status"] == "complete"
+    assert sum(w["stats"]["rows"] for w in m["workers"]) == len(ids) - done_rows  # only the rest embedded
     got = run_table(out).column("id").to_pylist()
     assert len(got) == len(set(got)) and set(got) == ids
-    assert run_manifest(out)["status"] == "complete"
     assert run_cli("verify", str(out)).returncode == 0
 
 
@@ -124,21 +112,19 @@ def test_interrupt_is_clean_and_resumable(corpus, tmp_path, sig, code):
     path, ids = corpus
     out = tmp_path / "out"
     args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16")
-    proc = _start(args)
-    _wait_for_units(out, 1, proc)
-    workers = _workers(proc)
+    proc = start_cli(args)
+    wait_for_units(out, 1, proc)
+    workers = worker_processes(proc)
     # Ctrl-C in a terminal reaches the whole process group.
     os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
     assert "--resume" in stderr
-    _assert_all_gone(workers)
-    assert run_manifest(out)["status"] == "interrupted"
-    resumed = run_cli(*args, "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    got = run_table(out).column("id").to_pylist()
-    assert len(got) == len(set(got)) and set(got) == ids
+    assert_all_gone(workers)
+    m = run_manifest(out)
+    assert m["status"] == "interrupted"
+    _resume_redoes_only_what_is_missing(args, out, m, ids)
 
 
 def test_model_that_fails_to_load_is_one_clear_error(corpus, tmp_path):
@@ -177,9 +163,9 @@ def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(corpu
     path, _ = corpus
     out = tmp_path / "out"
     args = _args(path, out, "--devices", "cpu", "--rows-per-shard", "16")
-    first = _start(args)
+    first = start_cli(args)
     try:
-        _wait_for_units(out, 1, first)
+        wait_for_units(out, 1, first)
         second = run_cli(*args, "--resume")
         assert second.returncode == 2 and "another chatspace run is writing" in second.stderr
     finally:
@@ -187,14 +173,37 @@ def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(corpu
         first.communicate(timeout=30)
 
 
-def test_a_stalled_worker_stops_the_run(corpus, tmp_path):
-    """A worker that stays alive but finishes nothing (here: a deadline shorter than one chunk)."""
+def test_a_frozen_worker_stops_the_run_naming_its_device(corpus, tmp_path):
+    """A worker that stays alive but finishes nothing: frozen with SIGSTOP, as a hung kernel would."""
     path, _ = corpus
-    proc = _start(
-        _args(
-            path, tmp_path / "out", "--devices", "cpu", "--threads-per-worker", "1", "--stall-timeout", "0.3"
-        )
-    )
-    _, stderr = proc.communicate(timeout=120)
+    out = tmp_path / "out"
+    args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--stall-timeout", "20")
+    proc = start_cli(args)
+    wait_for_units(out, 1, proc)
+    workers = worker_processes(proc)
+    frozen = workers[1]
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if frozen.is_running():
+            frozen.send_signal(signal.SIGCONT)
     assert proc.returncode == 1
-    assert "made no progress" in stderr and "Traceback" not in stderr
+    m = run_manifest(out)
+    rank = next(w["rank"] for w in m["workers"] if w.get("pid") == frozen.pid)
+    assert f"worker {rank} (cpu:{rank}) made no progress" in stderr and "--stall-timeout 20" in stderr
+    assert "Traceback" not in stderr
+    assert_all_gone(workers)
+    assert m["status"] == "failed" and "made no progress" in m["error"]["message"]
+
+
+def test_a_supervisor_killed_outright_leaves_no_worker_behind(corpus, tmp_path):
+    path, _ = corpus
+    out = tmp_path / "out"
+    proc = start_cli(_args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16"))
+    wait_for_units(out, 1, proc)
+    workers = worker_processes(proc)
+    assert len(workers) == 2
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert_all_gone(workers)

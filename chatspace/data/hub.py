@@ -86,6 +86,15 @@ def open_hub_source(dataset: str, *, subset: str | None, split: str, cache_dir: 
             columns |= cols
         filesystem = "local"
     log.info("hub dataset %s (%s): %d files", dataset, split, len(entries))
+    from chatspace.data.identity import hub_identity
+
     return SourceSpec(
-        dataset, "huggingface", split, subset, tuple(entries), tuple(sorted(columns)), filesystem=filesystem
+        dataset,
+        "huggingface",
+        split,
+        subset,
+        tuple(entries),
+        tuple(sorted(columns)),
+        filesystem=filesystem,
+        identity=hub_identity(urls, [e.num_rows for e in entries]),
     )

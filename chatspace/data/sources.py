@@ -58,6 +58,8 @@ class SourceSpec:
     columns: tuple[str, ...]
     filesystem: str = "local"  # local | hf
     mode: str = "indexed"  # how rows are addressed; recorded in the manifest
+    # What the data was when opened (chatspace.data.identity): a resume refuses a changed dataset.
+    identity: dict | None = field(default=None, compare=False)
 
     @property
     def num_rows(self) -> int:
@@ -464,7 +466,12 @@ def open_source(
             entry, cols = _open_local_file(f, cache_dir)
             entries.append(entry)
             columns |= cols
-        spec = SourceSpec(dataset, "local", split, subset, tuple(entries), tuple(sorted(columns)))
+        from chatspace.data.identity import local_identity
+
+        identity = local_identity(files, [e.num_rows for e in entries])
+        spec = SourceSpec(
+            dataset, "local", split, subset, tuple(entries), tuple(sorted(columns)), identity=identity
+        )
     else:
         from chatspace.data.hub import open_hub_source
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import multiprocessing as mp
-import secrets
-import shutil
 import signal
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +23,15 @@ from chatspace.config import RunConfig
 from chatspace.data.sampling import select_rows
 from chatspace.data.sources import Source, check_fields, open_source
 from chatspace.devices import Device, cpu_count, parse_device_labels
-from chatspace.errors import ChatspaceError, RunInterrupted, UsageError
+from chatspace.errors import ChatspaceError, RunInterrupted
 from chatspace.plan import num_units, plan_units
 from chatspace.pool.executors import LocalExecutor
+from chatspace.pool.output import prepare_output, switch_into_place
 from chatspace.pool.worker import WorkerSpec
 from chatspace.progress import Progress
 from chatspace.store.layout import RunLayout, ensure_writable_root
-from chatspace.store.manifest import (
-    ManifestBuilder,
-    git_sha,
-    library_versions,
-    load_unit_records,
-    now_iso,
-    read_manifest,
-    unit_is_intact,
-)
-from chatspace.store.shards import remove_stale_temporaries
+from chatspace.store.lock import acquire_output_lock
+from chatspace.store.manifest import ManifestBuilder, git_sha, library_versions, now_iso
 
 log = logging.getLogger("chatspace")
 
@@ -55,10 +45,6 @@ class RunResult:
     manifest_path: Path
     manifest: dict[str, Any]
     layout: RunLayout
-
-
-def new_run_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def describe_exit(code: int | None) -> str:
@@ -137,83 +123,15 @@ def _threads_for(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
     return None
 
 
-def _lock_output(layout: RunLayout):
-    """One run at a time per model/dataset/split: a second supervisor would redo and race the first."""
-    import fcntl
-
-    layout.root.joinpath("indexes").mkdir(parents=True, exist_ok=True)
-    lock_path = (
-        layout.root
-        / "indexes"
-        / f".{layout.index_dir.relative_to(layout.root / 'indexes').as_posix().replace('/', '--')}.lock"
-    )
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the run
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise UsageError(
-            f"another chatspace run is writing to {layout.index_dir}; wait for it or stop it"
-        ) from None
-    return handle
-
-
-def _prepare_output(layout: RunLayout, cfg: RunConfig) -> tuple[str, dict[int, dict]]:
-    """Decide between a fresh run, a resume, or a refusal; returns (run_id, completed unit records)."""
-    existing = read_manifest(layout.manifest_path)
-    if existing is None and layout.units_dir.exists() and any(layout.units_dir.glob("unit-*.json")):
-        raise UsageError(
-            f"{layout.index_dir} holds unit records but no readable manifest; use --overwrite to start over"
-        )
-    if existing is not None and cfg.overwrite:
-        log.warning("--overwrite: removing the previous run in %s", layout.index_dir)
-        shutil.rmtree(layout.embeddings_dir, ignore_errors=True)
-        shutil.rmtree(layout.index_dir, ignore_errors=True)
-        existing = None
-    if existing is None:
-        return cfg.run_id or new_run_id(), {}
-    if existing.get("config_hash") != cfg.output_hash():
-        old = existing.get("config", {})
-        differs = [k for k in RunConfig.OUTPUT_FIELDS if old.get(k) != getattr(cfg, k)]
-        raise UsageError(
-            f"{layout.manifest_path} holds a run with a different config (differs in: "
-            f"{', '.join(differs) or 'config hash'}); use --overwrite to replace it, or another --output-root"
-        )
-    status = existing.get("status")
-    run_id = existing.get("run_id") or new_run_id()
-    if not cfg.resume:
-        if status == "complete":
-            raise UsageError(
-                f"this run is already complete ({layout.manifest_path}); use --overwrite to redo it"
-            )
-        raise UsageError(
-            f"a previous run of this config stopped before finishing ({status}); "
-            "rerun with --resume to finish it, or --overwrite to start over"
-        )
-    if cfg.run_id and cfg.run_id != run_id:
-        log.warning("--resume keeps the run id of the run being resumed: %s", run_id)
-    removed = remove_stale_temporaries(layout.embeddings_dir)
-    if removed:
-        log.info("removed %d partial shard file(s) from the interrupted run", removed)
-    records = {}
-    for unit, rec in load_unit_records(layout).items():
-        if unit_is_intact(layout, rec):
-            records[unit] = rec
-        else:
-            log.warning("unit %d: shard missing or changed since it was recorded; it will be redone", unit)
-            layout.unit_record_path(unit).unlink(missing_ok=True)
-    return run_id, records
-
-
 def run_embedding(cfg: RunConfig) -> RunResult:
     """Embed the sampled dataset across `cfg.devices`; the Python API behind `chatspace embed-hf`."""
     t_start = time.perf_counter()
     root = ensure_writable_root(cfg.output_root)
-    layout = RunLayout.for_config(cfg, root)
+    final = RunLayout.for_config(cfg, root)
     # Logging goes to the console until the run id is known; then to logs/ as well.
     t0 = time.perf_counter()
     source = open_source(
-        cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=layout.datasets_dir
+        cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=final.datasets_dir
     )
     check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset)
     if cfg.executor == "ray":
@@ -221,15 +139,17 @@ def run_embedding(cfg: RunConfig) -> RunResult:
 
         resolve_ray_address(cfg.ray_address)  # a dead cluster fails now, before any output is touched
     selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
+    total_units = num_units(len(selection.indices), cfg.rows_per_shard)
+    plan_sizes = [u.size for u in plan_units(selection.indices, cfg.rows_per_shard)]
     t_plan = time.perf_counter() - t0
-    run_lock = _lock_output(layout)  # held for the whole run
+    run_lock = acquire_output_lock(final)  # held for the whole run
     try:
-        run_id, done = _prepare_output(layout, cfg)
+        state = prepare_output(final, cfg, source.spec.identity, plan_sizes)
     except BaseException:
         run_lock.close()
         raise
+    layout, run_id, done = state.layout, state.run_id, state.done
     cfg = cfg.replace(run_id=run_id)
-    total_units = num_units(len(selection.indices), cfg.rows_per_shard)
 
     progress = Progress(enabled=cfg.progress)
     log_path, log_queue, listener, handlers, previous_handlers = _setup_run_logging(layout, run_id, progress)
@@ -253,6 +173,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
                 "total_rows": source.num_rows,
                 "files": [{"path": f.path, "rows": f.num_rows, "format": f.fmt} for f in source.spec.files],
                 "addressing": source.spec.mode,
+                "identity": source.spec.identity,
             },
             "sampling": {
                 "method": selection.method,
@@ -265,9 +186,9 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             "plan": {"units": total_units, "rows_per_shard": cfg.rows_per_shard},
             "layout": {
                 "root": str(root),
-                "embeddings_dir": layout.relative(layout.embeddings_dir),
-                "index_dir": layout.relative(layout.index_dir),
-                "log": layout.relative(log_path),
+                "embeddings_dir": final.relative(final.embeddings_dir),
+                "index_dir": final.relative(final.index_dir),
+                "log": final.relative(log_path),
             },
             "model": {"name": cfg.model},
         },
@@ -293,11 +214,18 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             pending = deque(
                 u for u in plan_units(selection.indices, cfg.rows_per_shard) if u.index not in done
             )
+            if not total_units:
+                log.warning(
+                    "the sample is empty: %s of %d rows selected none; nothing to embed",
+                    f"--p {cfg.p:g}" if cfg.p is not None else f"--n {cfg.n}",
+                    source.num_rows,
+                )
             if pending:
                 executor = _start_workers(cfg, source, layout, run_id, log_queue)
                 _drive(executor, cfg, pending, records, builder, progress, selection, total_units)
+            _check_something_embedded(cfg, records)
             if cfg.id_field:
-                _check_duplicate_ids(layout, records, builder)
+                _record_duplicate_ids(cfg, layout, source, records, builder)
             status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -318,6 +246,9 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             executor.shutdown()
         builder.timings["total_seconds"] = round(time.perf_counter() - t_start, 3)
         manifest = builder.write(records, status, error)
+        if status == "complete" and layout.staged:
+            switch_into_place(final)
+            log.info("--overwrite: the new run replaced the previous one")
         listener.stop()
         logging.getLogger().handlers = previous_handlers
         run_lock.close()
@@ -330,30 +261,40 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         totals["rows"],
         totals["skipped_rows"],
         totals["shards"],
-        layout.embeddings_dir,
+        final.embeddings_dir,
     )
-    return RunResult(layout.manifest_path, manifest, layout)
+    return RunResult(final.manifest_path, manifest, final)
 
 
-def _check_duplicate_ids(layout: RunLayout, records: dict[int, dict], builder: ManifestBuilder) -> None:
-    """--id-field values come from the data, which may repeat them: say so loudly (verify will too)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+def _check_something_embedded(cfg: RunConfig, records: dict[int, dict]) -> None:
+    """Rows were selected but none was usable: that is a failure to say, not a "complete" run."""
+    selected = sum(r.get("selected", 0) for r in records.values())
+    if selected and not sum(r.get("rows", 0) for r in records.values()):
+        skipped: dict[str, int] = {}
+        for r in records.values():
+            for reason, n in r.get("skipped", {}).items():
+                skipped[reason] = skipped.get(reason, 0) + n
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items(), key=lambda kv: -kv[1]))
+        raise ChatspaceError(
+            f"nothing embedded: all {selected} selected rows were skipped ({reasons}); check "
+            f"--text-field {cfg.text_field!r} and --extract {cfg.extract}"
+        )
 
-    paths = [layout.root / r["shard"]["path"] for r in records.values() if r.get("shard")]
-    if not paths:
-        return
-    ids = pq.ParquetDataset(paths).read(columns=["id"]).column("id")
-    counts = pc.value_counts(ids)
-    repeated = pc.filter(counts, pc.greater(counts.field("counts"), 1))
-    if len(repeated):
-        examples = repeated.field("values")[:5].to_pylist()
-        builder.base["duplicate_ids"] = {"distinct_ids_repeated": len(repeated), "examples": examples}
+
+def _record_duplicate_ids(cfg, layout: RunLayout, source: Source, records, builder) -> None:
+    """--id-field values come from the data, which may repeat them: check they are the data's, say so."""
+    from chatspace.store.duplicates import check_against_source
+
+    paths = [layout.shard_path(u) for u, r in sorted(records.items()) if r.get("shard")]
+    found = check_against_source(paths, source, cfg.id_field)
+    if found:
+        builder.base["duplicate_ids"] = found
         log.warning(
-            "%d id(s) occur more than once in --id-field %r (e.g. %s); rows are kept, ids are not unique",
-            len(repeated),
-            builder.base["config"]["id_field"],
-            ", ".join(map(str, examples)),
+            "%d id(s) occur more than once in --id-field %r, as they do in the dataset (e.g. %s); rows are "
+            "kept, ids are not unique",
+            found["distinct_ids_repeated"],
+            cfg.id_field,
+            ", ".join(map(str, found["examples"])),
         )
 
 
@@ -413,6 +354,7 @@ def _drive(executor, cfg, pending, records, builder, progress, selection, total_
             builder.workers[rank] = {
                 "rank": rank,
                 "device": msg["device"],
+                "pid": msg.get("pid"),
                 "encoder": msg["encoder"],
                 "load_seconds": msg["load_seconds"],
                 "warmup_seconds": msg["warmup_seconds"],

@@ -9,6 +9,7 @@ Everything crossing back to the supervisor is plain data: dicts of numbers and s
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -22,6 +23,7 @@ import orjson
 
 from chatspace.config import RunConfig
 from chatspace.data.extract import extract_rows, needed_columns
+from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
 from chatspace.devices import Device
 from chatspace.metrics import GpuTelemetry, WorkerStats
@@ -122,6 +124,7 @@ class WorkerLoop:
                 "type": "ready",
                 "rank": spec.rank,
                 "device": spec.device.label,
+                "pid": os.getpid(),
                 "encoder": self.encoder.describe(),
                 "load_seconds": self.stats.load_seconds,
                 "warmup_seconds": self.stats.warmup_seconds,
@@ -367,7 +370,7 @@ class WorkerLoop:
                 info = write_shard(layout.shard_path(unit.unit), table, emb)
                 unit.stats.bytes_written += info.bytes
                 shard = {
-                    "path": layout.relative(info.path),
+                    "path": layout.shard_relpath(unit.unit),
                     "rows": info.rows,
                     "bytes": info.bytes,
                     "sha256": info.sha256,
@@ -383,6 +386,8 @@ class WorkerLoop:
                 "worker": spec.rank,
                 "device": spec.device.label,
                 "run_id": spec.run_id,
+                "config_hash": cfg.output_hash(),
+                "source": identity_digest(spec.source.identity),
                 "written_at": now_iso(),
             }
         record["stats"] = unit.stats.to_dict()

@@ -3,10 +3,12 @@
 embeddings/{model}/{dataset}/{split}/shard-NNNNN.parquet
 indexes/{model}/{dataset}/{split}/manifest.json   (+ units/unit-NNNNN.json completion records)
 datasets/  cache/  logs/
+.staging/{model}--{dataset}--{split}/{embeddings,index}/   an --overwrite being built, out of readers' way
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from chatspace.errors import UsageError
 
+STAGING_DIR = ".staging"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -43,6 +46,8 @@ class RunLayout:
     model: str  # label (hub id or folder name)
     dataset: str  # label (hub id or file stem), subset joined in
     split: str
+    # True: the run is being built aside (an --overwrite) and moves into place only when complete.
+    staged: bool = False
 
     @classmethod
     def for_run(
@@ -64,11 +69,28 @@ class RunLayout:
 
     @property
     def embeddings_dir(self) -> Path:
+        if self.staged:
+            return self.stage_dir / "embeddings"
         return self.root.joinpath("embeddings", *self._parts())
 
     @property
     def index_dir(self) -> Path:
+        if self.staged:
+            return self.stage_dir / "index"
         return self.root.joinpath("indexes", *self._parts())
+
+    @property
+    def stage_dir(self) -> Path:
+        """Where an --overwrite builds its run: outside embeddings/ and indexes/, so no reader sees it."""
+        return self.root / STAGING_DIR / "--".join(self._parts())
+
+    @property
+    def final(self) -> RunLayout:
+        return dataclasses.replace(self, staged=False)
+
+    @property
+    def staging(self) -> RunLayout:
+        return dataclasses.replace(self, staged=True)
 
     @property
     def manifest_path(self) -> Path:
@@ -90,14 +112,29 @@ class RunLayout:
     def datasets_dir(self) -> Path:
         return self.root / "datasets"
 
+    @property
+    def lock_path(self) -> Path:
+        return lock_path_of(self.final.index_dir)
+
     def shard_path(self, unit: int) -> Path:
         return self.embeddings_dir / f"shard-{unit:05d}.parquet"
+
+    def shard_relpath(self, unit: int) -> str:
+        """Where the shard of `unit` is recorded (relative to the root): its final place, even when staged."""
+        return self.final.relative(self.final.shard_path(unit))
 
     def unit_record_path(self, unit: int) -> Path:
         return self.units_dir / f"unit-{unit:05d}.json"
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
+
+
+def lock_path_of(index_dir: Path) -> Path:
+    """The output lock of a run's index folder (indexes/{model}/{dataset}/{split}): one file beside them."""
+    index_dir = Path(index_dir)
+    model, dataset, split = index_dir.parts[-3:]
+    return index_dir.parents[2] / f".{model}--{dataset}--{split}.lock"
 
 
 def ensure_writable_root(root: str | Path) -> Path:

@@ -68,7 +68,7 @@ def unit_is_intact(layout: RunLayout, record: dict[str, Any], check_checksum: bo
     shard = record.get("shard")
     if shard is None:
         return record.get("rows", 0) == 0
-    path = layout.root / shard["path"]
+    path = layout.shard_path(int(record["unit"]))  # where it is, even while staged
     try:
         if path.stat().st_size != shard["bytes"]:
             return False

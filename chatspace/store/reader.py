@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.store.layout import model_label, slug
+from chatspace.store.lock import run_is_live
 from chatspace.store.manifest import read_manifest
 from chatspace.store.schema import COLUMNS, embedding_schema
 
@@ -120,6 +122,39 @@ def _describe(manifest_path: Path, m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _as_found(manifest_path: Path, m: dict[str, Any]) -> dict[str, Any]:
+    """A manifest says `running` until its supervisor ends the run. When no live supervisor holds the
+    output's lock, it was killed outright: the run is `interrupted`, with what its unit records show done."""
+    if m.get("status") != "running" or run_is_live(manifest_path.parent):
+        return m
+    root = _run_root(manifest_path, m)
+    shards, units, rows = [], 0, 0
+    for rec_path in sorted((manifest_path.parent / "units").glob("unit-*.json")):
+        try:
+            rec = orjson.loads(rec_path.read_bytes())
+            shard = rec.get("shard")
+            if rec.get("run_id") != m.get("run_id"):
+                continue
+            if shard is not None and (root / shard["path"]).stat().st_size != shard["bytes"]:
+                continue
+            units += 1
+            rows += int(rec.get("rows", 0))
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        if shard is not None:
+            shards.append(
+                {"unit": rec["unit"], **shard, "device": rec.get("device"), "run_id": rec["run_id"]}
+            )
+    totals = {
+        **m.get("totals", {}),
+        "units_done": units,
+        "rows": rows,
+        "shards": len(shards),
+        "bytes": sum(s["bytes"] for s in shards),
+    }
+    return {**m, "status": "interrupted", "shards": shards, "totals": totals}
+
+
 def find_runs(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
     """(manifest path, manifest) of every readable run under `root`; unreadable ones are logged."""
     out = []
@@ -128,7 +163,7 @@ def find_runs(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
         if m is None:
             log.warning("%s: not a readable chatspace manifest; skipped", path)
             continue
-        out.append((path, m))
+        out.append((path, _as_found(path, m)))
     return out
 
 
@@ -145,7 +180,7 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
         if m is None:
             runs.append({"status": "unreadable", "manifest": str(path)})
             continue
-        runs.append(_describe(path, m))
+        runs.append(_describe(path, _as_found(path, m)))
     runs.sort(
         key=lambda r: (
             str(r.get("model") or ""),

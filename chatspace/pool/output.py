@@ -1,0 +1,239 @@
+"""What a run finds in its output before it starts: a fresh output, a run to resume, or one to replace.
+
+Nothing on disk is trusted blindly. A resume refuses a dataset that changed since the interrupted run,
+and keeps a unit only when its record agrees with the plan and its shard with the record. `--overwrite`
+builds the new run aside (`.staging/`) and moves it into place only when it is complete, so a kill during
+the replacement loses nothing and readers see the old run until then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from chatspace.config import RunConfig
+from chatspace.data.identity import identity_changes, identity_digest
+from chatspace.errors import UsageError
+from chatspace.store.layout import RunLayout
+from chatspace.store.manifest import load_unit_records, read_manifest, unit_is_intact, write_json_atomic
+from chatspace.store.shards import remove_stale_temporaries
+
+log = logging.getLogger("chatspace")
+
+SWITCH_MARKER = "SWITCHING"
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class OutputState:
+    layout: RunLayout  # where this run writes: the final place, or the staging area of an --overwrite
+    run_id: str
+    done: dict[int, dict[str, Any]]  # unit -> record of the units that need no redoing
+
+
+def prepare_output(
+    final: RunLayout, cfg: RunConfig, identity: dict | None, plan_sizes: list[int]
+) -> OutputState:
+    """Decide between a fresh run, a resume, a staged replacement or a refusal (call with the lock held)."""
+    finish_interrupted_switch(final)
+    staging = final.staging
+    if cfg.overwrite:
+        shutil.rmtree(staging.stage_dir, ignore_errors=True)
+        if final.index_dir.exists() or final.embeddings_dir.exists():
+            log.warning(
+                "--overwrite: building the new run aside; the previous run in %s stays in place (and "
+                "readable) until the new one is complete",
+                final.index_dir,
+            )
+            return OutputState(staging, cfg.run_id or new_run_id(), {})
+        return OutputState(final, cfg.run_id or new_run_id(), {})
+    if staging.stage_dir.exists():
+        if _holds_run_of(staging, cfg):
+            if not cfg.resume:
+                raise UsageError(
+                    "an --overwrite of this output was interrupted before it finished (the previous run is "
+                    "still in place); rerun with --resume to finish it, or --overwrite to start it again"
+                )
+            log.info(
+                "resuming the interrupted --overwrite; the previous run stays in place until it completes"
+            )
+            return _resume_or_start(staging, cfg, identity, plan_sizes)
+        log.info("an interrupted --overwrite of another config is set aside in %s", staging.stage_dir)
+    return _resume_or_start(final, cfg, identity, plan_sizes)
+
+
+def _holds_run_of(layout: RunLayout, cfg: RunConfig) -> bool:
+    manifest = read_manifest(layout.manifest_path)
+    if manifest is not None:
+        return manifest.get("config_hash") == cfg.output_hash()
+    return any(r.get("config_hash") == cfg.output_hash() for r in load_unit_records(layout).values())
+
+
+def _resume_or_start(
+    layout: RunLayout, cfg: RunConfig, identity: dict | None, plan_sizes: list[int]
+) -> OutputState:
+    existing = read_manifest(layout.manifest_path)
+    on_disk = load_unit_records(layout)
+    if existing is None:
+        unreadable = layout.manifest_path.exists() or bool(on_disk)
+        if not unreadable:
+            return OutputState(layout, cfg.run_id or new_run_id(), {})
+        if not cfg.resume:
+            raise UsageError(
+                f"{layout.manifest_path} is missing or unreadable; --resume rebuilds the run from its "
+                f"{len(on_disk)} unit record(s), --overwrite starts over"
+            )
+        # Rebuild from the records: only those written by this config, on this very dataset.
+        ours = [
+            r
+            for r in on_disk.values()
+            if r.get("config_hash") == cfg.output_hash() and r.get("source") == identity_digest(identity)
+        ]
+        ids = Counter(r.get("run_id") for r in ours)
+        run_id = ids.most_common(1)[0][0] if ids else (cfg.run_id or new_run_id())
+        log.warning(
+            "the manifest is unreadable: rebuilding it from %d unit record(s) of run %s", len(ours), run_id
+        )
+        return OutputState(
+            layout, run_id, _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk)
+        )
+    if existing.get("config_hash") != cfg.output_hash():
+        old = existing.get("config", {})
+        differs = [k for k in RunConfig.OUTPUT_FIELDS if old.get(k) != getattr(cfg, k)]
+        raise UsageError(
+            f"{layout.final.manifest_path} holds a run with a different config (differs in: "
+            f"{', '.join(differs) or 'config hash'}); use --overwrite to replace it, or another --output-root"
+        )
+    status = existing.get("status")
+    run_id = existing.get("run_id") or new_run_id()
+    if not cfg.resume:
+        if status == "complete":
+            raise UsageError(
+                f"this run is already complete ({layout.final.manifest_path}); use --overwrite to redo it"
+            )
+        raise UsageError(
+            f"a previous run of this config stopped before finishing ({status}); "
+            "rerun with --resume to finish it, or --overwrite to start over"
+        )
+    recorded = existing.get("dataset", {}).get("identity")
+    if recorded and identity:
+        changes = identity_changes(recorded, identity)
+        if changes:
+            raise UsageError(
+                f"the dataset changed since the run being resumed ({'; '.join(changes[:3])}); resuming "
+                "would mix rows of two versions of it. Use --overwrite to start over"
+            )
+    elif identity:
+        log.warning("the run being resumed recorded no dataset identity; cannot check the data is unchanged")
+    if cfg.run_id and cfg.run_id != run_id:
+        log.warning("--resume keeps the run id of the run being resumed: %s", run_id)
+    return OutputState(layout, run_id, _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk))
+
+
+def _intact_records(
+    layout: RunLayout,
+    cfg: RunConfig,
+    identity: dict | None,
+    plan_sizes: list[int],
+    run_id: str,
+    on_disk: dict[int, dict[str, Any]],
+) -> dict[int, dict[str, Any]]:
+    """The records that agree with the plan and whose shards agree with them; the rest are removed."""
+    removed = remove_stale_temporaries(layout.embeddings_dir)
+    if removed:
+        log.info("removed %d partial shard file(s) from the interrupted run", removed)
+    done: dict[int, dict[str, Any]] = {}
+    for unit, rec in on_disk.items():
+        problem = record_problem(layout, rec, unit, plan_sizes, run_id, cfg.output_hash(), identity)
+        if problem is None:
+            done[unit] = rec
+            continue
+        log.warning("unit %d: %s; it will be redone", unit, problem)
+        layout.unit_record_path(unit).unlink(missing_ok=True)
+    # A shard with no trusted record is not output: it is redone (or, outside the plan, removed).
+    if layout.embeddings_dir.is_dir():
+        for shard in layout.embeddings_dir.glob("shard-*.parquet"):
+            try:
+                unit = int(shard.stem.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if unit not in done:
+                shard.unlink(missing_ok=True)
+    return done
+
+
+def record_problem(
+    layout: RunLayout,
+    rec: dict[str, Any],
+    unit: int,
+    plan_sizes: list[int],
+    run_id: str,
+    config_hash: str,
+    identity: dict | None,
+) -> str | None:
+    """Why a unit record cannot be trusted (None when it can): checked against the plan, then the shard."""
+    try:
+        if not 0 <= unit < len(plan_sizes):
+            return f"not a unit of this plan ({len(plan_sizes)} units)"
+        if rec.get("run_id") != run_id:
+            return f"written by run {rec.get('run_id')}, not {run_id}"
+        if "config_hash" in rec and rec["config_hash"] != config_hash:
+            return "written with another config"
+        if "source" in rec and identity and rec["source"] != identity_digest(identity):
+            return "written from another version of the dataset"
+        if rec.get("selected") != plan_sizes[unit]:
+            return f"records {rec.get('selected')} selected rows, the plan has {plan_sizes[unit]}"
+        rows, skipped = int(rec["rows"]), sum(int(n) for n in rec.get("skipped", {}).values())
+        if rows + skipped != plan_sizes[unit]:
+            return f"{rows} rows + {skipped} skipped != {plan_sizes[unit]} selected"
+        shard = rec.get("shard")
+        if rows == 0:
+            return None if shard is None else "a shard recorded for zero rows"
+        if shard is None or shard.get("path") != layout.shard_relpath(unit) or shard.get("rows") != rows:
+            return "its shard entry does not match the unit"
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return "a malformed record"
+    if not unit_is_intact(layout, rec):
+        return "shard missing or changed since it was recorded"
+    return None
+
+
+# --- the switch of a staged run into place ------------------------------------------------------------
+
+
+def switch_into_place(final: RunLayout) -> None:
+    """Move a complete staged run over the previous one: a marker first, so a kill mid-way rolls forward."""
+    write_json_atomic(final.stage_dir / SWITCH_MARKER, {"complete": True})
+    finish_interrupted_switch(final)
+
+
+def finish_interrupted_switch(final: RunLayout) -> None:
+    """Complete a switch that was killed half-way (idempotent; nothing to do without the marker)."""
+    stage = final.stage_dir
+    if not (stage / SWITCH_MARKER).exists():
+        return
+    staged = final.staging
+    for new, target, old in (
+        (staged.embeddings_dir, final.embeddings_dir, stage / "old-embeddings"),
+        (staged.index_dir, final.index_dir, stage / "old-index"),
+    ):
+        if not new.exists():
+            continue  # already moved
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        new.rename(target)
+    (stage / SWITCH_MARKER).unlink(missing_ok=True)
+    shutil.rmtree(stage, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        stage.parent.rmdir()  # .staging itself, when nothing else is staged
