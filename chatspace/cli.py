@@ -77,6 +77,13 @@ def _data_options(f):
             show_default=True,
             help="Stop the run when a worker finishes no chunk for this many seconds (0: never).",
         ),
+        click.option(
+            "--max-worker-restarts",
+            type=int,
+            default=2,
+            show_default=True,
+            help="Replace a lost worker (killed, crashed) this many times per device; 0: stop the run instead.",
+        ),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]
     for option in reversed(options):
@@ -138,6 +145,7 @@ def _common_config(params: dict[str, Any]) -> dict[str, Any]:
         "overwrite": params["overwrite"],
         "progress": not params["no_progress"],
         "stall_timeout": params["stall_timeout"],
+        "max_worker_restarts": params["max_worker_restarts"],
         "config_file": params.get("_config_file"),
     }
 

@@ -58,6 +58,7 @@ class RunConfig:
     threads_per_worker: int | None = None
     executor: str = "local"  # local (spawned processes) | ray
     stall_timeout: float = 1800.0  # seconds a ready worker may go without finishing a chunk; 0: never
+    max_worker_restarts: int = 2  # per device: a lost worker is replaced this often; 0: stop the run
     ray_address: str | None = None
     dtype: str | None = None  # None: bfloat16 on CUDA, float32 on CPU
     embedding_dtype: str = "float32"
@@ -133,6 +134,8 @@ class RunConfig:
             raise UsageError("--dimensions must be positive")
         if self.stall_timeout < 0:
             raise UsageError("--stall-timeout must be >= 0")
+        if self.max_worker_restarts < 0:
+            raise UsageError("--max-worker-restarts must be >= 0")
         if self.executor not in ("local", "ray"):
             raise UsageError(f"--executor must be local or ray, not {self.executor!r}")
         if self.resume and self.overwrite:

@@ -68,10 +68,10 @@ def test_two_workers_match_one(corpus, tmp_path):
     assert [s["rows"] for s in m["shards"]] == [s["rows"] for s in run_manifest(one)["shards"]]
 
 
-def test_killed_worker_fails_fast_and_resume_finishes_exactly(corpus, tmp_path):
+def test_with_no_restarts_a_killed_worker_fails_fast_and_resume_finishes_exactly(corpus, tmp_path):
     path, ids = corpus
     out = tmp_path / "out"
-    args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16")
+    args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--max-worker-restarts", "0")
     proc = start_cli(args)
     wait_for_units(out, 2, proc)
     workers = worker_processes(proc)
@@ -83,6 +83,7 @@ def test_killed_worker_fails_fast_and_resume_finishes_exactly(corpus, tmp_path):
     assert proc.returncode not in (0, None)
     assert time.monotonic() - t0 < 15
     assert "was killed by SIGKILL" in stderr and "Traceback" not in stderr
+    assert len([line for line in stderr.splitlines() if "error" in line]) == 1
     assert_all_gone(workers)
     m = run_manifest(out)
     assert m["status"] == "failed" and m["totals"]["units_done"] < m["totals"]["units_planned"]

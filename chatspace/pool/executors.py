@@ -1,7 +1,8 @@
 """How workers are started: spawned local processes (here) or Ray actors (beyond one node).
 
-The supervisor only needs: put a task, get a message with a timeout, ask whether a worker is alive and
-how it exited, and shut everything down. Shutdown escalates: terminate, wait, kill.
+The supervisor only needs: put a task for a worker, get a message with a timeout, ask whether a worker
+is alive and how it exited, restart one that died, and shut everything down. Shutdown escalates:
+terminate, wait, kill.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import os
 import queue
 import signal
 import sys
+import threading
+import time
 
 from chatspace.logs import quiet_libraries, quiet_worker_environment
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
 log = logging.getLogger(__name__)
+
+TASKS_PER_WORKER = 2  # units queued to a worker at a time: its reader never waits, hand-out stays dynamic
 
 
 def _parent_alive() -> bool:
@@ -79,63 +84,132 @@ def local_worker_main(spec: WorkerSpec, tasks, results, logs, log_level: int) ->
     os._exit(code)
 
 
-class LocalExecutor:
-    """One spawned process per device; a shared bounded task queue gives dynamic hand-out."""
+class _Pump(threading.Thread):
+    """Moves items from one worker's queue to a sink; stops when told, or when the queue is gone."""
 
-    def __init__(self, specs: list[WorkerSpec], log_queue, log_level: int):
-        self.ctx = mp.get_context("spawn")
-        self.specs = specs
-        self.tasks = self.ctx.Queue(maxsize=max(2, 2 * len(specs)))
-        self.results = self.ctx.Queue(maxsize=10_000)
-        self.log_queue = log_queue
-        self.log_level = log_level
-        self.procs: list[mp.Process] = []
+    def __init__(self, source, sink, name: str):
+        super().__init__(name=name, daemon=True)
+        self.source = source
+        self.sink = sink
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                item = self.source.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError, ValueError):
+                return  # the queue was closed
+            self.sink(item)
+
+
+class _LocalWorker:
+    """One worker process and its own queues: a worker killed mid-read or mid-write can leave a queue's
+    lock held or a message half-sent, so nothing it used is ever shared with another worker."""
+
+    def __init__(self, ctx, spec: WorkerSpec, inbox: queue.Queue, log_sink, log_level: int):
+        self.tasks = ctx.Queue(maxsize=TASKS_PER_WORKER + 1)  # + its stop marker
+        self.results = ctx.Queue()
+        self.logs = ctx.Queue()
+        self.process = ctx.Process(
+            target=local_worker_main,
+            args=(spec, self.tasks, self.results, self.logs, log_level),
+            name=f"chatspace-worker-{spec.rank}",
+            daemon=True,
+        )
+        self.pumps = [
+            _Pump(self.results, inbox.put, f"chatspace-results-{spec.rank}"),
+            _Pump(self.logs, log_sink, f"chatspace-logs-{spec.rank}"),
+        ]
 
     def start(self) -> None:
-        for spec in self.specs:
-            p = self.ctx.Process(
-                target=local_worker_main,
-                args=(spec, self.tasks, self.results, self.log_queue, self.log_level),
-                name=f"chatspace-worker-{spec.rank}",
-                daemon=True,
-            )
-            p.start()
-            self.procs.append(p)
+        self.process.start()
+        for pump in self.pumps:
+            pump.start()
 
-    def put_task(self, task: dict | None) -> bool:
+    def stop_pumps(self) -> None:
+        for pump in self.pumps:
+            pump.stopping.set()
+
+    def release_queues(self) -> None:
+        for q in (self.tasks, self.results, self.logs):
+            q.cancel_join_thread()  # a dead reader must not hold up the supervisor's exit
+            q.close()
+
+
+class LocalExecutor:
+    """One spawned process per device, each with its own task and result queues; the supervisor hands
+    units out dynamically and can restart a worker that died."""
+
+    supports_restart = True
+
+    def __init__(self, specs: list[WorkerSpec], log_sink, log_level: int):
+        self.ctx = mp.get_context("spawn")
+        self.specs = specs
+        self.log_sink = log_sink
+        self.log_level = log_level
+        self.inbox: queue.Queue = queue.Queue()
+        self.workers: list[_LocalWorker] = []
+
+    def _new_worker(self, rank: int) -> _LocalWorker:
+        worker = _LocalWorker(self.ctx, self.specs[rank], self.inbox, self.log_sink, self.log_level)
+        worker.start()
+        return worker
+
+    def start(self) -> None:
+        self.workers = [self._new_worker(spec.rank) for spec in self.specs]
+
+    def restart(self, rank: int) -> None:
+        """A fresh process (and fresh queues) for `rank`, on the same device; the old one must be dead."""
+        old = self.workers[rank]
+        if old.process.is_alive():
+            old.process.kill()
+        old.process.join(5)
+        # Let the old result pump hand over what the worker sent before it died, then retire it.
+        time.sleep(0.3)
+        old.stop_pumps()
+        old.release_queues()
+        self.workers[rank] = self._new_worker(rank)
+
+    def put_task(self, rank: int, task: dict | None) -> bool:
         try:
-            self.tasks.put_nowait(task)
+            self.workers[rank].tasks.put_nowait(task)
             return True
         except queue.Full:
             return False
 
     def get_message(self, timeout: float) -> dict | None:
         try:
-            return self.results.get(timeout=timeout)
+            return self.inbox.get(timeout=timeout)
         except queue.Empty:
             return None
 
     def exitcode(self, rank: int) -> int | None:
-        return self.procs[rank].exitcode
+        return self.workers[rank].process.exitcode
+
+    def pid(self, rank: int) -> int | None:
+        return self.workers[rank].process.pid
 
     def alive(self, rank: int) -> bool:
-        return self.procs[rank].is_alive()
+        return self.workers[rank].process.is_alive()
 
     def join(self, timeout: float) -> None:
-        for p in self.procs:
-            p.join(timeout)
+        for w in self.workers:
+            w.process.join(timeout)
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Terminate, wait, kill: no worker outlives the supervisor, whatever the exit path."""
-        for p in self.procs:
+        procs = [w.process for w in self.workers]
+        for p in procs:
             if p.is_alive():
                 p.terminate()
-        for p in self.procs:
+        for p in procs:
             p.join(grace)
-        for p in self.procs:
+        for p in procs:
             if p.is_alive():
                 p.kill()
                 p.join(2)
-        for q in (self.tasks, self.results):
-            q.cancel_join_thread()
-            q.close()
+        for w in self.workers:
+            w.stop_pumps()
+            w.release_queues()

@@ -18,6 +18,7 @@ from typing import Any
 
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.logs import quiet_libraries, quiet_worker_environment
+from chatspace.pool.executors import TASKS_PER_WORKER
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -101,12 +102,14 @@ def _run_in_actor(spec: WorkerSpec, tasks, results, log_level: int) -> int:
 
 
 class RayExecutor:
-    """Same interface as LocalExecutor: put_task, get_message, exitcode, join, shutdown."""
+    """Same interface as LocalExecutor: put_task, get_message, exitcode, restart, join, shutdown."""
+
+    supports_restart = True
 
     def __init__(self, specs: list[WorkerSpec], log_level: int, address: str | None = None):
         try:
             import ray
-            from ray.util.queue import Queue
+            import ray.util.queue  # noqa: F401 - checked here, used per worker
         except ImportError:
             raise UsageError("--executor ray needs Ray: pip install 'chatspace[ray]'") from None
         self.ray = ray
@@ -120,41 +123,73 @@ class RayExecutor:
                 logging_level=logging.WARNING,
             )
             self._started_ray = True
-        queue_options = {"num_cpus": 0}
-        self.tasks = Queue(maxsize=max(2, 2 * len(specs)), actor_options=queue_options)
-        self.results = Queue(maxsize=10_000, actor_options=queue_options)
-        self.actors: list[Any] = []
+        self.queues: list[tuple[Any, Any]] = [self._new_queues() for _ in specs]
         self.refs: list[Any] = []
         self._codes: dict[int, int] = {}
+        self._next = 0  # round-robin start for get_message
+
+    def _new_queues(self):
+        from ray.util.queue import Queue
+
+        options = {"num_cpus": 0}
+        return (
+            Queue(maxsize=TASKS_PER_WORKER + 1, actor_options=options),
+            Queue(maxsize=10_000, actor_options=options),
+        )
+
+    def _submit(self, spec: WorkerSpec):
+        remote_run = self.ray.remote(max_retries=0)(_run_in_actor)
+        if spec.device.kind == "cuda":
+            options = {"num_gpus": 1, "num_cpus": 1}
+        else:
+            options = {"num_cpus": spec.threads or 1}
+        tasks, results = self.queues[spec.rank]
+        return remote_run.options(name=f"chatspace-worker-{spec.rank}", **options).remote(
+            spec, tasks, results, self.log_level
+        )
 
     def start(self) -> None:
-        remote_run = self.ray.remote(max_retries=0)(_run_in_actor)
-        for spec in self.specs:
-            if spec.device.kind == "cuda":
-                options = {"num_gpus": 1, "num_cpus": 1}
-            else:
-                options = {"num_cpus": spec.threads or 1}
-            ref = remote_run.options(name=f"chatspace-worker-{spec.rank}", **options).remote(
-                spec, self.tasks, self.results, self.log_level
-            )
-            self.refs.append(ref)
+        self.refs = [self._submit(spec) for spec in self.specs]
 
-    def put_task(self, task: dict | None) -> bool:
+    def restart(self, rank: int) -> None:
+        """A new task for `rank` with fresh queues; Ray places it where the resources are."""
+        with contextlib.suppress(Exception):
+            self.ray.cancel(self.refs[rank], force=True)
+        for q in self.queues[rank]:
+            with contextlib.suppress(Exception):
+                q.shutdown(force=True)
+        self.queues[rank] = self._new_queues()
+        self._codes.pop(rank, None)
+        self.refs[rank] = self._submit(self.specs[rank])
+
+    def put_task(self, rank: int, task: dict | None) -> bool:
         from ray.util.queue import Full
 
         try:
-            self.tasks.put_nowait(task)
+            self.queues[rank][0].put_nowait(task)
             return True
         except Full:
             return False
 
     def get_message(self, timeout: float) -> dict | None:
+        import time
+
         from ray.util.queue import Empty
 
-        try:
-            return self.results.get(timeout=timeout)
-        except Empty:
-            return None
+        deadline = time.monotonic() + timeout
+        while True:
+            n = len(self.queues)
+            for i in range(n):
+                rank = (self._next + i) % n
+                try:
+                    msg = self.queues[rank][1].get_nowait()
+                except Empty:
+                    continue
+                self._next = (rank + 1) % n
+                return msg
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
 
     def exitcode(self, rank: int) -> int | None:
         if rank in self._codes:
@@ -179,7 +214,7 @@ class RayExecutor:
         for ref in self.refs:
             with contextlib.suppress(Exception):  # already finished
                 self.ray.cancel(ref, force=True)
-        for q in (self.tasks, self.results):
+        for q in (q for pair in self.queues for q in pair):
             with contextlib.suppress(Exception):
                 q.shutdown(force=True)
         if self._started_ray:

@@ -1,15 +1,14 @@
 """The supervisor: plan the run, hand units to workers, watch them, merge their stats into one manifest.
 
-It never blocks without a timeout and a look at whether the workers are alive; any worker that dies
-stops the run within seconds with one line naming the device and the cause. Every exit path shuts the
-workers down and leaves a manifest that says truthfully how far the run got.
+It never blocks without a timeout and a look at whether the workers are alive; a worker that dies is
+replaced and its units redone (chatspace.pool.scheduler), within --max-worker-restarts. Every exit
+path shuts the workers down and leaves a manifest that says truthfully how far the run got.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
-import multiprocessing as mp
 import signal
 import sys
 import time
@@ -27,6 +26,7 @@ from chatspace.errors import ChatspaceError, RunInterrupted
 from chatspace.plan import num_units, plan_units
 from chatspace.pool.executors import LocalExecutor
 from chatspace.pool.output import prepare_output, switch_into_place
+from chatspace.pool.scheduler import TRACEBACK_LOGGER, Scheduler
 from chatspace.pool.worker import WorkerSpec
 from chatspace.progress import Progress
 from chatspace.store.layout import RunLayout, ensure_writable_root
@@ -35,29 +35,12 @@ from chatspace.store.manifest import ManifestBuilder, git_sha, library_versions,
 
 log = logging.getLogger("chatspace")
 
-LIVENESS_POLL_S = 0.2
-MANIFEST_EVERY_S = 5.0
-TRACEBACK_LOGGER = "chatspace.tracebacks"
-
 
 @dataclass
 class RunResult:
     manifest_path: Path
     manifest: dict[str, Any]
     layout: RunLayout
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "is still running"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (the OOM killer sends this when memory runs out)" if -code == signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
-    return f"exited with code {code}"
 
 
 class _Signals:
@@ -81,7 +64,7 @@ class _Signals:
 
 
 def _setup_run_logging(layout: RunLayout, run_id: str, progress: Progress):
-    """Console + the run's log file under logs/; worker records arrive through `log_queue`."""
+    """Console + the run's log file under logs/; workers' records are handed to the returned sink."""
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = layout.logs_dir / f"{run_id}.log"
     fmt = logging.Formatter("%(asctime)s %(levelname)s [%(device)s] %(message)s", "%Y-%m-%d %H:%M:%S")
@@ -100,10 +83,13 @@ def _setup_run_logging(layout: RunLayout, run_id: str, progress: Progress):
     root.handlers = [file_handler, console]
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
-    log_queue = mp.get_context("spawn").Queue()
-    listener = logging.handlers.QueueListener(log_queue, file_handler, console, respect_handler_level=True)
-    listener.start()
-    return log_path, log_queue, listener, (file_handler, console), previous
+
+    def worker_log_sink(record: logging.LogRecord) -> None:
+        for handler in (file_handler, console):
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+    return log_path, worker_log_sink, (file_handler, console), previous
 
 
 def _default_device(record: logging.LogRecord) -> bool:
@@ -152,7 +138,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     cfg = cfg.replace(run_id=run_id)
 
     progress = Progress(enabled=cfg.progress)
-    log_path, log_queue, listener, handlers, previous_handlers = _setup_run_logging(layout, run_id, progress)
+    log_path, worker_log_sink, handlers, previous_handlers = _setup_run_logging(layout, run_id, progress)
     builder = ManifestBuilder(
         layout,
         {
@@ -221,8 +207,8 @@ def run_embedding(cfg: RunConfig) -> RunResult:
                     source.num_rows,
                 )
             if pending:
-                executor = _start_workers(cfg, source, layout, run_id, log_queue)
-                _drive(executor, cfg, pending, records, builder, progress, selection, total_units)
+                executor = _start_workers(cfg, source, layout, run_id, worker_log_sink)
+                Scheduler(executor, cfg, pending, records, builder, progress, len(selection.indices)).run()
             _check_something_embedded(cfg, records)
             if cfg.id_field:
                 _record_duplicate_ids(cfg, layout, source, records, builder)
@@ -249,7 +235,6 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         if status == "complete" and layout.staged:
             switch_into_place(final)
             log.info("--overwrite: the new run replaced the previous one")
-        listener.stop()
         logging.getLogger().handlers = previous_handlers
         run_lock.close()
         for h in handlers:
@@ -299,7 +284,7 @@ def _record_duplicate_ids(cfg, layout: RunLayout, source: Source, records, build
 
 
 def _start_workers(
-    cfg: RunConfig, source: Source, layout: RunLayout, run_id: str, log_queue
+    cfg: RunConfig, source: Source, layout: RunLayout, run_id: str, worker_log_sink
 ) -> LocalExecutor:
     devices = parse_device_labels(cfg.devices)
     threads = _threads_for(devices, cfg)
@@ -310,7 +295,7 @@ def _start_workers(
 
         executor = RayExecutor(specs, level, cfg.ray_address)
     else:
-        executor = LocalExecutor(specs, log_queue, level)
+        executor = LocalExecutor(specs, worker_log_sink, level)
     log.info(
         "starting %d worker(s): %s%s",
         len(specs),
@@ -319,119 +304,3 @@ def _start_workers(
     )
     executor.start()
     return executor
-
-
-def _drive(executor, cfg, pending, records, builder, progress, selection, total_units) -> None:
-    n_workers = len(executor.specs)
-    ready: set[int] = set()
-    finished: set[int] = set()
-    per_worker: dict[int, dict[str, float]] = {
-        r: {"rows": 0, "tokens": 0, "ready_at": 0.0, "last_progress": 0.0} for r in range(n_workers)
-    }
-    progress.start(total=len(selection.indices), initial=sum(r.get("selected", 0) for r in records.values()))
-    sentinels_left = n_workers
-    started = last_manifest = last_status = time.monotonic()
-
-    def worker_failed(msg: dict) -> ChatspaceError:
-        _log_traceback(msg)
-        return ChatspaceError(
-            f"worker {msg['rank']} ({msg['device']}) failed while {msg['stage']}: {msg['message']}"
-        )
-
-    def handle(msg: dict) -> None:
-        kind, rank = msg["type"], msg.get("rank")
-        if kind in ("progress", "unit_done", "ready"):
-            per_worker[rank]["last_progress"] = time.monotonic()
-        if kind == "progress":
-            per_worker[rank]["rows"] += msg["rows"]
-            per_worker[rank]["tokens"] += msg["tokens"]
-            progress.update(msg["rows"], msg["tokens"])
-        elif kind == "unit_done":
-            records[msg["record"]["unit"]] = msg["record"]
-        elif kind == "ready":
-            ready.add(rank)
-            per_worker[rank]["ready_at"] = time.monotonic()
-            builder.workers[rank] = {
-                "rank": rank,
-                "device": msg["device"],
-                "pid": msg.get("pid"),
-                "encoder": msg["encoder"],
-                "load_seconds": msg["load_seconds"],
-                "warmup_seconds": msg["warmup_seconds"],
-            }
-            per_device = ("device", "threads")
-            builder.base["model"] = {
-                "name": cfg.model,
-                **{k: v for k, v in msg["encoder"].items() if k not in per_device},
-            }
-            builder.timings.setdefault("first_worker_ready_seconds", round(time.monotonic() - started, 3))
-        elif kind == "finished":
-            finished.add(rank)
-            builder.workers.setdefault(rank, {"rank": rank, "device": msg["device"]})["stats"] = msg["stats"]
-        elif kind == "error":
-            raise worker_failed(msg)
-
-    while len(finished) < n_workers:
-        # Keep the shared task queue topped up (it is bounded); then one stop marker per worker.
-        while pending and executor.put_task({"unit": pending[0].index, "rows": pending[0].rows}):
-            pending.popleft()
-        while not pending and sentinels_left and executor.put_task(None):
-            sentinels_left -= 1
-        msg = executor.get_message(LIVENESS_POLL_S)
-        if msg is not None:
-            handle(msg)
-        # Liveness: a worker that exits before saying "finished" fails the run.
-        for rank in range(n_workers):
-            code = executor.exitcode(rank)
-            if code is None or rank in finished:
-                continue
-            # It may have said why (or finished) just before exiting: read what is left first.
-            while (late := executor.get_message(0.5)) is not None:
-                handle(late)
-            if rank in finished:
-                continue
-            device = executor.specs[rank].device.label
-            raise ChatspaceError(
-                f"worker {rank} ({device}) {describe_exit(code)}; rerun with --resume to finish"
-            )
-        now = time.monotonic()
-        # A worker that is alive but stuck (a hung kernel, a dead filesystem) would hang the run.
-        for rank in ready - finished:
-            silent = now - per_worker[rank]["last_progress"]
-            if cfg.stall_timeout and silent > cfg.stall_timeout:
-                device = executor.specs[rank].device.label
-                raise ChatspaceError(
-                    f"worker {rank} ({device}) made no progress for {silent:.0f}s (--stall-timeout "
-                    f"{cfg.stall_timeout:g}); stopping. Rerun with --resume to finish"
-                )
-        if now - last_manifest >= MANIFEST_EVERY_S:
-            builder.write(records, "running")
-            last_manifest = now
-        if now - last_status >= progress.status_every:
-            last_status = now
-            for rank in range(n_workers):
-                encoding_s = now - per_worker[rank]["ready_at"] if rank in ready else 0.0
-                state = "finished" if rank in finished else ("encoding" if rank in ready else "loading")
-                log.info(
-                    "worker %d (%s): %s, %d rows, %.1f rows/s",
-                    rank,
-                    executor.specs[rank].device.label,
-                    state,
-                    per_worker[rank]["rows"],
-                    per_worker[rank]["rows"] / encoding_s if encoding_s > 0 else 0.0,
-                )
-    executor.join(timeout=10)
-    if len(records) < total_units:
-        raise ChatspaceError(
-            f"workers finished but {total_units - len(records)} unit(s) have no completion record"
-        )
-
-
-def _log_traceback(msg: dict) -> None:
-    """Tracebacks go to the run's log file only; the console gets the one-line cause."""
-    logging.getLogger(TRACEBACK_LOGGER).error(
-        "worker %s (%s) traceback:\n%s",
-        msg.get("rank"),
-        msg.get("device"),
-        (msg.get("traceback") or "").rstrip(),
-    )

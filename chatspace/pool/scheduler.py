@@ -1,0 +1,341 @@
+"""Handing units to workers and healing the pool when one is lost.
+
+Each worker has its own small queue of units; the supervisor knows exactly which units every worker
+holds (a set: a worker may work on several at once). When a worker dies, its units go back to the front
+of the line and a fresh worker starts on the same device; if the device itself is gone (the new worker
+cannot even start), the run goes on with the others. Bounded by --max-worker-restarts per device (0: the
+first loss stops the run). A unit that was alone in a worker that died, after already being in one that
+died, is a poison unit: the run stops and names its rows instead of feeding it to worker after worker.
+Workers get their stop marker only when every unit is recorded, so a late loss always has takers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter, deque
+from typing import Any
+
+from chatspace.config import RunConfig
+from chatspace.errors import ChatspaceError
+from chatspace.plan import WorkUnit
+from chatspace.pool.executors import TASKS_PER_WORKER
+from chatspace.store.manifest import ManifestBuilder, now_iso
+
+log = logging.getLogger("chatspace")
+
+LIVENESS_POLL_S = 0.2
+MANIFEST_EVERY_S = 5.0
+TRACEBACK_LOGGER = "chatspace.tracebacks"
+# Failures of these stages repeat on any worker (a model that cannot load, unreadable data, a full
+# disk): they stop the run. A crash while encoding (a CUDA error, a killed process) is healed; so is a
+# replacement that cannot load (its device is given up). API workers' errors always stop the run.
+FATAL_STAGES = ("loading the model", "reading data", "writing a shard")
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the OOM killer sends this when memory runs out)" if -code == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+def log_traceback(msg: dict) -> None:
+    """Tracebacks go to the run's log file only; the console gets the one-line cause."""
+    logging.getLogger(TRACEBACK_LOGGER).error(
+        "worker %s (%s) traceback:\n%s",
+        msg.get("rank"),
+        msg.get("device"),
+        (msg.get("traceback") or "").rstrip(),
+    )
+
+
+class Scheduler:
+    def __init__(
+        self,
+        executor,
+        cfg: RunConfig,
+        pending: deque[WorkUnit],
+        records: dict[int, dict],
+        builder: ManifestBuilder,
+        progress,
+        selected_rows: int,
+    ):
+        self.executor = executor
+        self.cfg = cfg
+        self.pending = pending
+        self.units = {u.index: u for u in pending}
+        self.records = records
+        self.builder = builder
+        self.progress = progress
+        self.total_units = len(self.units) + len(records)
+        self.selected_rows = selected_rows
+        ranks = range(len(executor.specs))
+        self.held: dict[int, set[int]] = {r: set() for r in ranks}
+        self.ready: set[int] = set()
+        self.finished: set[int] = set()
+        self.gone: set[int] = set()  # devices given up on
+        self.restarted: set[int] = set()  # ranks whose current process is a restart
+        self.restarts: Counter = Counter()
+        self.deaths: Counter = Counter()  # unit -> workers lost while holding it
+        self.errors: dict[int, dict] = {}  # rank -> the error it reported before exiting
+        self.stop_sent = False
+        self.lost: list[dict[str, Any]] = builder.base.setdefault("lost_workers", [])
+        now = time.monotonic()
+        self.started = now
+        self.stats = {r: {"rows": 0, "tokens": 0, "ready_at": 0.0, "last_progress": now} for r in ranks}
+
+    def device(self, rank: int) -> str:
+        return self.executor.specs[rank].device.label
+
+    def live(self) -> list[int]:
+        return [r for r in self.held if r not in self.gone and r not in self.finished]
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.progress.start(
+            total=self.selected_rows, initial=sum(r.get("selected", 0) for r in self.records.values())
+        )
+        last_manifest = last_status = time.monotonic()
+        while self.live():
+            self.hand_out()
+            msg = self.executor.get_message(LIVENESS_POLL_S)
+            if msg is not None:
+                self.handle(msg)
+            self.check_liveness()
+            now = time.monotonic()
+            self.check_stalls(now)
+            if now - last_manifest >= MANIFEST_EVERY_S:
+                self.builder.write(self.records, "running")
+                last_manifest = now
+            if now - last_status >= self.progress.status_every:
+                last_status = now
+                self.log_status(now)
+        self.executor.join(timeout=10)
+        missing = self.total_units - len(self.records)
+        if missing:
+            raise ChatspaceError(f"workers finished but {missing} unit(s) have no completion record")
+
+    def hand_out(self) -> None:
+        """Top up every live worker's queue; a unit that was in a lost worker goes out alone."""
+        for rank in self.live():
+            if self.stop_sent or self.executor.exitcode(rank) is not None:
+                continue
+            if rank in self.restarted and rank not in self.ready:
+                continue  # a replacement gets work once loaded; the others go on meanwhile
+            held = self.held[rank]
+            while self.pending and len(held) < TASKS_PER_WORKER and not any(self.deaths[u] for u in held):
+                # A unit that was in a lost worker goes only to an empty one, and alone.
+                pick = (
+                    0
+                    if not held
+                    else next((i for i, u in enumerate(self.pending) if not self.deaths[u.index]), None)
+                )
+                if pick is None:
+                    break
+                unit = self.pending[pick]
+                if not self.executor.put_task(rank, {"unit": unit.index, "rows": unit.rows}):
+                    break
+                if not held:
+                    self.stats[rank]["last_progress"] = time.monotonic()  # idle until now
+                del self.pending[pick]
+                held.add(unit.index)
+        if not self.pending and not any(self.held.values()) and not self.stop_sent:
+            lost = sorted(set(self.units) - set(self.records))
+            if lost:  # handed to nobody and recorded by nobody: put back in line
+                log.warning("unit(s) %s were not recorded; handing them out again", lost)
+                self.pending.extend(self.units[u] for u in lost)
+                return
+            for rank in self.live():
+                self.executor.put_task(rank, None)
+            self.stop_sent = True
+
+    def handle(self, msg: dict) -> None:
+        kind, rank = msg["type"], msg.get("rank")
+        if kind in ("progress", "unit_done", "ready"):
+            self.stats[rank]["last_progress"] = time.monotonic()
+        if kind == "progress":
+            self.stats[rank]["rows"] += msg["rows"]
+            self.stats[rank]["tokens"] += msg["tokens"]
+            self.progress.update(msg["rows"], msg["tokens"])
+        elif kind == "unit_done":
+            record = msg["record"]
+            self.records[record["unit"]] = record
+            self.held[rank].discard(record["unit"])
+        elif kind == "ready":
+            self.on_ready(rank, msg)
+        elif kind == "finished":
+            self.finished.add(rank)
+            entry = self.builder.workers.setdefault(rank, {"rank": rank, "device": msg["device"]})
+            entry["stats"] = msg["stats"]
+        elif kind == "error":
+            log_traceback(msg)
+            self.errors[rank] = msg
+            # An API worker's errors come from the server (already retried there): a new worker won't help.
+            fatal = self.cfg.mode != "hf" or (
+                msg["stage"] in FATAL_STAGES and not (rank in self.restarted and rank not in self.ready)
+            )
+            if fatal or not self.cfg.max_worker_restarts:
+                raise ChatspaceError(
+                    f"worker {rank} ({msg['device']}) failed while {msg['stage']}: {msg['message']}"
+                )
+
+    def on_ready(self, rank: int, msg: dict) -> None:
+        self.ready.add(rank)
+        self.stats[rank]["ready_at"] = time.monotonic()
+        entry = {
+            "rank": rank,
+            "device": msg["device"],
+            "pid": msg.get("pid"),
+            "encoder": msg["encoder"],
+            "load_seconds": msg["load_seconds"],
+            "warmup_seconds": msg["warmup_seconds"],
+        }
+        if self.restarts[rank]:
+            entry["restarts"] = self.restarts[rank]
+        self.builder.workers[rank] = entry
+        per_device = ("device", "threads")
+        self.builder.base["model"] = {
+            "name": self.cfg.model,
+            **{k: v for k, v in msg["encoder"].items() if k not in per_device},
+        }
+        self.builder.timings.setdefault(
+            "first_worker_ready_seconds", round(time.monotonic() - self.started, 3)
+        )
+
+    # --- losses --------------------------------------------------------------------------------------
+
+    def check_liveness(self) -> None:
+        for rank in self.live():
+            code = self.executor.exitcode(rank)
+            if code is None:
+                continue
+            # It may have said why (or finished) just before exiting: read what is left first.
+            while (late := self.executor.get_message(0.5)) is not None:
+                self.handle(late)
+            if rank in self.finished:
+                continue
+            self.lose(rank, code)
+
+    def lose(self, rank: int, code: int) -> None:
+        device = self.device(rank)
+        error = self.errors.pop(rank, None)
+        cause = f"failed while {error['stage']}: {error['message']}" if error else describe_exit(code)
+        units = sorted(self.held[rank])
+        self.held[rank] = set()
+        self._remove_partial_shards(rank)
+        limit = self.cfg.max_worker_restarts
+        if not limit:
+            raise ChatspaceError(f"worker {rank} ({device}) {cause}; rerun with --resume to finish")
+        if self.stop_sent:  # every unit is recorded: nothing was lost, nobody needs replacing
+            log.warning("worker %d (%s) %s after all units were done", rank, device, cause)
+            self.gone.add(rank)
+            return
+        entry = {
+            "rank": rank,
+            "device": device,
+            "cause": cause,
+            "exit_code": code,
+            "units": units,
+            "at": now_iso(),
+        }
+        if error:
+            entry["error"] = error["message"]
+        self.lost.append(entry)
+        for u in units:
+            self.deaths[u] += 1
+        if len(units) == 1 and self.deaths[units[0]] >= 2:
+            self.poison(units[0])
+        self.pending.extendleft(self.units[u] for u in reversed(units))
+        self.builder.base["units_redone"] = sorted({u for e in self.lost for u in e["units"]})
+        never_started = rank in self.restarted and rank not in self.ready
+        self.ready.discard(rank)
+        if never_started or self.restarts[rank] >= limit:
+            self.gone.add(rank)
+            entry["restarted"] = False
+            why = "could not be restarted" if never_started else f"was lost {self.restarts[rank] + 1} times"
+            if not self.live():
+                raise ChatspaceError(
+                    f"worker {rank} ({device}) {cause}; no worker is left (the device {why}). "
+                    "Rerun with --resume to finish"
+                )
+            log.warning(
+                "worker %d (%s) %s; the device %s, going on with %d other worker(s)%s",
+                rank, device, cause, why, len(self.live()), f"; unit(s) {units} requeued" if units else "",
+            )  # fmt: skip
+            return
+        self.restarts[rank] += 1
+        entry["restarted"] = True
+        log.warning(
+            "worker %d (%s) %s; starting a new worker on %s (restart %d of %d)%s",
+            rank, device, cause, device, self.restarts[rank], limit,
+            f"; unit(s) {units} requeued" if units else "",
+        )  # fmt: skip
+        self.executor.restart(rank)
+        self.restarted.add(rank)
+        self.stats[rank]["last_progress"] = time.monotonic()
+
+    def _remove_partial_shards(self, rank: int) -> None:
+        """A shard the lost worker was writing is a hidden temporary; it will never be finished."""
+        pid = self.builder.workers.get(rank, {}).get("pid")
+        if pid:
+            for tmp in self.builder.layout.embeddings_dir.glob(f".shard-*.parquet.tmp-{pid}"):
+                tmp.unlink(missing_ok=True)
+
+    def poison(self, unit: int) -> None:
+        rows = self.units[unit].rows
+        first, last = int(rows[0]), int(rows[-1])
+        causes = "; ".join(sorted({e["cause"] for e in self.lost if unit in e["units"]}))
+        self.builder.base["poison_units"] = [
+            {
+                "unit": unit,
+                "dataset_rows": [first, last],
+                "rows": len(rows),
+                "workers_lost": self.deaths[unit],
+            }
+        ]
+        raise ChatspaceError(
+            f"unit {unit} (dataset rows {first}-{last}, {len(rows)} rows) was being embedded each time a "
+            f"worker was lost ({self.deaths[unit]} times: {causes}); one of its rows likely crashes the "
+            "encoder. Stopping; the other units are done, see poison_units in the manifest"
+        )
+
+    def check_stalls(self, now: float) -> None:
+        """A worker that is alive but stuck (a hung kernel, a dead filesystem) would hang the run."""
+        if not self.cfg.stall_timeout:
+            return
+        for rank in self.ready - self.finished - self.gone:
+            if not self.held[rank]:
+                continue  # waiting for work is not a stall
+            silent = now - self.stats[rank]["last_progress"]
+            if silent > self.cfg.stall_timeout:
+                raise ChatspaceError(
+                    f"worker {rank} ({self.device(rank)}) made no progress for {silent:.0f}s (--stall-timeout "
+                    f"{self.cfg.stall_timeout:g}); stopping. Rerun with --resume to finish"
+                )
+
+    def log_status(self, now: float) -> None:
+        for rank in self.held:
+            encoding_s = now - self.stats[rank]["ready_at"] if rank in self.ready else 0.0
+            if rank in self.gone:
+                state = "lost"
+            elif rank in self.finished:
+                state = "finished"
+            else:
+                state = "encoding" if rank in self.ready else "loading"
+            log.info(
+                "worker %d (%s): %s, %d rows, %.1f rows/s",
+                rank,
+                self.device(rank),
+                state,
+                self.stats[rank]["rows"],
+                self.stats[rank]["rows"] / encoding_s if encoding_s > 0 else 0.0,
+            )

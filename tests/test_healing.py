@@ -1,0 +1,92 @@
+"""A lost worker heals itself: SIGKILL one of two CPU workers mid-run and the run still ends with exit
+0 and exactly the planned rows; a unit that kills every worker given it is named, not looped on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import (
+    REPO,
+    assert_all_gone,
+    run_cli,
+    run_manifest,
+    run_table,
+    start_cli,
+    wait_for_units,
+    worker_processes,
+    write_jsonl,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, texts):
+    d = tmp_path_factory.mktemp("healing")
+    rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(texts[:240])]
+    return write_jsonl(d / "corpus.jsonl", rows), {r["id"] for r in rows}
+
+
+def _args(path, out, *extra):
+    return [
+        "embed-hf",
+        *("--dataset", str(path), "--id-field", "id", "--output-root", str(out)),
+        *("--devices", "cpu,cpu", "--rows-per-shard", "16", "--no-progress"),
+        *extra,
+    ]
+
+
+def test_a_killed_worker_is_replaced_and_the_run_completes_exactly(corpus, tmp_path):
+    path, ids = corpus
+    out = tmp_path / "out"
+    proc = start_cli(_args(path, out))
+    wait_for_units(out, 2, proc)
+    workers = worker_processes(proc)
+    assert len(workers) == 2
+    victim = workers[0]
+    victim.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert "was killed by SIGKILL" in stderr and "starting a new worker on cpu:" in stderr
+    assert "Traceback" not in stderr
+    got = run_table(out).column("id").to_pylist()
+    assert len(got) == len(ids) and set(got) == ids  # exactly the planned rows: no gap, no duplicate
+    m = run_manifest(out)
+    assert m["status"] == "complete" and m["totals"]["rows"] == len(ids)
+    (lost,) = m["lost_workers"]
+    rank = lost["rank"]
+    assert lost["device"] == f"cpu:{rank}" and lost["exit_code"] == -signal.SIGKILL
+    assert "SIGKILL" in lost["cause"] and lost["restarted"] is True
+    assert set(lost["units"]) <= set(range(15)) and m["units_redone"] == sorted(lost["units"])
+    assert {s["unit"] for s in m["shards"]} == set(range(15))
+    assert m["workers"][rank]["restarts"] == 1 and m["workers"][rank]["pid"] != victim.pid
+    assert run_cli("verify", str(out)).returncode == 0
+    assert_all_gone(workers)
+
+
+def test_a_unit_that_kills_every_worker_is_named_with_its_rows(tmp_path, texts):
+    rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(texts[:64])]
+    rows[37]["text"] = "POISON-ROW " + rows[37]["text"]  # unit 2 holds rows 32-47
+    data = write_jsonl(tmp_path / "poison.jsonl", rows)
+    out = tmp_path / "out"
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "crash_hook"), os.environ.get("PYTHONPATH", "")]),
+        "CHATSPACE_TEST_CRASH_MARKER": "POISON-ROW",
+    }
+    t0 = time.monotonic()
+    proc = run_cli(*_args(data, out, "--max-worker-restarts", "5"), env=env, timeout=600)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "unit 2 (dataset rows 32-47, 16 rows)" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    m = run_manifest(out)
+    assert m["status"] == "failed"
+    assert m["poison_units"] == [{"unit": 2, "dataset_rows": [32, 47], "rows": 16, "workers_lost": 2}]
+    assert all(2 in lost["units"] for lost in m["lost_workers"]) and len(m["lost_workers"]) == 2
+    done = {s["unit"] for s in m["shards"]}
+    assert {0, 1} <= done and 2 not in done
+    assert time.monotonic() - t0 < 600
