@@ -98,9 +98,9 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --- runs under faults: a CLI started in the background, its workers, its shards ---------------------
 
 
-def start_cli(args) -> subprocess.Popen:
+def start_cli(args, env: dict | None = None) -> subprocess.Popen:
     """`chatspace ARGS` started in its own session (signals reach only what the test aims at)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.Popen(
         [*CHATSPACE, *args],
         cwd=REPO,

@@ -68,15 +68,43 @@ def test_a_killed_worker_is_replaced_and_the_run_completes_exactly(corpus, tmp_p
     assert_all_gone(workers)
 
 
+def _crash_hook_env(**variables: str) -> dict[str, str]:
+    hook = str(REPO / "tests" / "crash_hook")
+    return {"PYTHONPATH": os.pathsep.join([hook, os.environ.get("PYTHONPATH", "")]), **variables}
+
+
+def test_when_a_device_cannot_take_a_new_worker_the_others_finish(corpus, tmp_path):
+    path, ids = corpus
+    out = tmp_path / "out"
+    gone = tmp_path / "device-gone"  # once it exists, a worker dies while loading its model
+    proc = start_cli(_args(path, out), env=_crash_hook_env(CHATSPACE_TEST_CRASH_ON_LOAD_IF=str(gone)))
+    wait_for_units(out, 2, proc)
+    deadline = time.monotonic() + 300
+    while sum(p.read_text().count("] ready: ") for p in out.glob("logs/*.log")) < 2:  # both loaded
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    workers = worker_processes(proc)
+    gone.touch()
+    workers[0].send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert "could not be restarted, going on with 1 other worker(s)" in stderr
+    got = run_table(out).column("id").to_pylist()
+    assert len(got) == len(ids) and set(got) == ids
+    m = run_manifest(out)
+    first, second = m["lost_workers"]
+    assert first["rank"] == second["rank"] and first["restarted"] is True and second["restarted"] is False
+    assert second["units"] == []  # a replacement gets work only once loaded
+    assert run_cli("verify", str(out)).returncode == 0
+    assert_all_gone(workers)
+
+
 def test_a_unit_that_kills_every_worker_is_named_with_its_rows(tmp_path, texts):
     rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(texts[:64])]
     rows[37]["text"] = "POISON-ROW " + rows[37]["text"]  # unit 2 holds rows 32-47
     data = write_jsonl(tmp_path / "poison.jsonl", rows)
     out = tmp_path / "out"
-    env = {
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "crash_hook"), os.environ.get("PYTHONPATH", "")]),
-        "CHATSPACE_TEST_CRASH_MARKER": "POISON-ROW",
-    }
+    env = _crash_hook_env(CHATSPACE_TEST_CRASH_MARKER="POISON-ROW")
     t0 = time.monotonic()
     proc = run_cli(*_args(data, out, "--max-worker-restarts", "5"), env=env, timeout=600)
     assert proc.returncode == 1, proc.stderr

@@ -104,3 +104,46 @@ def test_a_ray_cluster_that_does_not_answer_fails_fast(tmp_path, stale_ray_tmpdi
     assert not (tmp_path / "out" / "indexes").exists() or not any(
         (tmp_path / "out" / "indexes").rglob("*.json")
     )
+
+
+def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tmp_path):
+    import os
+    import signal
+
+    import orjson
+
+    from tests.conftest import run_manifest, start_cli, wait_for_units
+
+    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:160])]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "out"
+    proc = start_cli(
+        [
+            "embed-hf",
+            *("--dataset", str(data), "--id-field", "id", "--rows-per-shard", "10", "--no-progress"),
+            *("--executor", "ray", "--ray-workers", "2", "--ray-device", "cpu", "--threads-per-worker", "1"),
+            *("--output-root", str(out)),
+        ]
+    )
+    try:
+        wait_for_units(out, 2, proc, timeout=300)
+        deadline = time.monotonic() + 60
+        pids: list[int] = []
+        while time.monotonic() < deadline and len(pids) < 2:  # the manifest is rewritten every 5 s
+            m = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
+            pids = [w["pid"] for w in m["workers"] if w.get("pid")]
+            time.sleep(0.5)
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "starting a new worker" in stderr
+    got = run_table(out).column("id").to_pylist()
+    assert sorted(got) == sorted(r["id"] for r in rows)
+    m = run_manifest(out)
+    (lost,) = m["lost_workers"]
+    assert lost["restarted"] is True and m["status"] == "complete"
+    assert run_cli("verify", str(out)).returncode == 0
