@@ -264,10 +264,25 @@ def _trace_colour_pixels(png: Path, markers: list[dict]) -> list[int]:
     img = (mpimg.imread(png)[..., :3] * 255).astype(int)
     counts = []
     for m in markers:
+        assert m["opacity"] >= 0.5, f"markers this faint are not what a person can see: {m}"
         rgb = np.array([int(m["color"][i : i + 2], 16) for i in (1, 3, 5)])
         on_white = m["opacity"] * rgb + (1 - m["opacity"]) * 255
+        assert np.abs(on_white - 255).sum() > 90, f"markers this close to the white page are invisible: {m}"
         counts.append(int((np.abs(img - on_white).sum(-1) < 30).sum()))
     return counts
+
+
+def drawn_pixels(
+    browser: Chromium, png: Path, markers: list[dict], at_least: int, wait: float = 60
+) -> list[int]:
+    """Screenshots until every trace shows `at_least` pixels of its colour (WebGL draws after the
+    page says it is ready) or `wait` seconds pass; returns the last counts."""
+    deadline = time.monotonic() + wait
+    while True:
+        counts = _trace_colour_pixels(browser.screenshot(png), markers)
+        if all(n > at_least for n in counts) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.5)
 
 
 def check_map_in_browser(browser: Chromium, url: str, coords_path: Path, shots: Path) -> None:
@@ -279,9 +294,8 @@ def check_map_in_browser(browser: Chromium, url: str, coords_path: Path, shots: 
     assert browser.js("document.querySelectorAll('#map canvas').length") >= 1
     markers = browser.js(MARKERS)
     assert len(markers) == 2
-    time.sleep(0.5)
-    counts = _trace_colour_pixels(browser.screenshot(shots / "map.png"), markers)
-    assert all(n > 200 for n in counts), f"too few pixels of the trace colours {markers}: {counts}"
+    counts = drawn_pixels(browser, shots / "map.png", markers, at_least=600)
+    assert all(n > 600 for n in counts), f"too few pixels of the trace colours {markers}: {counts}"
 
     # Click a point: the panel shows that row's id and full text.
     row, x, y = _loneliest(browser.js(POINT_PIXELS), browser.width, browser.height)
@@ -382,9 +396,8 @@ def test_map_of_100k_points_draws_and_searches(chromium, tmp_path):
             )
             == n
         )
-        time.sleep(1)
-        counts = _trace_colour_pixels(browser.screenshot(tmp_path / "big.png"), browser.js(MARKERS))
-        assert all(c > 1000 for c in counts), counts
+        counts = drawn_pixels(browser, tmp_path / "big.png", browser.js(MARKERS), at_least=5000)
+        assert all(c > 5000 for c in counts), counts
         browser.type_into("#search", "needle")
         assert (
             browser.wait_for("document.getElementById('search-count').textContent", timeout=60) == "1 match"
