@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_embeddings", "list_runs"]
+__all__ = ["__version__", "load_embeddings", "list_runs", "connect", "sql"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,8 @@ def __getattr__(name: str):
         from chatspace.store import reader
 
         return getattr(reader, name)
+    if name in ("connect", "sql"):
+        from chatspace.store import frames
+
+        return getattr(frames, name)
     raise AttributeError(name)

@@ -413,6 +413,38 @@ def runs_cmd(root: str | None, as_json: bool) -> None:
         click.echo(format_runs(runs))
 
 
+@cli.command("sql")
+@click.argument("root")
+@click.argument("query")
+@click.option("--model", help="Only runs of this model (hub id, folder name or its last part).")
+@click.option("--dataset", help="Only runs of this dataset (hub id, local path or label).")
+@click.option("--split", help="Only runs of this split.")
+@click.option("--subset", help="Only runs of this hub configuration.")
+@click.option("--run-id", help="Only this run.")
+@click.option("--include-incomplete", is_flag=True, help="Also read the finished shards of unfinished runs.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for reading, CSV, or one JSON object per row.",
+)
+def sql_cmd(root: str, query: str, output_format: str, **filters: Any) -> None:
+    """Run SQL (duckdb) over a view `embeddings` of the runs under ROOT, `embedding` typed FLOAT[dim].
+
+    \b
+    chatspace sql demo-output "select split, count(*) from embeddings group by split"
+    chatspace sql demo-output "select id, array_cosine_similarity(embedding,
+        (select embedding from embeddings where id = 'demo-0')) as score
+        from embeddings order by score desc limit 5"
+    """
+    from chatspace.store.frames import run_sql
+
+    for line in run_sql(root, query, output_format, **filters):
+        click.echo(line)
+
+
 register_map_commands(cli)  # reduce-embeddings, visualize-embeddings
 
 

@@ -421,7 +421,8 @@ def load_embeddings(
     subset: str | None = None,
     run_id: str | None = None,
     include_incomplete: bool = False,
-) -> pa.Table:
+    as_: str | None = None,
+) -> Any:
     """Every embedded row of the matching run(s) under an output root, as one pyarrow Table.
 
     `model` matches the model's hub id or local folder name (or its slug, as in the output paths);
@@ -437,10 +438,18 @@ def load_embeddings(
     `columns` picks columns (of: id, source, dataset, split, text, metadata, embedding, model,
     created_at, run_id).
 
+    `as_` picks the result: None (the default) is the Table exactly as stored (`metadata` JSON text);
+    "arrow", "pandas" and "polars" give a Table or DataFrame with `metadata` decoded (a struct column;
+    one dict per row in pandas); "numpy" gives (ids, float32 [n, dim] matrix) as `to_numpy` does.
+
     One-liners from here: `table.to_pandas()`, `polars.from_arrow(table)`, `datasets.Dataset(table)`,
     `to_numpy(table)` for (ids, float32 matrix); for SQL without loading,
     `duckdb.sql("select * from 'ROOT/embeddings/**/*.parquet'")`.
     """
+    from chatspace.store.frames import FORMATS, convert
+
+    if as_ is not None and as_ not in FORMATS:
+        raise UsageError(f"as_={as_!r} is not one of {', '.join(FORMATS)}")
     if columns is not None:
         columns = list(dict.fromkeys(columns))
         unknown = [c for c in columns if c not in COLUMNS]
@@ -461,9 +470,8 @@ def load_embeddings(
                     f"{shard} holds {table.num_rows} rows, its manifest says {rows}; run `chatspace verify`"
                 )
             tables.append(table)
-    if not tables:
-        return _empty_table(chosen, columns)
-    return pa.concat_tables(tables)
+    table = pa.concat_tables(tables) if tables else _empty_table(chosen, columns)
+    return table if as_ is None else convert(table, as_)
 
 
 def _empty_table(chosen: list[tuple[Path, dict[str, Any]]], columns: Sequence[str] | None) -> pa.Table:
