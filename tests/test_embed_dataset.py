@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
+from tests.conftest import cosine_rows, run_cli, run_manifest, run_table, shard_state, write_jsonl
 from tests.openai_fake_server import FakeEmbeddingServer, fake_vector
 
 pytestmark = pytest.mark.slow
@@ -118,11 +118,26 @@ def test_server_failing_mid_run_stops_cleanly_and_resume_finishes(dataset, serve
     assert manifest["status"] == "failed"
     written = manifest["totals"]["rows"]
     assert 0 < written < len(good)
+    listed = {Path(s["path"]).name for s in manifest["shards"]}
+    kept = {name: state for name, state in shard_state(out).items() if name in listed}
+    assert len(kept) == len(listed) > 0
+    sent_before = len(server.requests)
 
     server.fail_after = None
     resumed = run_cli(*args, "--resume", env=_env(server))
     assert resumed.returncode == 0, resumed.stderr
+    after = shard_state(out)
+    assert {name: after[name] for name in kept} == kept  # finished shards untouched: same bytes, same mtime
+    resent = [text for req in server.requests[sent_before:] for text in req.inputs]
+    assert sorted(resent) == sorted(t for i, t in good.items() if i not in set(_done_ids(out, listed)))
     ids = run_table(out).column("id").to_pylist()
     assert len(ids) == len(set(ids)) and set(ids) == set(good)
     assert run_cli("verify", str(out)).returncode == 0
     _no_key_anywhere(out, proc.stderr, resumed.stderr)
+
+
+def _done_ids(out: Path, shard_names: set[str]) -> list[str]:
+    import pyarrow.parquet as pq
+
+    paths = [p for p in out.glob("embeddings/*/*/*/shard-*.parquet") if p.name in shard_names]
+    return [i for p in paths for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
