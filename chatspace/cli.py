@@ -186,7 +186,10 @@ def _print_run_summary(result) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="chatspace")
 def cli() -> None:
-    """Sample a dataset reproducibly, embed it, and keep the vectors with their provenance."""
+    """Sample a dataset reproducibly, embed it, and keep the vectors with their provenance.
+
+    Any option can also be set as CHATSPACE_{COMMAND}_{OPTION}, e.g. CHATSPACE_EMBED_HF_MODEL.
+    """
 
 
 @cli.command("embed-hf")
@@ -378,10 +381,17 @@ def download_dataset(**params: Any) -> None:
 
 
 @cli.command("verify")
-@click.argument("target", type=click.Path(exists=True))
-def verify_cmd(target: str) -> None:
-    """Re-read every shard under an output root (or one manifest) and check it."""
+@click.argument("target", required=False)
+def verify_cmd(target: str | None) -> None:
+    """Re-read every shard under an output root (default: $CHATSPACE_ROOT, else /workspace), or of
+    one manifest, and check it."""
+    from pathlib import Path
+
     from chatspace.store.verify import verify
+
+    target = target or os.environ.get("CHATSPACE_ROOT") or "/workspace"
+    if not Path(target).exists():
+        raise UsageError(f"{target} does not exist")
 
     manifests, problems = verify(target)
     if not manifests:
@@ -451,7 +461,8 @@ register_map_commands(cli)  # reduce-embeddings, visualize-embeddings
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and an exit code, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="chatspace", standalone_mode=False)
+        # Every option can also come from CHATSPACE_{COMMAND}_{OPTION}, e.g. CHATSPACE_EMBED_HF_MODEL.
+        cli.main(args=argv, prog_name="chatspace", standalone_mode=False, auto_envvar_prefix="CHATSPACE")
     except click.exceptions.Abort:
         click.echo("chatspace: aborted", err=True)
         sys.exit(130)

@@ -7,8 +7,8 @@ A `.env` file fills in only variables that are not already set.
 
 from __future__ import annotations
 
+import io
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,56 +24,21 @@ TIMEOUT_VAR = "OPENAI_TIMEOUT"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 120.0
 
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*?)\s*$")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
-
 
 def parse_dotenv(text: str) -> dict[str, str]:
-    """`KEY=value` pairs of a .env file: `export` prefixes, comments, single/double quotes (double with
-    backslash escapes, possibly spanning lines), and ` #` comments after unquoted values. Lines that are
-    not assignments are ignored."""
-    out: dict[str, str] = {}
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        i += 1
-        m = _LINE.match(line)
-        if not m or line.lstrip().startswith("#"):
-            continue
-        key, raw = m.group(1), m.group(2)
-        if raw[:1] in ("'", '"'):
-            quote = raw[0]
-            body = raw[1:]
-            # A quoted value may continue on following lines until its closing quote.
-            while _closing_quote(body, quote) < 0 and i < len(lines):
-                body += "\n" + lines[i]
-                i += 1
-            end = _closing_quote(body, quote)
-            value = body if end < 0 else body[:end]
-            if quote == '"':
-                value = re.sub(r"\\(.)", lambda e: _ESCAPES.get(e.group(1), "\\" + e.group(1)), value)
-        else:
-            value = re.split(r"\s+#", raw, maxsplit=1)[0].strip()
-        out[key] = value
-    return out
+    """`KEY=value` pairs of a .env file, read by python-dotenv: `export` prefixes, comments, quotes
+    (double quotes with escapes, spanning lines), `${VAR}` and `${VAR:-default}` expanded. As in
+    load_dotenv an existing variable wins, so `${VAR}` expands to the environment's value first, then
+    to the file's earlier lines. A bare `KEY` with no `=` is left out."""
+    from dotenv.main import DotEnv
 
-
-def _closing_quote(body: str, quote: str) -> int:
-    j = 0
-    while j < len(body):
-        if body[j] == "\\" and quote == '"':
-            j += 2
-            continue
-        if body[j] == quote:
-            return j
-        j += 1
-    return -1
+    values = DotEnv(None, stream=io.StringIO(text), interpolate=True, override=False).dict()
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def load_dotenv(path: str | Path = ".env") -> dict[str, str]:
     """Set the variables of a .env file that are not set already (an existing variable always wins,
-    even when empty). Returns the variables it set; a missing file sets nothing."""
+    even when empty; `${VAR}` expands to it). Returns the variables it set; a missing file sets nothing."""
     p = Path(path).expanduser()
     if not p.is_file():
         return {}

@@ -406,6 +406,21 @@ def test_parse_dotenv_quotes():
     }
 
 
+def test_dotenv_expands_variables_from_the_environment_then_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_HOST", "10.0.0.7")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("CHATSPACE_TEST_PORT", raising=False)
+    (tmp_path / ".env").write_text(
+        "CHATSPACE_TEST_PORT=8042\n"
+        "OPENAI_BASE_URL=http://${LLM_HOST}:${CHATSPACE_TEST_PORT}/v1\n"
+        'OPENAI_API_KEY="${CHATSPACE_TEST_MISSING:-sk-fallback-123}"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    s = openai_settings(require_key=True)
+    assert s.base_url == "http://10.0.0.7:8042/v1" and s.api_key == "sk-fallback-123"
+
+
 # --- dry run --------------------------------------------------------------------------------------
 
 

@@ -89,6 +89,8 @@ def test_an_untouched_run_verifies_through_the_cli(run):
     assert _problems(run) == []
     proc = run_cli("verify", str(run))
     assert proc.returncode == 0 and "ok: 1 run(s) verified" in proc.stdout
+    proc = run_cli("verify", env={"CHATSPACE_ROOT": str(run)})  # the root defaults as for `runs`
+    assert proc.returncode == 0 and "ok: 1 run(s) verified" in proc.stdout
 
 
 def test_missing_shard(run):

@@ -1,0 +1,53 @@
+"""Command-line conventions: options from CHATSPACE_* environment variables (the command line and
+then the environment win over --config), shell completion, and defaults shared by the commands."""
+
+from __future__ import annotations
+
+from tests.conftest import REPO, run_cli
+
+DEMO = str(REPO / "chatspace" / "resources" / "demo.jsonl")
+
+
+def _selected(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.strip().startswith("selected:"))
+
+
+def test_options_come_from_chatspace_environment_variables(tmp_path):
+    args = ("embed-dataset", "--dataset", DEMO, "--output-root", str(tmp_path))  # a dry run: nothing sent
+    env = {"CHATSPACE_EMBED_DATASET_N": "7", "CHATSPACE_EMBED_DATASET_SEED": "3"}
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "selected:   7 rows" in _selected(proc.stdout)
+    assert run_cli(*args, "--n", "4", env=env).stdout.count("selected:   4 rows") == 1  # the flag wins
+
+    config = tmp_path / "job.toml"
+    config.write_text("n = 9\n")
+    proc = run_cli(*args, "--config", str(config), env=env)
+    assert proc.returncode == 0 and "selected:   7 rows" in _selected(proc.stdout)  # env over the file
+    proc = run_cli(*args, "--config", str(config))
+    assert proc.returncode == 0 and "selected:   9 rows" in _selected(proc.stdout)
+
+    proc = run_cli(*args, env={"CHATSPACE_EMBED_DATASET_N": "many"})
+    assert proc.returncode == 2 and "'many' is not a valid integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_verify_and_runs_default_to_chatspace_root(tmp_path):
+    empty = tmp_path / "nothing-here"
+    empty.mkdir()
+    proc = run_cli("verify", env={"CHATSPACE_ROOT": str(empty)})
+    assert proc.returncode == 1 and f"no chatspace manifest found under {empty}" in proc.stderr
+    proc = run_cli("runs", env={"CHATSPACE_ROOT": str(empty)})
+    assert proc.returncode == 0 and f"no chatspace runs under {empty}" in proc.stdout
+    proc = run_cli("verify", env={"CHATSPACE_ROOT": str(tmp_path / "missing")})
+    assert proc.returncode == 2 and "missing does not exist" in proc.stderr
+
+
+def test_shell_completion_script_and_completions():
+    proc = run_cli(env={"_CHATSPACE_COMPLETE": "bash_source"})
+    assert proc.returncode == 0 and "_chatspace_completion()" in proc.stdout
+    proc = run_cli(
+        env={"_CHATSPACE_COMPLETE": "bash_complete", "COMP_WORDS": "chatspace emb", "COMP_CWORD": "1"}
+    )
+    assert proc.returncode == 0
+    assert "plain,embed-hf" in proc.stdout and "plain,embed-dataset" in proc.stdout
