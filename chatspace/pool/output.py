@@ -21,7 +21,13 @@ from chatspace.config import RunConfig
 from chatspace.data.identity import identity_changes, identity_digest
 from chatspace.errors import UsageError
 from chatspace.store.layout import RunLayout
-from chatspace.store.manifest import load_unit_records, read_manifest, unit_is_intact, write_json_atomic
+from chatspace.store.manifest import (
+    failed_before_any_unit,
+    load_unit_records,
+    read_manifest,
+    unit_is_intact,
+    write_json_atomic,
+)
 from chatspace.store.shards import remove_stale_temporaries
 
 log = logging.getLogger("chatspace")
@@ -106,6 +112,12 @@ def _resume_or_start(
         return OutputState(
             layout, run_id, _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk)
         )
+    if failed_before_any_unit(existing) and not on_disk:
+        # Nothing of it is kept (no shard, no unit record): a plain rerun just starts again.
+        log.info(
+            "the previous run here stopped before any unit finished (%s); starting afresh", existing["status"]
+        )
+        return OutputState(layout, cfg.run_id or new_run_id(), {})
     if existing.get("config_hash") != cfg.output_hash():
         old = existing.get("config", {})
         differs = [k for k in RunConfig.OUTPUT_FIELDS if old.get(k) != getattr(cfg, k)]

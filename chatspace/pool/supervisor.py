@@ -114,6 +114,8 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     t_start = time.perf_counter()
     root = ensure_writable_root(cfg.output_root)
     final = RunLayout.for_config(cfg, root)
+    if cfg.mode == "hf":
+        _check_model(cfg)  # a misspelled model fails here, before any worker or output exists
     # Logging goes to the console until the run id is known; then to logs/ as well.
     t0 = time.perf_counter()
     source = open_source(
@@ -249,6 +251,14 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         final.embeddings_dir,
     )
     return RunResult(final.manifest_path, manifest, final)
+
+
+def _check_model(cfg: RunConfig) -> None:
+    from chatspace.encoders.locate import check_model_available
+    from chatspace.encoders.sentence_transformer import resolve_model_path
+
+    path = resolve_model_path(cfg.model)
+    check_model_available(cfg.model, path, cfg.revision, hub=cfg.executor != "ray")
 
 
 def _check_something_embedded(cfg: RunConfig, records: dict[int, dict]) -> None:

@@ -219,3 +219,15 @@ class ManifestBuilder:
         manifest = self.build(records, status, error)
         write_json_atomic(self.layout.manifest_path, manifest)
         return manifest
+
+
+def failed_before_any_unit(manifest: dict[str, Any]) -> bool:
+    """A run that stopped (failed, interrupted) before a single unit finished: it left nothing to keep,
+    so it neither blocks a plain rerun nor counts as a damaged output."""
+    totals = manifest.get("totals", {})
+    return (
+        manifest.get("status") in ("failed", "interrupted")
+        and not manifest.get("shards")
+        and not totals.get("units_done")
+        and not totals.get("rows")
+    )

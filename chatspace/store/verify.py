@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chatspace.store import duplicates
-from chatspace.store.manifest import read_manifest
+from chatspace.store.manifest import failed_before_any_unit, read_manifest
 from chatspace.store.schema import embedding_schema, schema_matches
 from chatspace.store.shards import sha256_file
 
@@ -45,6 +45,8 @@ def verify_manifest(manifest_path: Path) -> list[str]:
         return [f"{manifest_path}: not a readable chatspace manifest"]
     root = _root_of(manifest_path, manifest)
     label = manifest_path.parent.relative_to(root) if manifest_path.is_relative_to(root) else manifest_path
+    if failed_before_any_unit(manifest):
+        return []  # it wrote nothing to check, and a plain rerun replaces it
     if manifest.get("status") != "complete":
         problems.append(f"{label}: run status is {manifest.get('status')!r}, not complete")
     dim = manifest.get("model", {}).get("dimension")
