@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chatspace.config import RunConfig
-from chatspace.data.extract import extract_rows, needed_columns
+from chatspace.data.extract import check_holds_conversations, extract_rows, needed_columns
 from chatspace.data.sampling import select_rows
 from chatspace.data.sources import check_fields, open_source
 from chatspace.encoders.openai_api import OpenAIEncoder, RequestPlan, price_per_million
@@ -110,6 +110,7 @@ def dry_run(cfg: RunConfig, cache_dir: Path, *, settings: OpenAISettings | None 
     )
     try:
         check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset)
+        check_holds_conversations(source, cfg.text_field, cfg.extract)
         selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
         columns = needed_columns(cfg.text_field, cfg.id_field)
         skipped: Counter[str] = Counter()

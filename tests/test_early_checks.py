@@ -110,3 +110,49 @@ def test_a_run_that_failed_before_any_unit_blocks_nothing(notes, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert run_manifest(out)["status"] == "complete" and run_manifest(out)["totals"]["rows"] == 12
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_turn_extraction_on_a_field_without_conversations_is_refused_up_front(notes, tmp_path):
+    out = tmp_path / "out"
+    line = _one_line(
+        _embed(notes, out, "sentence-transformers/all-MiniLM-L6-v2", None, "--extract", "first-assistant")
+    )
+    assert "--extract first-assistant: field 'text' holds plain text (e.g. " in line
+    assert "--extract text, or --text-field" in line
+    assert not list(out.glob("indexes/**/manifest.json"))
+    # The API path's dry run says the same, before counting a token.
+    proc = run_cli(
+        "embed-dataset", "--dataset", str(notes), "--extract", "all-turns", "--output-root", str(out)
+    )
+    assert "--extract all-turns: field 'text' holds plain text" in _one_line(proc)
+
+
+def test_what_the_sampled_field_holds(tmp_path):
+    from chatspace.data.extract import check_holds_conversations
+    from chatspace.data.sources import open_source
+    from chatspace.errors import UsageError
+
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    rows = [
+        {"n": 3, "meta": {"lang": "en", "year": 2024}, "chat": chat, "chat_json": None, "tags": ["a"]},
+        {
+            "n": 4,
+            "meta": {"lang": "de"},
+            "chat": None,
+            "chat_json": '[{"from": "human", "value": "hey"}]',
+            "tags": [],
+        },
+    ]
+    source = open_source(
+        str(write_jsonl(tmp_path / "mixed.jsonl", rows)), split="train", cache_dir=tmp_path / "c"
+    )
+    for field in ("chat", "chat_json"):  # a list of messages, or one stored as JSON text: accepted
+        check_holds_conversations(source, field, "first-user")
+    check_holds_conversations(source, "n", "text")  # plain extraction is not this check's business
+    for field, holds in (
+        ("n", "numbers"),
+        ("meta", "objects with keys lang, year"),
+        ("tags", "lists of str"),
+    ):
+        with pytest.raises(UsageError, match=f"field '{field}' holds {holds}, not conversations"):
+            check_holds_conversations(source, field, "all-turns")

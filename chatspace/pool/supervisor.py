@@ -19,6 +19,7 @@ from typing import Any
 
 from chatspace import __version__
 from chatspace.config import RunConfig
+from chatspace.data.extract import check_holds_conversations
 from chatspace.data.sampling import select_rows
 from chatspace.data.sources import Source, check_fields, open_source
 from chatspace.devices import Device, cpu_count, parse_device_labels
@@ -122,6 +123,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=final.datasets_dir
     )
     check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset)
+    check_holds_conversations(source, cfg.text_field, cfg.extract)
     if cfg.executor == "ray":
         from chatspace.pool.ray_executor import resolve_ray_address
 
