@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ _ENCODE_OPTION_DEFAULTS: dict[str, Any] = {
     "revision": None,
 }
 ENCODE_OPTION_FIELDS = tuple(_ENCODE_OPTION_DEFAULTS)
+#: A run id names a log file and is written into every row: one safe path component, nothing more.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def default_output_root() -> str:
@@ -96,6 +99,17 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.dataset:
             raise UsageError("--dataset is required")
+        for option, value in (
+            ("--dataset", self.dataset),
+            ("--subset", self.subset),
+            ("--split", self.split),
+            ("--model", self.model),
+        ):
+            # Each of these becomes part of an output path (made safe by store.layout.slug).
+            if value is not None and (not isinstance(value, str) or "\x00" in value):
+                raise UsageError(f"{option} must be text without NUL characters, not {value!r}")
+            if option in ("--split", "--model") and not value.strip():
+                raise UsageError(f"{option} must not be empty")
         if self.mode not in ("hf", "openai"):
             raise UsageError(f"unknown mode {self.mode!r}")
         if self.source not in ("auto", "huggingface", "local"):
@@ -146,6 +160,8 @@ class RunConfig:
             raise UsageError(
                 f"--truncate-dim must be a positive number of dimensions, not {self.truncate_dim}"
             )
+        if self.run_id is not None:
+            check_run_id(self.run_id)
 
     # Fields whose change changes the rows written: a resume into an output requires them equal.
     OUTPUT_FIELDS = (
@@ -187,6 +203,20 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def is_safe_run_id(run_id: object) -> bool:
+    """A run id becomes `logs/{run_id}.log`: letters, digits, `.`, `_`, `-` only, never `..`."""
+    return isinstance(run_id, str) and bool(RUN_ID_PATTERN.fullmatch(run_id)) and ".." not in run_id
+
+
+def check_run_id(run_id: str) -> str:
+    if not is_safe_run_id(run_id):
+        raise UsageError(
+            f"--run-id {run_id!r} is not a valid run id: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..'"
+        )
+    return run_id
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

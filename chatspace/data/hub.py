@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from chatspace.errors import UsageError
+from chatspace.errors import ChatspaceError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ def _download(url: str, cache_dir: Path) -> Path:
 
     rel = url.removeprefix("hf://")
     dest = cache_dir / "hub" / rel.replace("@", "/")
+    if ".." in Path(rel).parts or Path(rel).is_absolute():  # a listed file name must not leave the cache
+        raise ChatspaceError(f"refusing to download {url}: its path leaves {cache_dir / 'hub'}")
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".partial")

@@ -440,7 +440,12 @@ def is_local(dataset: str, source: str) -> bool:
         return True
     if source == "huggingface":
         return False
-    return Path(dataset).expanduser().exists() or dataset.startswith((".", "/", "~"))
+    if dataset.startswith((".", "/", "~")):
+        return True
+    try:
+        return Path(dataset).expanduser().exists()
+    except (OSError, ValueError):  # too long a name, or a NUL byte: not a file here
+        return False
 
 
 def dataset_label(dataset: str, local: bool) -> str:

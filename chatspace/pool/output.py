@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from chatspace.config import RunConfig
+from chatspace.config import RunConfig, is_safe_run_id
 from chatspace.data.identity import identity_changes, identity_digest
 from chatspace.errors import UsageError
 from chatspace.store.layout import RunLayout
@@ -106,6 +106,7 @@ def _resume_or_start(
         ]
         ids = Counter(r.get("run_id") for r in ours)
         run_id = ids.most_common(1)[0][0] if ids else (cfg.run_id or new_run_id())
+        run_id = _checked_run_id(run_id, layout.final.units_dir)
         log.warning(
             "the manifest is unreadable: rebuilding it from %d unit record(s) of run %s", len(ours), run_id
         )
@@ -126,7 +127,7 @@ def _resume_or_start(
             f"{', '.join(differs) or 'config hash'}); use --overwrite to replace it, or another --output-root"
         )
     status = existing.get("status")
-    run_id = existing.get("run_id") or new_run_id()
+    run_id = _checked_run_id(existing.get("run_id") or new_run_id(), layout.final.manifest_path)
     if not cfg.resume:
         if status == "complete":
             raise UsageError(
@@ -249,3 +250,12 @@ def finish_interrupted_switch(final: RunLayout) -> None:
     shutil.rmtree(stage, ignore_errors=True)
     with contextlib.suppress(OSError):
         stage.parent.rmdir()  # .staging itself, when nothing else is staged
+
+
+def _checked_run_id(run_id: object, where) -> str:
+    """The run id names the log file: one read back from disk must not steer it out of the root."""
+    if not is_safe_run_id(run_id):
+        raise UsageError(
+            f"{where} holds run id {run_id!r}, which is not a safe file name; use --overwrite to start over"
+        )
+    return str(run_id)

@@ -35,9 +35,17 @@ def slug(name: str, max_len: int = 120) -> str:
 def model_label(model: str) -> str:
     """The model part of output paths: a hub id as is, a local path by its folder name."""
     p = Path(model).expanduser()
-    if model.startswith((".", "/", "~")) or (p.exists() and p.is_dir()):
+    if model.startswith((".", "/", "~")) or path_is_dir(p):
         return p.resolve().name
     return model
+
+
+def path_is_dir(path: Path) -> bool:
+    """`Path.is_dir`, but False for a name the OS cannot even look up (too long, a NUL byte)."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
