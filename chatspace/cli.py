@@ -17,6 +17,7 @@ from chatspace import __version__
 from chatspace.config import DEFAULT_MODEL, DEFAULT_OPENAI_MODEL, EXTRACT_MODES, RunConfig, load_config_file
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.maps.cli import register as register_map_commands
+from chatspace.redact import redact
 
 # --- shared options ---------------------------------------------------------------------------------
 
@@ -152,9 +153,13 @@ def _common_config(params: dict[str, Any]) -> dict[str, Any]:
 
 def _setup_console_logging(verbose: bool) -> None:
     # A run replaces this console handler with its own (bar-aware, plus the log file) while it runs.
+    from chatspace.redact import RedactingFilter
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     if not verbose:
         from chatspace.logs import quiet_libraries
 
@@ -470,12 +475,17 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except ChatspaceError as e:
-        click.echo(f"chatspace: error: {e}", err=True)
+        click.echo(redact(f"chatspace: error: {e}"), err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("chatspace: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
+        sys.exit(1)
+    except Exception:  # a bug: the traceback is wanted, but never with a credential in it
+        import traceback
+
+        click.echo(redact(traceback.format_exc()).rstrip(), err=True)
         sys.exit(1)
     sys.exit(0)
 

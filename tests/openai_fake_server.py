@@ -14,7 +14,9 @@ the same text always gets the same vector, whatever request it travels in), hono
 Actions: ``ok``; ``429[:retry_after_seconds]`` (a rate limit, with a Retry-After header when given);
 ``500`` / ``502`` / ``503`` / any status code (an error body); ``slow:SECONDS`` (answer correctly after
 sleeping, to trip the client's timeout); ``malformed`` (200 with a body that is not JSON); ``partial``
-(200 with valid JSON missing one embedding); ``drop`` (close the connection without an answer).
+(200 with valid JSON missing one embedding); ``drop`` (close the connection without an answer);
+``echo[:status]`` (an error, 400 by default, whose message quotes the request line, headers and body
+back, as some servers do).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ReceivedRequest:
     headers: dict[str, str]
     body: Any  # the parsed JSON body (None if it was not JSON)
     action: str  # what the server did with it
+    target: str = ""  # the request target as sent: path and query string
     received_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -206,7 +209,7 @@ class FakeEmbeddingServer:
                     return
                 action = server._next_action()
                 with server._lock:
-                    server.requests.append(ReceivedRequest(path, dict(self.headers), body, action))
+                    server.requests.append(ReceivedRequest(path, dict(self.headers), body, action, self.path))
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
@@ -234,6 +237,13 @@ class FakeEmbeddingServer:
                 if name == "429":
                     headers = {"Retry-After": arg} if arg else {}
                     self._send_json(429, _error("Rate limit reached", "requests"), headers)
+                    return
+                if name == "echo":
+                    # Like servers that quote the request back in their error: URL, headers and body.
+                    echoed = f"{self.command} {self.path} headers={dict(self.headers)} body={body}"
+                    self._send_json(
+                        int(arg or 400), _error(f"bad request: {echoed}", "invalid_request_error")
+                    )
                     return
                 if name.isdigit():
                     self._send_json(int(name), _error(f"fake server error {name}", "server_error"))

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
 import orjson
@@ -35,6 +36,7 @@ from chatspace.encoders.base import Encoder, Prepared
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.metrics import WorkerStats
 from chatspace.openai_env import API_KEY_VAR, OpenAISettings, openai_settings
+from chatspace.redact import known_secrets, redact
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,6 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
 PROBE_TEXT = "chatspace dimension probe"
 #: A batch is split over up to `concurrency` requests, but none smaller than this (requests cost quota).
 MIN_SPLIT_INPUTS = 32
-
-_KEY_LIKE = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*.]{6,}")
 
 
 def canonical_model(model: str) -> str:
@@ -477,9 +477,13 @@ class OpenAIEncoder(Encoder):
             if self._client is None:
                 import openai
 
+                # A query in the base URL (`?api-key=...`, `?api-version=...`) goes with every request;
+                # left in the URL, the client would put the path after it.
+                parts = urlsplit(self.settings.base_url)
                 self._client = openai.OpenAI(
                     api_key=self.settings.api_key,
-                    base_url=self.settings.base_url,
+                    base_url=urlunsplit((*parts[:3], "", "")),
+                    default_query=dict(parse_qsl(parts.query)) or None,
                     timeout=self.settings.timeout,
                     max_retries=0,  # the retry policy is ours
                 )
@@ -555,7 +559,8 @@ class OpenAIEncoder(Encoder):
                 raise _Retryable(f"connection error{detail}") from None
             except openai.APIStatusError as e:
                 status = e.status_code
-                message = _server_message(e.body, e.message)
+                # Scrubbed before any cut: a server may quote the request (URL, headers) back.
+                message = self._scrub(_server_message(e.body, e.message))
                 if status in RETRYABLE_STATUS or status >= 500:
                     raise _Retryable(
                         f"HTTP {status}: {message}"[:300], parse_retry_after(e.response.headers)
@@ -626,7 +631,6 @@ class OpenAIEncoder(Encoder):
         return out
 
     def _scrub(self, text: str) -> str:
-        key = self.settings.api_key
-        if key:
-            text = text.replace(key, "<redacted>")
-        return _KEY_LIKE.sub(r"\1-<redacted>", text)
+        """No credential of these settings (or the environment's) in a message, however it is quoted."""
+        secrets = known_secrets(values=(self.settings.api_key or "",), urls=(self.settings.base_url,))
+        return redact(text, secrets)

@@ -30,6 +30,7 @@ from chatspace.pool.output import prepare_output, switch_into_place
 from chatspace.pool.scheduler import TRACEBACK_LOGGER, Scheduler
 from chatspace.pool.worker import WorkerSpec
 from chatspace.progress import Progress
+from chatspace.redact import RedactingFilter
 from chatspace.store.layout import RunLayout, ensure_writable_root
 from chatspace.store.lock import acquire_output_lock
 from chatspace.store.manifest import ManifestBuilder, git_sha, library_versions, now_iso
@@ -76,6 +77,8 @@ def _setup_run_logging(layout: RunLayout, run_id: str, progress: Progress):
     console.setFormatter(logging.Formatter("%(asctime)s [%(device)s] %(message)s", "%H:%M:%S"))
     console.addFilter(_default_device)
     console.setLevel(logging.INFO)
+    for handler in (file_handler, console):
+        handler.addFilter(RedactingFilter())
     tb_logger = logging.getLogger(TRACEBACK_LOGGER)
     tb_logger.propagate = False
     tb_logger.addHandler(file_handler)

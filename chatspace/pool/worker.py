@@ -27,6 +27,7 @@ from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
 from chatspace.devices import Device
 from chatspace.metrics import GpuTelemetry, WorkerStats
+from chatspace.redact import redact
 from chatspace.store.layout import RunLayout
 from chatspace.store.manifest import now_iso, write_json_atomic
 from chatspace.store.schema import embedding_schema
@@ -159,6 +160,7 @@ class WorkerLoop:
 
     def _report_error(self, stage: str, e: BaseException) -> None:
         message = f"{type(e).__name__}: {e}".strip().splitlines()[0] if str(e) else type(e).__name__
+        message = redact(message)
         log.error("failed while %s: %s", stage, message)
         self.channel.send(
             {
@@ -167,7 +169,7 @@ class WorkerLoop:
                 "device": self.spec.device.label,
                 "stage": stage,
                 "message": message,
-                "traceback": "".join(traceback.format_exception(e)),
+                "traceback": redact("".join(traceback.format_exception(e))),
             }
         )
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from chatspace.metrics import WorkerStats
+from chatspace.redact import redact_obj
 from chatspace.store.layout import RunLayout
 from chatspace.store.shards import sha256_file
 
@@ -208,7 +209,7 @@ class ManifestBuilder:
             "timings": {**self.timings, "elapsed_seconds": round(time.time() - self.started, 3)},
         }
         if error:
-            manifest["error"] = error
+            manifest["error"] = redact_obj(error)  # a server's error may quote credentials back
         if status == "complete":
             manifest["finished_at"] = now_iso()
         return manifest
