@@ -141,3 +141,27 @@ def _done_ids(out: Path, shard_names: set[str]) -> list[str]:
 
     paths = [p for p in out.glob("embeddings/*/*/*/shard-*.parquet") if p.name in shard_names]
     return [i for p in paths for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+
+
+def test_a_dead_server_is_one_line_naming_it_after_a_couple_of_quick_tries(dataset, tmp_path):
+    """Connection refused is not backed off six times (29 s): two quick retries, then one line."""
+    import socket
+
+    path, _ = dataset
+    out = tmp_path / "out"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends: nothing listens there
+    url = f"http://proxy:PASSWORD-{KEY}@127.0.0.1:{port}/v1?api-key={KEY}"
+    proc = run_cli(*_args(path, out, "--execute"), env={"OPENAI_BASE_URL": url, "OPENAI_API_KEY": KEY})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("chatspace: error:") and "failed while encoding" in last
+    assert f"cannot reach the embeddings API at http://127.0.0.1:{port}/v1?<redacted>" in last
+    assert "connection refused" in last
+    log_text = next(out.glob("logs/*.log")).read_text()
+    assert log_text.count("retry 1/6") >= 1 and "retry 3/6" not in log_text  # no long backoff
+    assert run_manifest(out)["status"] == "failed"
+    _no_key_anywhere(out, proc.stdout, proc.stderr)
+    assert "PASSWORD" not in proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 
 import bpe_openai
@@ -252,13 +253,40 @@ def test_connection_errors_are_retried(server):
     assert stats.retries == 1
 
 
-def test_no_server_at_all():
-    with FakeEmbeddingServer() as s:
-        url = s.base_url
-    settings = OpenAISettings(api_key=KEY, base_url=url, timeout=1.0)
-    enc = OpenAIEncoder(make_cfg(max_retries=1), settings=settings)
-    with pytest.raises(ChatspaceError, match="connection error"):
-        run(enc, ["a"])
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("max_retries", [6, 1])
+def test_connection_refused_fails_after_a_couple_of_quick_tries(max_retries):
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    settings = OpenAISettings(api_key=KEY, base_url=url, timeout=5.0)
+    enc = OpenAIEncoder(make_cfg(max_retries=max_retries), settings=settings)
+    enc.backoff_base = 30.0  # a backed-off retry would be obvious: the test would take minutes
+    enc.load(stats := WorkerStats())
+    with pytest.raises(ChatspaceError, match="cannot reach the embeddings API at http://127.0.0.1") as info:
+        enc.encode(enc.prepare(["a"], stats), stats)
+    assert "connection refused" in str(info.value) and "OPENAI_BASE_URL" in str(info.value)
+    assert stats.requests == 1 + min(openai_api.UNREACHABLE_RETRIES, max_retries)
+
+
+def test_a_host_name_that_does_not_resolve_fails_at_once():
+    host = "chatspace-test.invalid"  # RFC 6761: never resolves
+    try:
+        socket.getaddrinfo(host, 80)
+        pytest.skip(f"this resolver answers for {host} (NXDOMAIN is rewritten)")
+    except socket.gaierror:
+        pass
+    settings = OpenAISettings(api_key=KEY, base_url=f"http://{host}/v1", timeout=5.0)
+    enc = OpenAIEncoder(make_cfg(max_retries=6), settings=settings)
+    enc.backoff_base = 30.0
+    enc.load(stats := WorkerStats())
+    with pytest.raises(ChatspaceError, match=f"cannot reach the embeddings API at http://{host}/v1"):
+        enc.encode(enc.prepare(["a"], stats), stats)
+    assert stats.requests == 1 + openai_api.UNREACHABLE_RETRIES
 
 
 def test_float_encoding_and_unknown_model_probe(server):

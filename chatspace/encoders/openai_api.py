@@ -3,9 +3,10 @@
 `prepare` counts tokens with the model's real tokenizer (cl100k_base for the text-embedding models, from
 `bpe_openai`, offline), truncates or skips over-long inputs, and plans requests within the API limits
 (inputs and tokens per request). `encode` sends those requests, `cfg.concurrency` at a time, with its own
-retry policy: 429 waits for Retry-After; 5xx, timeouts, connection errors and malformed answers back off
-exponentially with jitter, up to `cfg.max_retries` retries, after which the run stops with one
-ChatspaceError. Vectors come back as float32, placed by the response's `index`, never by position.
+retry policy: 429 waits for Retry-After; 5xx, timeouts, dropped connections and malformed answers back
+off exponentially with jitter, up to `cfg.max_retries` retries, after which the run stops with one
+ChatspaceError. A refused connection or a host name that does not resolve is tried UNREACHABLE_RETRIES
+more times, half a second apart, then stops the run at once: backing off would only delay the news. Vectors come back as float32, placed by the response's `index`, never by position.
 
 Nothing here contacts the API unless the run config says `execute`; the API key is never put in a
 message, a log line or `describe()`.
@@ -16,10 +17,12 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import errno
 import logging
 import math
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +38,7 @@ from chatspace.config import RunConfig
 from chatspace.encoders.base import Encoder, Prepared
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.metrics import WorkerStats
-from chatspace.openai_env import API_KEY_VAR, OpenAISettings, openai_settings
+from chatspace.openai_env import API_KEY_VAR, BASE_URL_VAR, OpenAISettings, openai_settings
 from chatspace.redact import known_secrets, redact
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,10 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 RETRY_AFTER_MAX_S = 300.0
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # and every 5xx
+#: A server that refuses connections, or a host name that does not resolve, is not coming back within
+#: the backoff: a couple of quick tries (a restarting server), then one clear error.
+UNREACHABLE_RETRIES = 2
+UNREACHABLE_DELAY_S = 0.5
 PROBE_TEXT = "chatspace dimension probe"
 #: A batch is split over up to `concurrency` requests, but none smaller than this (requests cost quota).
 MIN_SPLIT_INPUTS = 32
@@ -272,6 +279,26 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+class _Unreachable(_Retryable):
+    """Nothing listens at the address, or the name does not resolve: retried briefly, not backed off."""
+
+
+def _unreachable_reason(error: BaseException) -> str | None:
+    """'connection refused' / 'host name does not resolve' / ..., from a connection error's causes."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            return f"the host name does not resolve ({cause.strerror or cause})"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (is the server running?)"
+        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return f"no route to the host ({cause.strerror})"
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 class _Cancelled(Exception):
     """Another request of the same batch failed for good; this one stops quietly."""
 
@@ -333,6 +360,8 @@ class OpenAIEncoder(Encoder):
         self.backoff_base = BACKOFF_BASE_S
         self.backoff_max = BACKOFF_MAX_S
         self.retry_after_max = RETRY_AFTER_MAX_S
+        self.unreachable_retries = UNREACHABLE_RETRIES
+        self.unreachable_delay = UNREACHABLE_DELAY_S
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -492,7 +521,7 @@ class OpenAIEncoder(Encoder):
 
     def _request(self, inputs: list[str], stats: WorkerStats, stop: threading.Event) -> np.ndarray:
         """One embeddings request, retried under the policy; (len(inputs), dim) float32 in input order."""
-        retries = 0
+        retries = unreachable = 0
         while True:
             self._wait_for_pause(stop)
             with self._lock:
@@ -501,6 +530,16 @@ class OpenAIEncoder(Encoder):
                     stats.retries += 1
             try:
                 return self._send(inputs)
+            except _Unreachable as e:
+                failure = e
+                unreachable += 1
+                if unreachable > min(self.unreachable_retries, self.cfg.max_retries):
+                    raise ChatspaceError(
+                        self._scrub(
+                            f"cannot reach the embeddings API at {self.settings.display_url}: {e.reason}; "
+                            f"check {BASE_URL_VAR}"
+                        )
+                    ) from None
             except _Retryable as e:
                 failure = e
             if retries >= self.cfg.max_retries:
@@ -512,7 +551,9 @@ class OpenAIEncoder(Encoder):
                     )
                 )
             retries += 1
-            if failure.retry_after is not None:
+            if isinstance(failure, _Unreachable):
+                delay = self.unreachable_delay
+            elif failure.retry_after is not None:
                 delay = min(failure.retry_after, self.retry_after_max)
                 with self._lock:
                     self._pause_until = max(self._pause_until, time.monotonic() + delay)
@@ -554,6 +595,8 @@ class OpenAIEncoder(Encoder):
             except openai.APITimeoutError:
                 raise _Retryable(f"timed out after {self.settings.timeout:g}s") from None
             except openai.APIConnectionError as e:
+                if reason := _unreachable_reason(e):
+                    raise _Unreachable(reason) from None
                 cause = e.__cause__ or e.__context__
                 detail = f": {type(cause).__name__}" if cause is not None else ""
                 raise _Retryable(f"connection error{detail}") from None

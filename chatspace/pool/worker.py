@@ -26,6 +26,7 @@ from chatspace.data.extract import extract_rows, needed_columns
 from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
 from chatspace.devices import Device
+from chatspace.errors import ChatspaceError
 from chatspace.metrics import GpuTelemetry, WorkerStats
 from chatspace.redact import redact
 from chatspace.store.layout import RunLayout
@@ -159,7 +160,9 @@ class WorkerLoop:
         return 0
 
     def _report_error(self, stage: str, e: BaseException) -> None:
-        message = f"{type(e).__name__}: {e}".strip().splitlines()[0] if str(e) else type(e).__name__
+        # A ChatspaceError is already a sentence for the user; anything else is named by its type.
+        prefix = "" if isinstance(e, ChatspaceError) and str(e) else f"{type(e).__name__}: "
+        message = f"{prefix}{e}".strip().splitlines()[0] if str(e) else type(e).__name__
         message = redact(message)
         log.error("failed while %s: %s", stage, message)
         self.channel.send(
