@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from chatspace.errors import UsageError
+from chatspace.errors import ChatspaceError, UsageError
 
 log = logging.getLogger(__name__)
 
 PARQUET_EXT = (".parquet", ".pq")
 JSONL_EXT = (".jsonl", ".json", ".ndjson")
 CSV_EXT = (".csv", ".tsv")
+UTF8_BOM = b"\xef\xbb\xbf"
 ARROW_EXT = (".arrow",)
 LOCAL_EXT = PARQUET_EXT + JSONL_EXT + CSV_EXT + ARROW_EXT
 COLUMN_SAMPLE_ROWS = 1000
@@ -151,6 +152,7 @@ class _ParquetReader:
         import pyarrow.parquet as pq
 
         fs = _filesystem(filesystem)
+        self._path = entry.path
         self._file = pq.ParquetFile(fs.open(entry.path, "rb") if fs else entry.path)
         md = self._file.metadata
         self._rg_starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
@@ -163,10 +165,23 @@ class _ParquetReader:
         rg_of = np.searchsorted(self._rg_starts, local, side="right") - 1
         rows: list[dict | None] = []
         for rg in np.unique(rg_of):
-            table = self._file.read_row_group(int(rg), columns=cols)
+            table = self._read_row_group(int(rg), cols)
             take = local[rg_of == rg] - self._rg_starts[rg]
             rows.extend(table.take(take).to_pylist())
         return rows
+
+    def _read_row_group(self, rg: int, cols: list[str]):
+        import pyarrow as pa
+
+        try:
+            return self._file.read_row_group(rg, columns=cols)
+        except (OSError, pa.ArrowException) as e:
+            # A damaged region of the file: rows are lost, so the run stops and says exactly where.
+            cause = " ".join(str(e).split()) or type(e).__name__
+            raise ChatspaceError(
+                f"{self._path}: row group {rg} (rows {self._rg_starts[rg]}-{self._rg_starts[rg + 1] - 1} "
+                f"of the file) cannot be read: {cause}"
+            ) from None
 
     def close(self) -> None:
         self._file.close()
@@ -255,6 +270,8 @@ def _index_jsonl(path: Path, cache_dir: Path) -> tuple[FileEntry, set[str]]:
     pos = 0
     with open(path, "rb") as fh:
         for line in fh:
+            if pos == 0 and line.startswith(UTF8_BOM):  # the first row starts after the mark
+                line, pos = line[len(UTF8_BOM) :], len(UTF8_BOM)
             if line.strip():
                 offsets.append(pos)
                 try:
@@ -276,7 +293,7 @@ def _json_array_to_jsonl(path: Path, cache_dir: Path) -> Path:
     out = cache_dir / "converted" / f"{_cache_key(path)}.jsonl"
     if not out.exists():
         try:
-            data = orjson.loads(path.read_bytes())
+            data = orjson.loads(path.read_bytes().removeprefix(UTF8_BOM))
         except orjson.JSONDecodeError as e:
             raise UsageError(f"{path} is not valid JSON: {e}") from None
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -299,7 +316,8 @@ def _csv_to_parquet(path: Path, cache_dir: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp{os.getpid()}")
     csv.field_size_limit(2**31 - 1)
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         delimiter = _sniff_delimiter(path, fh.read(65536))
         fh.seek(0)
         reader = csv.reader(fh, delimiter=delimiter)
@@ -364,7 +382,7 @@ def _open_local_file(path: Path, cache_dir: Path) -> tuple[FileEntry, set[str]]:
 
 def _starts_with_bracket(path: Path) -> bool:
     with open(path, "rb") as fh:
-        head = fh.read(4096).lstrip()
+        head = fh.read(4096).removeprefix(UTF8_BOM).lstrip()
     return head.startswith(b"[")
 
 
