@@ -15,7 +15,7 @@ import click
 
 from chatspace import __version__
 from chatspace.config import DEFAULT_MODEL, DEFAULT_OPENAI_MODEL, EXTRACT_MODES, RunConfig, load_config_file
-from chatspace.errors import ChatspaceError, UsageError
+from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, UsageError, describe_os_error
 from chatspace.maps.cli import register as register_map_commands
 from chatspace.redact import redact
 
@@ -352,11 +352,11 @@ def embed_dataset(ctx: click.Context, **params: Any) -> None:
         on_long=params["on_long"],
     )
     if not cfg.execute:
-        from pathlib import Path
-
         from chatspace.openai_dry_run import dry_run
+        from chatspace.store.layout import ensure_writable_root
 
-        report = dry_run(cfg, Path(cfg.output_root).expanduser() / "datasets")
+        # Even a dry run writes (the line index of a JSONL file, a converted CSV) under the root.
+        report = dry_run(cfg, ensure_writable_root(cfg.output_root) / "datasets")
         click.echo(report.render())
         return
     from chatspace.openai_env import openai_settings
@@ -465,6 +465,8 @@ register_map_commands(cli)  # reduce-embeddings, visualize-embeddings
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and an exit code, never a traceback."""
+    if argv is None:  # the real command line, not a caller in the same process
+        sys.excepthook = _redacted_excepthook
     try:
         # Every option can also come from CHATSPACE_{COMMAND}_{OPTION}, e.g. CHATSPACE_EMBED_HF_MODEL.
         cli.main(args=argv, prog_name="chatspace", standalone_mode=False, auto_envvar_prefix="CHATSPACE")
@@ -482,12 +484,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
-    except Exception:  # a bug: the traceback is wanted, but never with a credential in it
-        import traceback
-
-        click.echo(redact(traceback.format_exc()).rstrip(), err=True)
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        # The file system said no (full, read-only, a file where a folder belongs): not a bug.
+        click.echo(redact(f"chatspace: error: {describe_os_error(e)}"), err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+def _redacted_excepthook(kind, value, tb) -> None:
+    """A bug's traceback is wanted, but never with a credential in it."""
+    import traceback
+
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,44 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
+#: OSErrors that are the environment's, not a bug: one line for the user, no traceback.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.EIO,
+        errno.ENAMETOOLONG,
+        errno.EMFILE,
+        errno.ENFILE,
+    }
+)
+
+
+def describe_os_error(e: OSError, doing: str = "") -> str:
+    """`No space left on device writing /out/x (free some space, then rerun with --resume)`: one line."""
+    what = e.strerror or " ".join(str(e).split()) or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the same words whoever wrote (pyarrow has its own)
+        what = os.strerror(e.errno)
+    place = f" {os.fsdecode(e.filename)}" if e.filename else ""
+    doing = f" {doing}" if doing else (" at" if place else "")
+    hint = {
+        errno.ENOSPC: "; free some space, then rerun with --resume",
+        errno.EDQUOT: "; free some space, then rerun with --resume",
+        errno.EROFS: "; choose a writable --output-root",
+        errno.ENOTDIR: "; a file stands where a folder belongs: move it away or choose another --output-root",
+        errno.EEXIST: "; a file stands where a folder belongs: move it away or choose another --output-root",
+    }.get(e.errno or 0, "")
+    return f"{what}{doing}{place}{hint}"
+
 
 class ChatspaceError(Exception):
     """A failure with a message meant for the user (exit code 1 unless said otherwise)."""

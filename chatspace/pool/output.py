@@ -25,6 +25,7 @@ from chatspace.store.manifest import (
     failed_before_any_unit,
     load_unit_records,
     read_manifest,
+    remove_stale_json_temporaries,
     unit_is_intact,
     write_json_atomic,
 )
@@ -162,8 +163,9 @@ def _intact_records(
 ) -> dict[int, dict[str, Any]]:
     """The records that agree with the plan and whose shards agree with them; the rest are removed."""
     removed = remove_stale_temporaries(layout.embeddings_dir)
+    removed += remove_stale_json_temporaries(layout.index_dir)
     if removed:
-        log.info("removed %d partial shard file(s) from the interrupted run", removed)
+        log.info("removed %d partial file(s) left by the interrupted run", removed)
     done: dict[int, dict[str, Any]] = {}
     for unit, rec in on_disk.items():
         problem = record_problem(layout, rec, unit, plan_sizes, run_id, cfg.output_hash(), identity)

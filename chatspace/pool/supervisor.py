@@ -23,7 +23,7 @@ from chatspace.data.extract import check_holds_conversations
 from chatspace.data.sampling import select_rows
 from chatspace.data.sources import Source, check_fields, open_source
 from chatspace.devices import Device, cpu_count, parse_device_labels
-from chatspace.errors import ChatspaceError, RunInterrupted
+from chatspace.errors import ChatspaceError, RunInterrupted, describe_os_error
 from chatspace.plan import num_units, plan_units
 from chatspace.pool.executors import LocalExecutor
 from chatspace.pool.output import prepare_output, switch_into_place
@@ -33,7 +33,7 @@ from chatspace.progress import Progress
 from chatspace.redact import RedactingFilter
 from chatspace.store.layout import RunLayout, ensure_writable_root
 from chatspace.store.lock import acquire_output_lock
-from chatspace.store.manifest import ManifestBuilder, git_sha, library_versions, now_iso
+from chatspace.store.manifest import ManifestBuilder, ManifestWriteError, git_sha, library_versions, now_iso
 
 log = logging.getLogger("chatspace")
 
@@ -70,7 +70,7 @@ def _setup_run_logging(layout: RunLayout, run_id: str, progress: Progress):
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = layout.logs_dir / f"{run_id}.log"
     fmt = logging.Formatter("%(asctime)s %(levelname)s [%(device)s] %(message)s", "%Y-%m-%d %H:%M:%S")
-    file_handler = logging.FileHandler(log_path)
+    file_handler = _RunLogFile(log_path)
     file_handler.setFormatter(fmt)
     file_handler.addFilter(_default_device)
     console = progress.log_handler()
@@ -94,6 +94,36 @@ def _setup_run_logging(layout: RunLayout, run_id: str, progress: Progress):
                 handler.handle(record)
 
     return log_path, worker_log_sink, (file_handler, console), previous
+
+
+class _RunLogFile(logging.FileHandler):
+    """The run's log file. When it cannot be written (a full disk) that is said once, in one line;
+    logging's own handler prints a traceback per record instead."""
+
+    _warned = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self._warn()
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError:
+            self._warn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            self._warn()
+            self.stream = None
+
+    def _warn(self) -> None:
+        if not self._warned:
+            self._warned = True
+            error = sys.exc_info()[1]
+            cause = describe_os_error(error) if isinstance(error, OSError) else str(error)
+            sys.stderr.write(f"chatspace: warning: cannot write the log {self.baseFilename}: {cause}\n")
 
 
 def _default_device(record: logging.LogRecord) -> bool:
@@ -238,8 +268,15 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         if executor is not None:
             executor.shutdown()
         builder.timings["total_seconds"] = round(time.perf_counter() - t_start, 3)
-        manifest = builder.write(records, status, error)
-        if status == "complete" and layout.staged:
+        manifest_error = None
+        try:
+            manifest = builder.write(records, status, error)
+        except ManifestWriteError as e:
+            manifest_error = e
+            # With another error on its way out, that one is the user's line; this one is said once.
+            if status != "complete" and not isinstance(sys.exc_info()[1], ManifestWriteError):
+                log.error("%s; the manifest may still say the run is running", e)
+        if manifest_error is None and status == "complete" and layout.staged:
             switch_into_place(final)
             log.info("--overwrite: the new run replaced the previous one")
         logging.getLogger().handlers = previous_handlers
@@ -247,6 +284,8 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         for h in handlers:
             logging.getLogger(TRACEBACK_LOGGER).removeHandler(h)
             h.close()
+    if manifest_error is not None:
+        raise manifest_error
     totals = manifest["totals"]
     log.info(
         "done: %d rows embedded, %d skipped, %d shards -> %s",

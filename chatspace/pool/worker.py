@@ -26,7 +26,7 @@ from chatspace.data.extract import extract_rows, needed_columns
 from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
 from chatspace.devices import Device
-from chatspace.errors import ChatspaceError
+from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
 from chatspace.metrics import GpuTelemetry, WorkerStats
 from chatspace.redact import redact
 from chatspace.store.layout import RunLayout
@@ -163,6 +163,8 @@ class WorkerLoop:
         # A ChatspaceError is already a sentence for the user; anything else is named by its type.
         prefix = "" if isinstance(e, ChatspaceError) and str(e) else f"{type(e).__name__}: "
         message = f"{prefix}{e}".strip().splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:  # worded as the supervisor would
+            message = describe_os_error(e)
         message = redact(message)
         log.error("failed while %s: %s", stage, message)
         self.channel.send(
@@ -397,5 +399,10 @@ class WorkerLoop:
             }
         record["stats"] = unit.stats.to_dict()
         # The record is the unit's completion marker: written only after the shard is in place.
-        write_json_atomic(layout.unit_record_path(unit.unit), record)
+        try:
+            write_json_atomic(layout.unit_record_path(unit.unit), record)
+        except OSError:
+            if shard is not None:  # a shard without its record would be read as output by a glob
+                layout.shard_path(unit.unit).unlink(missing_ok=True)
+            raise
         return record

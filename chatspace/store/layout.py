@@ -18,6 +18,8 @@ from pathlib import Path
 from chatspace.errors import UsageError
 
 STAGING_DIR = ".staging"
+#: The folders every output root holds.
+ROOT_FOLDERS = ("embeddings", "indexes", "datasets", "cache", "logs")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -157,4 +159,11 @@ def ensure_writable_root(root: str | Path) -> Path:
         raise UsageError(
             f"output root {p} is not writable ({e.strerror or e}); set --output-root or $CHATSPACE_ROOT"
         ) from None
+    for name in ROOT_FOLDERS:
+        # A file named like one of the root's folders would fail the run later, deep in a worker.
+        if (p / name).exists() and not (p / name).is_dir():
+            raise UsageError(
+                f"output root {p} has a file named {name!r} where its {name}/ folder belongs; "
+                "move it away or choose another --output-root"
+            )
     return p.resolve()

@@ -7,6 +7,7 @@ into `manifest.json`, whose `status` is `complete` only when every planned unit 
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from chatspace.errors import ChatspaceError, describe_os_error
 from chatspace.metrics import WorkerStats
 from chatspace.redact import redact_obj
 from chatspace.store.layout import RunLayout
@@ -30,10 +32,43 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
+    """Write a temporary copy, then rename it over `path`; a failed write leaves no temporary behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def overwrite_json_in_place(path: Path, data: Any) -> bool:
+    """Last resort on a full disk: rewrite `path` compactly within the space it already holds.
+
+    Needs no new blocks, so it works when a temporary copy cannot be written; not atomic, so only used
+    when the alternative is a manifest that says something false. False when it would not fit."""
+    payload = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
+    try:
+        with open(path, "r+b") as fh:
+            if len(payload) > os.fstat(fh.fileno()).st_size:
+                return False
+            fh.write(payload)
+            fh.truncate()
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_json_temporaries(directory: Path) -> int:
+    """`.manifest.json.tmp-PID` / `.unit-N.json.tmp-PID` left by a killed run (or an old full disk)."""
+    if not directory.exists():
+        return 0
+    stale = [*directory.glob(".*.json.tmp-*"), *directory.glob("units/.*.json.tmp-*")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def read_json(path: Path) -> Any:
@@ -132,6 +167,15 @@ def library_versions(names: tuple[str, ...] = ()) -> dict[str, str | None]:
 # --- the manifest -------------------------------------------------------------------------------------
 
 
+class ManifestWriteError(ChatspaceError):
+    """The manifest could not be written (a full or read-only disk): one line, never a traceback."""
+
+    def __init__(self, path: Path, error: OSError):
+        self.os_error = error
+        cause = describe_os_error(OSError(error.errno, error.strerror or str(error)))
+        super().__init__(f"cannot write the run's manifest {path}: {cause}")
+
+
 class ManifestBuilder:
     """Holds the run-level facts; `build()` folds in the unit records at any moment."""
 
@@ -218,7 +262,15 @@ class ManifestBuilder:
         self, records: dict[int, dict[str, Any]], status: str, error: dict | None = None
     ) -> dict[str, Any]:
         manifest = self.build(records, status, error)
-        write_json_atomic(self.layout.manifest_path, manifest)
+        try:
+            write_json_atomic(self.layout.manifest_path, manifest)
+        except OSError as e:
+            # No room for a second copy: a manifest that still said "running" would be wrong, so
+            # rewrite the old one in place if the new one fits; otherwise one clear error.
+            if not (e.errno in (errno.ENOSPC, errno.EDQUOT) and status != "running"):
+                raise ManifestWriteError(self.layout.manifest_path, e) from None
+            if not overwrite_json_in_place(self.layout.manifest_path, manifest):
+                raise ManifestWriteError(self.layout.manifest_path, e) from None
         return manifest
 
 
