@@ -6,7 +6,8 @@
 retry policy: 429 waits for Retry-After; 5xx, timeouts, dropped connections and malformed answers back
 off exponentially with jitter, up to `cfg.max_retries` retries, after which the run stops with one
 ChatspaceError. A refused connection or a host name that does not resolve is tried UNREACHABLE_RETRIES
-more times, half a second apart, then stops the run at once: backing off would only delay the news. Vectors come back as float32, placed by the response's `index`, never by position.
+more times, half a second apart, then stops the run at once: backing off would only delay the news.
+Vectors come back as float32, placed by the response's `index`, never by position.
 
 Nothing here contacts the API unless the run config says `execute`; the API key is never put in a
 message, a log line or `describe()`.
