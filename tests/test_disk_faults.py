@@ -187,3 +187,18 @@ def test_a_file_where_a_root_folder_belongs_is_one_line(tmp_path, folder):
         proc = run_cli(command, "--dataset", str(data), "--output-root", str(out), "--no-progress")
         assert proc.returncode == 2, proc.stderr
         assert f"a file named '{folder}'" in _last_line(proc)
+
+
+@pytest.mark.slow
+def test_a_shard_whose_completion_record_cannot_be_written_is_removed(server, tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": f"row {i}"} for i in range(10)])
+    out = tmp_path / "out"
+    units = out / "indexes" / "m" / "d" / "train" / "units"
+    units.parent.mkdir(parents=True)
+    units.write_text("a file where the completion records belong")
+    proc = _embed(server, data, out, "--dimensions", "8", "--execute")
+    assert proc.returncode == 1, proc.stderr
+    last = _last_line(proc)
+    assert "failed while writing a shard" in last and "units" in last
+    assert list(out.glob("embeddings/**/*.parquet")) == []  # no shard without its record
+    assert _stray_files(out) == []
