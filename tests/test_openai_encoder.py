@@ -275,11 +275,14 @@ def test_connection_refused_fails_after_a_couple_of_quick_tries(max_retries):
 
 def test_a_host_name_that_does_not_resolve_fails_at_once():
     host = "chatspace-test.invalid"  # RFC 6761: never resolves
+    started = time.monotonic()
     try:
         socket.getaddrinfo(host, 80)
         pytest.skip(f"this resolver answers for {host} (NXDOMAIN is rewritten)")
     except socket.gaierror:
         pass
+    if time.monotonic() - started > 3:
+        pytest.skip("this resolver takes seconds to say no (no DNS server reachable): nothing to test")
     settings = OpenAISettings(api_key=KEY, base_url=f"http://{host}/v1", timeout=5.0)
     enc = OpenAIEncoder(make_cfg(max_retries=6), settings=settings)
     enc.backoff_base = 30.0
