@@ -167,3 +167,23 @@ def test_a_hub_file_name_cannot_leave_the_download_cache(tmp_path, listed):
     with pytest.raises(ChatspaceError, match="leaves"):
         _download("hf://" + listed, tmp_path / "datasets")
     assert list(tmp_path.rglob("*")) == []
+
+
+@pytest.mark.parametrize("value", ["..", "../../escape", "/abs/escape", "a/b"])
+def test_download_dataset_with_hostile_names_stays_inside_the_root(tmp_path, value):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello"}])
+    out = tmp_path / "deep" / "er" / "out"
+    proc = run_cli(
+        "download-dataset",
+        "--name",
+        str(data),
+        "--subset",
+        value,
+        "--split",
+        value,
+        "--output-root",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(out.glob("datasets/raw/local/*/*/info.json"))) == 1
+    assert _files_outside(tmp_path, out, {data}) == []
