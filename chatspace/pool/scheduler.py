@@ -102,7 +102,9 @@ class Scheduler:
 
     def run(self) -> None:
         self.progress.start(
-            total=self.selected_rows, initial=sum(r.get("selected", 0) for r in self.records.values())
+            total=self.selected_rows,
+            initial=sum(r.get("selected", 0) for r in self.records.values()),
+            workers=len(self.held),
         )
         last_manifest = last_status = time.monotonic()
         while self.live():
@@ -169,6 +171,7 @@ class Scheduler:
         elif kind == "unit_done":
             record = msg["record"]
             self.records[record["unit"]] = record
+            self.progress.skipped(sum(record.get("skipped", {}).values()))
             self.held[rank].discard(record["unit"])
         elif kind == "ready":
             self.on_ready(rank, msg)
@@ -191,6 +194,7 @@ class Scheduler:
     def on_ready(self, rank: int, msg: dict) -> None:
         self.ready.add(rank)
         self.stats[rank]["ready_at"] = time.monotonic()
+        self.progress.worker_ready(len(self.ready), len(self.live()))
         entry = {
             "rank": rank,
             "device": msg["device"],
