@@ -6,6 +6,7 @@ sentence_transformers or datasets.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -35,7 +36,9 @@ def _data_options(f):
             help="Hugging Face dataset id, or a local .parquet/.jsonl/.json/.csv file or folder (incl. save_to_disk folders).",
         ),
         click.option("--subset", help="Hub configuration (e.g. sample-10BT)."),
-        click.option("--split", default="train", show_default=True),
+        click.option(
+            "--split", default="train", show_default=True, help="Split to embed (train, test, ...)."
+        ),
         click.option(
             "--source",
             type=click.Choice(["auto", "huggingface", "local"]),
@@ -62,9 +65,17 @@ def _data_options(f):
         ),
         click.option("--n", "n", type=int, help="Sample exactly N rows uniformly without replacement."),
         click.option("--p", "p", type=float, help="Keep each row independently with probability P."),
-        click.option("--seed", type=int, default=42, show_default=True),
+        click.option(
+            "--seed", type=int, default=42, show_default=True, help="Seed of the sample (--n / --p)."
+        ),
         click.option("--output-root", help="Root of all output (default: $CHATSPACE_ROOT, else /workspace)."),
-        click.option("--rows-per-shard", type=int, default=10_000, show_default=True),
+        click.option(
+            "--rows-per-shard",
+            type=int,
+            default=10_000,
+            show_default=True,
+            help="Rows per work unit and per output shard.",
+        ),
         click.option("--run-id", help="Name of this run (default: timestamp + random suffix)."),
         click.option("--resume", is_flag=True, help="Finish a run of the same config that stopped early."),
         click.option(
@@ -188,7 +199,7 @@ def _print_run_summary(result) -> None:
 # --- commands -----------------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="chatspace")
 def cli() -> None:
     """Sample a dataset reproducibly, embed it, and keep the vectors with their provenance.
@@ -241,7 +252,13 @@ def cli() -> None:
     help="Rows per batch (default: 32 on CUDA; on CPU a 2048-padded-token budget). --tokens-per-batch overrides it.",
 )
 @click.option("--tokens-per-batch", type=int, help="Padded-token budget per batch (overrides --batch-size).")
-@click.option("--bucket-min-tokens", type=int, default=128, show_default=True)
+@click.option(
+    "--bucket-min-tokens",
+    type=int,
+    default=128,
+    show_default=True,
+    help="Smallest length bucket (tokens); buckets double up to --bucket-max-tokens.",
+)
 @click.option(
     "--bucket-max-tokens",
     type=int,
@@ -323,7 +340,13 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
     "--execute", is_flag=True, help="Really call the API (the default is a dry run that sends nothing)."
 )
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Requests in flight.")
-@click.option("--max-retries", type=int, default=6, show_default=True)
+@click.option(
+    "--max-retries",
+    type=int,
+    default=6,
+    show_default=True,
+    help="Retries of a request that hit 429, 5xx or a timeout (with backoff).",
+)
 @click.option(
     "--on-long",
     type=click.Choice(["truncate", "skip"]),
@@ -366,23 +389,40 @@ def embed_dataset(ctx: click.Context, **params: Any) -> None:
     _print_run_summary(run_embedding(cfg))
 
 
-@cli.command("download-dataset")
+@cli.command(
+    "describe-dataset",
+    epilog="""\b
+Examples:
+  chatspace describe-dataset --name chatspace/resources/demo.jsonl --output-root demo-output
+  chatspace describe-dataset --name path/to/parquet-folder --split test
+  chatspace describe-dataset --name HuggingFaceFW/fineweb --subset sample-10BT""",
+)
 @click.option("--name", "--dataset", "name", required=True, help="Hub dataset id or local path.")
-@click.option("--subset")
-@click.option("--split")
+@click.option("--subset", help="Hub configuration (e.g. sample-10BT).")
+@click.option("--split", help="Only this split (default: every split).")
 @click.option(
-    "--source", type=click.Choice(["auto", "huggingface", "local"]), default="auto", show_default=True
+    "--source",
+    type=click.Choice(["auto", "huggingface", "local"]),
+    default="auto",
+    show_default=True,
+    help="Force hub or local; auto decides by whether the path exists.",
 )
 @click.option("--output-root", help="Root of all output (default: $CHATSPACE_ROOT, else /workspace).")
 @click.option(
     "--sample-rows", type=int, default=200, show_default=True, help="Rows read for text-field statistics."
 )
-def download_dataset(**params: Any) -> None:
-    """Write lightweight metadata about a dataset (splits, features, row counts, text fields)."""
+def describe_dataset(**params: Any) -> None:
+    """Describe a dataset without downloading it: splits, rows, files, features, fields to embed."""
     from chatspace.describe import download_dataset as run
 
     params["output_root"] = params.get("output_root") or os.environ.get("CHATSPACE_ROOT") or "/workspace"
     click.echo(run(**params).render())
+
+
+# The command's first name, kept working (hidden from the listing).
+_download_alias = copy.copy(describe_dataset)
+_download_alias.name, _download_alias.hidden = "download-dataset", True
+cli.add_command(_download_alias)
 
 
 @cli.command("verify")
@@ -446,14 +486,8 @@ def runs_cmd(root: str | None, as_json: bool) -> None:
     help="A table for reading, CSV, or one JSON object per row.",
 )
 def sql_cmd(root: str, query: str, output_format: str, **filters: Any) -> None:
-    """Run SQL (duckdb) over a view `embeddings` of the runs under ROOT, `embedding` typed FLOAT[dim].
-
-    \b
-    chatspace sql demo-output "select split, count(*) from embeddings group by split"
-    chatspace sql demo-output "select id, array_cosine_similarity(embedding,
-        (select embedding from embeddings where id = 'demo-0')) as score
-        from embeddings order by score desc limit 5"
-    """
+    """Run SQL (duckdb) over a view `embeddings` of the runs under ROOT, `embedding` typed FLOAT[dim]
+    (so array_cosine_similarity works as is) and `metadata` typed JSON."""
     from chatspace.store.frames import run_sql
 
     for line in run_sql(root, query, output_format, **filters):
@@ -461,6 +495,46 @@ def sql_cmd(root: str, query: str, output_format: str, **filters: Any) -> None:
 
 
 register_map_commands(cli)  # reduce-embeddings, visualize-embeddings
+
+# One line each in `chatspace --help`, whole (click would cut the docstrings' first sentences off).
+_SUMMARIES = {
+    "embed-hf": "Embed with local models, one worker per device.",
+    "embed-dataset": "Embed via the OpenAI API (dry run unless --execute).",
+    "describe-dataset": "Describe a dataset before embedding it (no download).",
+    "verify": "Check every shard against its manifest.",
+    "runs": "List the runs an output root holds.",
+    "sql": "SQL (duckdb) over the embeddings as FLOAT[dim].",
+    "reduce-embeddings": "Project runs to 2-D/3-D (UMAP, t-SNE, PCA) for a map.",
+    "visualize-embeddings": "An interactive map of the points: HTML, server, PNG.",
+}
+for _name, _summary in _SUMMARIES.items():
+    cli.commands[_name].short_help = _summary
+
+# Real commands at the end of each command's help (`\b` keeps click from rewrapping them).
+_EXAMPLES = {
+    "embed-hf": [
+        "chatspace embed-hf --dataset chatspace/resources/demo.jsonl --id-field id --devices cpu --output-root out",
+        "chatspace embed-hf --dataset HuggingFaceFW/fineweb --subset sample-10BT --n 100000 --gpus all",
+        "chatspace embed-hf --dataset chats.jsonl --text-field conversation --extract first-assistant",
+    ],
+    "embed-dataset": [
+        "chatspace embed-dataset --dataset chatspace/resources/demo.jsonl --n 100       # dry run: cost",
+        "chatspace embed-dataset --dataset my.jsonl --model text-embedding-3-small --execute",
+    ],
+    "verify": [
+        "chatspace verify out",
+        "chatspace verify out/indexes/sentence-transformers__all-MiniLM-L6-v2/demo/train   # one run",
+    ],
+    "runs": ["chatspace runs out", "chatspace runs out --json"],
+    "sql": [
+        'chatspace sql out "select split, count(*) from embeddings group by split"',
+        'chatspace sql out "select id, array_cosine_similarity(embedding, (select embedding from embeddings '
+        "where id = 'demo-0001')) as score from embeddings order by score desc limit 5\"",
+    ],
+}
+for _name, _lines in _EXAMPLES.items():
+    if not cli.commands[_name].epilog:
+        cli.commands[_name].epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in _lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,3 +51,28 @@ def test_shell_completion_script_and_completions():
     )
     assert proc.returncode == 0
     assert "plain,embed-hf" in proc.stdout and "plain,embed-dataset" in proc.stdout
+
+
+def test_help_gives_every_option_a_line_and_every_command_examples():
+    import click
+
+    from chatspace.cli import cli
+
+    for name, command in cli.commands.items():
+        silent = [p.opts[0] for p in command.params if isinstance(p, click.Option) and not p.help]
+        assert not silent, f"{name}: options without help: {silent}"
+    listing = run_cli("--help").stdout
+    commands = listing.split("Commands:", 1)[1]
+    assert "..." not in commands  # summaries whole, not cut off
+    assert "describe-dataset" in commands and "download-dataset" not in commands
+    for name in ("embed-hf", "embed-dataset", "describe-dataset", "verify", "runs", "sql"):
+        text = run_cli(name, "--help").stdout
+        assert "Examples:\n" in text and text.count(f"  chatspace {name} ") >= 2, text
+
+
+def test_describe_dataset_keeps_its_old_name_as_an_alias(tmp_path):
+    args = ("--name", DEMO, "--output-root", str(tmp_path))
+    new = run_cli("describe-dataset", *args)
+    old = run_cli("download-dataset", *args)
+    assert new.returncode == old.returncode == 0, new.stderr + old.stderr
+    assert new.stdout == old.stdout and "text" in new.stdout

@@ -41,8 +41,16 @@ def _need(*modules: str) -> None:
 @click.option(
     "--output", "-o", required=True, help="Coordinates file to write (.parquet; a .json sidecar beside it)."
 )
-@click.option("--method", type=click.Choice(["umap", "tsne", "pca"]), default="umap", show_default=True)
-@click.option("--n-components", type=click.IntRange(2, 3), default=2, show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(["umap", "tsne", "pca"]),
+    default="umap",
+    show_default=True,
+    help="UMAP, t-SNE (openTSNE) or PCA.",
+)
+@click.option(
+    "--n-components", type=click.IntRange(2, 3), default=2, show_default=True, help="2-D or 3-D coordinates."
+)
 @click.option(
     "--max-samples", type=click.IntRange(min=1), help="At most this many rows per dataset (default: all)."
 )
