@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from chatspace import __version__
+from chatspace.cli_help import SectionedCommand
 from chatspace.config import DEFAULT_MODEL, DEFAULT_OPENAI_MODEL, EXTRACT_MODES, RunConfig, load_config_file
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, UsageError, describe_os_error
 from chatspace.maps.cli import register as register_map_commands
@@ -208,7 +209,7 @@ def cli() -> None:
     """
 
 
-@cli.command("embed-hf")
+@cli.command("embed-hf", cls=SectionedCommand)
 @_data_options
 @click.option(
     "--model", default=DEFAULT_MODEL, show_default=True, help="SentenceTransformer hub id or local path."
@@ -326,7 +327,7 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
     _print_run_summary(run_embedding(cfg))
 
 
-@cli.command("embed-dataset")
+@cli.command("embed-dataset", cls=SectionedCommand)
 @_data_options
 @click.option(
     "--model",

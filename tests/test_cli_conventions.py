@@ -76,3 +76,17 @@ def test_describe_dataset_keeps_its_old_name_as_an_alias(tmp_path):
     old = run_cli("download-dataset", *args)
     assert new.returncode == old.returncode == 0, new.stderr + old.stderr
     assert new.stdout == old.stdout and "text" in new.stdout
+
+
+def test_embedding_options_are_listed_in_sections():
+    sections = ["Data:", "Sampling:", "Model:", "Devices:", "Performance:", "Output:", "Run control:"]
+    for command, expected in (
+        ("embed-hf", sections),
+        ("embed-dataset", [s for s in sections if s != "Devices:"]),
+    ):
+        text = run_cli(command, "--help").stdout
+        headings = [line for line in text.splitlines() if line in (*sections, "Other:", "Options:")]
+        assert headings == expected, text  # in this order, and no option left in a catch-all
+    text = run_cli("embed-hf", "--help").stdout
+    assert text.index("--seed") > text.index("Sampling:") > text.index("--dataset")
+    assert text.index("--tokens-per-batch") > text.index("Performance:") > text.index("--gpus")
