@@ -23,6 +23,7 @@ is model FLOPs / encode time / peak.
     .venv/bin/python benchmarks/bench.py                 # the full bench (~5 min on 2 CPU cores)
     .venv/bin/python benchmarks/bench.py --quick         # a smoke run: few rows, no history entry
     .venv/bin/python benchmarks/bench.py --large --bench-large-layers 4
+    .venv/bin/python benchmarks/bench.py --case padding  # the batch planner's padding efficiency only
 
 Results: a table on stdout, benchmarks/results/<host>-<date>.json, and one line appended to the history
 table of benchmarks/RESULTS.md (not for --quick). The machine should be otherwise idle: the load average
@@ -509,7 +510,17 @@ def main(argv: list[str] | None = None) -> int:
         help="warn when other processes use more than this share of the CPU during a case",
     )
     ap.add_argument("--case-timeout", type=int, default=3600)
+    ap.add_argument(
+        "--case",
+        choices=["all", "padding"],
+        default="all",
+        help="padding: only the planner's padding efficiency (benchmarks/padding.py; no model runs)",
+    )
     args = ap.parse_args(argv)
+    if args.case == "padding":
+        import padding
+
+        return padding.main(args.rows or 20000, args.out)
 
     import numpy as np
     import torch

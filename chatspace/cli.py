@@ -250,22 +250,26 @@ def cli() -> None:
 @click.option(
     "--batch-size",
     type=int,
-    help="Rows per batch (default: 32 on CUDA; on CPU a 2048-padded-token budget). --tokens-per-batch overrides it.",
+    help="Rows per batch (default: a padded-token budget, 16384 on CUDA, 2048 on CPU). --tokens-per-batch overrides it.",
 )
 @click.option("--tokens-per-batch", type=int, help="Padded-token budget per batch (overrides --batch-size).")
 @click.option(
     "--bucket-min-tokens",
     type=int,
-    default=128,
+    default=8,
     show_default=True,
-    help="Smallest length bucket (tokens); buckets double up to --bucket-max-tokens.",
+    help="Smallest length bucket (tokens); buckets grow ~10% each up to --bucket-max-tokens.",
 )
 @click.option(
     "--bucket-max-tokens",
     type=int,
     help="Largest bucket = truncation length (default and cap: the model's maximum).",
 )
-@click.option("--compile-model", is_flag=True, help="torch.compile per bucket, warmed up before the run.")
+@click.option(
+    "--compile-model",
+    is_flag=True,
+    help="torch.compile with dynamic batch/length dimensions, warmed up before the run.",
+)
 @click.option("--attn-implementation", help="Attention kernel: sdpa (default), flash_attention_2, eager.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model repository's own code to run.")
 @click.option(

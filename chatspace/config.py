@@ -79,9 +79,9 @@ class RunConfig:
     truncate_dim: int | None = None  # keep the first N dimensions (Matryoshka models)
     revision: str | None = None  # the model's hub revision (branch, tag or commit)
     # Encoder tuning (does not change the vectors beyond float rounding).
-    batch_size: int | None = None  # None: 32 rows on CUDA; a padded-token budget on CPU
+    batch_size: int | None = None  # None: a padded-token budget (the device's default)
     tokens_per_batch: int | None = None
-    bucket_min_tokens: int = 128
+    bucket_min_tokens: int = 8
     bucket_max_tokens: int | None = None  # None: the model's maximum length
     compile_model: bool = False
     attn_implementation: str | None = None  # None: sdpa where the model supports it

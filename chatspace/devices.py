@@ -1,11 +1,14 @@
 """Which devices a run uses: `--gpus 0,1 | all`, `--devices cpu,cpu`, or the default (first GPU, else CPU).
 
-GPU discovery goes through NVML and honours CUDA_VISIBLE_DEVICES; nothing here imports torch, so the
-supervisor stays light. Each worker later pins itself to its one GPU via CUDA_VISIBLE_DEVICES.
+GPU discovery goes through NVML and honours CUDA_VISIBLE_DEVICES (indices or GPU-/MIG- UUIDs); where
+NVML is missing, torch's own device count stands in (torch is imported only then). Each worker later
+pins itself to its one GPU via CUDA_VISIBLE_DEVICES, and finds its NVML handle by the UUID CUDA
+reports for it (NVML numbers GPUs by PCI bus, CUDA by speed unless CUDA_DEVICE_ORDER=PCI_BUS_ID).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -22,16 +25,30 @@ class Device:
         return {"kind": self.kind, "label": self.label, "physical": self.physical}
 
 
-def _nvml_device_count() -> int:
+def _nvml_device_count() -> int | None:
+    """GPUs NVML sees; None when NVML itself is unavailable (no library, no driver access)."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
+    except Exception:  # noqa: BLE001 - no library or no driver: ask torch instead
+        return None
+    try:
+        return int(pynvml.nvmlDeviceGetCount())
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no driver, no library: no GPUs
+
+
+def _torch_device_count() -> int:
+    """CUDA's own count of the GPUs this process sees (CUDA_VISIBLE_DEVICES applied)."""
+    try:
+        import torch
+
+        return int(torch.cuda.device_count())
+    except Exception:  # noqa: BLE001 - no torch build with CUDA: no GPUs
         return 0
 
 
@@ -39,6 +56,13 @@ def visible_gpus() -> list[str]:
     """Physical ids (or UUIDs) of the GPUs this process may use, in CUDA's order."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     count = _nvml_device_count()
+    if count is None:
+        # No NVML: torch counts what CUDA_VISIBLE_DEVICES leaves, so its count is the list's length.
+        seen = _torch_device_count()
+        if env is None:
+            return [str(i) for i in range(seen)]
+        entries = [x.strip() for x in env.split(",") if x.strip()]
+        return entries[:seen]
     if env is None:
         return [str(i) for i in range(count)]
     out = []

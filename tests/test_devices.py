@@ -52,3 +52,107 @@ def test_cpu_workers_and_bad_specs(monkeypatch):
 def test_labels_round_trip(four_gpus):
     labels = tuple(d.label for d in devices.resolve_devices("0,2", None))
     assert [d.physical for d in devices.parse_device_labels(labels)] == ["0", "2"]
+
+
+# --- NVML faked as a module: UUIDs, PCI order vs CUDA order, no NVML at all ---------------------------
+
+
+class FakeNvml:
+    """pynvml at its boundary: GPUs in NVML's (PCI) order, each with a UUID and a utilisation."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, gpus: list[tuple[str, float]], available: bool = True):
+        self.gpus = gpus  # (uuid, utilisation %) in NVML index order
+        self.available = available
+
+    def nvmlInit(self):
+        if not self.available:
+            raise self.NVMLError("NVML Shared Library Not Found")
+
+    def nvmlShutdown(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        for i, (u, _) in enumerate(self.gpus):
+            if u == uuid:
+                return i
+        raise self.NVMLError(f"no GPU {uuid}")
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return type("Util", (), {"gpu": self.gpus[handle][1]})()
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return type("Mem", (), {"used": (handle + 1) * 2**30})()
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    import sys
+
+    def install(gpus, available=True):
+        fake = FakeNvml(gpus, available)
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        return fake
+
+    return install
+
+
+UUIDS = ["GPU-aaaa-0000", "GPU-bbbb-1111", "GPU-cccc-2222"]
+
+
+def test_uuids_in_cuda_visible_devices_are_kept(fake_nvml, monkeypatch):
+    fake_nvml([(u, 0.0) for u in UUIDS])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{UUIDS[2]},{UUIDS[0]}")
+    got = devices.resolve_devices("all", None)
+    assert [(d.label, d.physical) for d in got] == [("cuda:0", UUIDS[2]), ("cuda:1", UUIDS[0])]
+
+
+def test_without_nvml_torch_counts_the_gpus(fake_nvml, monkeypatch):
+    fake_nvml([], available=False)
+    monkeypatch.setattr(devices, "_torch_device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert [d.label for d in devices.resolve_devices("all", None)] == ["cuda:0", "cuda:1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")  # torch saw 2 of them
+    assert [d.physical for d in devices.resolve_devices("all", None)] == ["3", "5"]
+    monkeypatch.setattr(devices, "_torch_device_count", lambda: 0)
+    with pytest.raises(UsageError, match="no GPU is visible"):
+        devices.resolve_devices("all", None)
+
+
+def test_telemetry_follows_the_uuid_cuda_reports_not_the_index(fake_nvml, monkeypatch):
+    """CUDA's device 0 of a worker pinned to '1' may be NVML's device 2: the UUID decides."""
+    from chatspace import metrics
+
+    fake_nvml([(UUIDS[0], 10.0), (UUIDS[1], 20.0), (UUIDS[2], 90.0)])
+    monkeypatch.setattr(metrics, "cuda_device_uuid", lambda: UUIDS[2].removeprefix("GPU-"))
+    tel = metrics.telemetry_for(devices.Device("cuda", "cuda:1", "1"))
+    assert tel.uuid == UUIDS[2].removeprefix("GPU-") and tel.index is None
+    tel.interval = 0.01
+    assert tel.start()
+    import time
+
+    deadline = time.monotonic() + 30
+    while not tel._samples and time.monotonic() < deadline:
+        time.sleep(0.02)
+    got = tel.stop()
+    assert got["util_max_pct"] == 90.0 and got["mem_max_gib"] == 3.0  # NVML device 2, not 1
+
+
+def test_telemetry_without_a_cuda_uuid_uses_the_pinned_entry(fake_nvml, monkeypatch):
+    from chatspace import metrics
+
+    fake_nvml([(u, 0.0) for u in UUIDS])
+    monkeypatch.setattr(metrics, "cuda_device_uuid", lambda: None)
+    assert metrics.telemetry_for(devices.Device("cuda", "cuda:0", UUIDS[1])).uuid == UUIDS[1]
+    by_index = metrics.telemetry_for(devices.Device("cuda", "cuda:0", "2"))
+    assert by_index.uuid is None and by_index.index == 2
+    fake_nvml([], available=False)
+    assert not metrics.GpuTelemetry(uuid=UUIDS[0]).start()  # no NVML: no telemetry, no error

@@ -70,7 +70,18 @@ def test_mixed_bag_gives_exactly_the_good_rows(run_output, mixed_bag):
     _, good = mixed_bag
     table = run_table(out)
     by_id = dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
-    assert by_id == {r["id"]: r["text"] for r in good}  # exact strings, exact rows
+    meta = dict(zip(table.column("id").to_pylist(), table.column("metadata").to_pylist(), strict=True))
+    assert set(by_id) == {r["id"] for r in good}  # exact rows
+    cut = 0
+    for r in good:  # `text` is exactly what the model embedded: the whole text, or the part before the cut
+        m = orjson.loads(meta[r["id"]])
+        if m["truncated"]:
+            cut += 1
+            assert m["text_chars"] == len(r["text"]) and r["text"].startswith(by_id[r["id"]])
+            assert 0 < len(by_id[r["id"]]) < len(r["text"])
+        else:
+            assert by_id[r["id"]] == r["text"] and "text_chars" not in m
+    assert cut > 0
     m = run_manifest(out)
     expected: dict[str, int] = {}
     for _, reason in BAD_ROWS:

@@ -1,7 +1,8 @@
 """One encoder interface for local models and remote APIs.
 
 `prepare` (tokenize, count, truncate) runs off the critical path in the worker's reader thread;
-`encode` turns prepared rows into float32 vectors in input order. Rows an encoder refuses are returned
+`encode` turns prepared rows into float32 vectors in input order; `submit`/`poll` stream chunks
+through it (an encoder that batches across chunks, like the local one, overrides them). Rows an encoder refuses are returned
 in `Prepared.skipped` with a reason, and are never written.
 """
 
@@ -23,6 +24,9 @@ class Prepared:
     truncated: np.ndarray  # bool per row
     skipped: dict[int, str] = field(default_factory=dict)  # row position -> reason
     payload: Any = None  # encoder-specific (token ids, request plan)
+    # Characters of each text that reached the model (fewer than the text when it was truncated);
+    # None when the encoder cannot tell.
+    embedded_chars: np.ndarray | None = None
 
 
 class Encoder(ABC):
@@ -48,9 +52,30 @@ class Encoder(ABC):
     def encode(self, prepared: Prepared, stats: WorkerStats) -> np.ndarray:
         """(len(texts), dimension) float32 in input order; rows in `prepared.skipped` may hold anything."""
 
+    # --- streaming: chunks in, finished chunks out (encoders that batch across chunks override) ---
+
+    def submit(self, key: Any, prepared: Prepared, stats: WorkerStats) -> None:
+        """Hand over a prepared chunk; its embeddings come back from `poll` under `key`."""
+        if not hasattr(self, "_submitted"):
+            self._submitted: list[tuple[Any, Prepared, WorkerStats]] = []
+        self._submitted.append((key, prepared, stats))
+
+    def poll(self, flush: str = "full") -> list[tuple[Any, np.ndarray]]:
+        """The chunks finished so far, as (key, embeddings in input order). `flush` says whether more
+        input is coming ("full"), none is waiting right now ("starved"), or none will come ("all")."""
+        submitted, self._submitted = getattr(self, "_submitted", []), []
+        return [(key, self.encode(prepared, stats)) for key, prepared, stats in submitted]
+
+    def has_pending(self) -> bool:
+        return bool(getattr(self, "_submitted", None))
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this encoder."""
         return {"model": self.model_name, "dimension": self.dimension, "max_tokens": self.max_tokens}
+
+    def device_stats(self) -> dict[str, float]:
+        """Per-worker device figures for the manifest (peak memory, device busy time); none by default."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

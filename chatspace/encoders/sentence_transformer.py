@@ -1,15 +1,16 @@
-"""The local encoder: a SentenceTransformer run through length buckets and padded-token budgets.
+"""The local encoder: a SentenceTransformer fed by per-length-bucket queues under a token budget.
 
 Tokenization uses the model's own `preprocess` (so truncation, prompts and special tokens are exactly
-what `SentenceTransformer.encode` does) but unpadded; this module then groups rows of similar length and
-pads each batch itself: to the bucket's size when compiled (static shapes, no recompiles), otherwise to
-the batch's own longest row (rounded up to a multiple of 8 on CUDA, for tensor cores; exact on CPU,
-where every padded token costs as much as a real one). Results are put back in input order.
+what `SentenceTransformer.encode` does) but unpadded. Rows then wait in the batch planner's queues
+(chatspace/encoders/batching.py), across chunks and units, until a bucket fills a batch; each batch is
+padded to its own longest row (or not at all with unpadded flash attention), run with two batches in
+flight (chatspace/encoders/torch_runtime.py), and its rows are joined back to their chunks by position.
 
-Batch composition defaults (measured on the bench corpus, see benchmarks/RESULTS.md): on CUDA, rows
-(--batch-size) or --tokens-per-batch as given; on CPU, unless --tokens-per-batch or a non-default
---batch-size is given, a budget of CPU_AUTO_TOKENS_PER_BATCH padded tokens per batch, so short rows
-share big batches and long rows small ones, and activations stay in cache.
+Batch composition defaults: --tokens-per-batch when given; else --batch-size rows when given; else a
+padded-token budget: CPU_AUTO_TOKENS_PER_BATCH on the CPU (activations stay in cache),
+CUDA_AUTO_TOKENS_PER_BATCH on CUDA (a fixed row count at a 32k-token bucket would need tens of GB).
+Compiled models (--compile-model) trace the batch and sequence dimensions as dynamic, so they pad
+exactly like eager ones and compile two graphs (one for one-row batches) instead of one per shape.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,23 +27,36 @@ import numpy as np
 from chatspace.config import DEFAULT_MODEL, RunConfig
 from chatspace.devices import Device
 from chatspace.encoders.base import Encoder, Prepared
+from chatspace.encoders.batching import Batch, BatchPlanner, length_buckets
 from chatspace.encoders.encode_options import (
     ResolvedPrompt,
     check_truncate_dim,
     finish_embeddings,
     resolve_prompt,
 )
+from chatspace.encoders.torch_runtime import (
+    CompileCounters,
+    InFlight,
+    free_device_memory,
+    is_out_of_memory,
+    launch,
+    mark_dynamic,
+    peak_allocated_gib,
+    set_compile_threads,
+)
 from chatspace.errors import ChatspaceError
 from chatspace.metrics import WorkerStats
 
 log = logging.getLogger(__name__)
 
-_PAD_MULTIPLE = 8  # on CUDA: tensor-core friendly shapes; on CPU rows are padded to their own length
 # The CPU default budget (padded tokens per batch). Measured with all-MiniLM-L6-v2 on a 2-core AMX
 # Xeon: batches of 1-4k tokens run 20-30% faster per token than 32 rows of 256 tokens (8k tokens: the
 # activations leave the caches) and than 32 rows of 16 tokens (per-batch overhead), in float32 and
 # bfloat16 alike; on the bench corpus this beats 32-row batches by ~20% (float32).
 CPU_AUTO_TOKENS_PER_BATCH = 2048
+# The CUDA default: text-embeddings-inference's default max_batch_tokens. Memory then grows with the
+# tokens in a batch, not with rows x the longest bucket.
+CUDA_AUTO_TOKENS_PER_BATCH = 16384
 DEFAULT_BATCH_SIZE = 32  # rows per batch without a token budget (SentenceTransformer.encode's default)
 
 
@@ -57,87 +72,14 @@ def resolve_model_path(model: str) -> str:
     return os.path.expanduser(model) if model.startswith("~") else model
 
 
-def power_of_two_buckets(min_tokens: int, max_tokens: int) -> list[int]:
-    """Bucket sizes: powers of two from min_tokens up, the last one exactly max_tokens."""
-    buckets = []
-    size = 1
-    while size < min_tokens:
-        size *= 2
-    while size < max_tokens:
-        buckets.append(size)
-        size *= 2
-    buckets.append(max_tokens)
-    return buckets
-
-
 @dataclass
-class _Batch:
-    rows: np.ndarray  # positions in the prepared unit
-    length: int  # padded sequence length
-    bucket: int
+class _Chunk:
+    """A prepared chunk whose rows are waiting in (or coming back from) the batch planner."""
 
-
-def plan_batches(
-    lengths: np.ndarray,
-    buckets: list[int],
-    *,
-    budget: int | None,
-    batch_size: int,
-    static_shapes: bool,
-    bucket_budgets: dict[int, int] | None = None,
-    pad_multiple: int = _PAD_MULTIPLE,
-    max_rows: int | None = None,
-) -> list[_Batch]:
-    """Group rows into batches of similar length under a padded-token budget (or a row count).
-
-    Each row goes to the smallest bucket that holds it (rows longer than the largest bucket go there:
-    they are truncated to it). Static shapes (compiled models): every batch of a bucket is padded to the
-    bucket size and has the same row count, budget // bucket (or `batch_size` without a budget).
-    Otherwise rows are taken in length order and each batch is padded to its own longest row, rounded
-    up to `pad_multiple` (never past the bucket), while rows x padded length stays within the budget
-    (or the batch reaches `batch_size` rows without one). A row longer than the budget gets a batch of
-    its own. `max_rows` caps the rows of a budgeted batch as well. The last, partial batch of every
-    bucket is kept (flushed), so every row is planned once.
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(lengths, kind="stable")
-    bucket_of = np.minimum(
-        np.searchsorted(np.asarray(buckets), lengths[order], side="left"), len(buckets) - 1
-    )
-    batches: list[_Batch] = []
-    for b_i, bucket in enumerate(buckets):
-        rows = order[bucket_of == b_i]
-        if not len(rows):
-            continue
-        bucket_budget = (bucket_budgets or {}).get(bucket, budget)
-        if static_shapes:
-            per = max(1, bucket_budget // bucket) if bucket_budget else batch_size
-            for s in range(0, len(rows), per):
-                batches.append(_Batch(rows[s : s + per], bucket, bucket))
-            continue
-        padded_len = np.minimum(bucket, _round_up_array(lengths[rows], pad_multiple))
-        start = 0
-        while start < len(rows):
-            if bucket_budget is not None:
-                # Sorted ascending, so the batch [start, start + k) costs k * padded_len[start + k - 1],
-                # which grows with k: the largest k within the budget is a binary search.
-                most = max(1, bucket_budget // max(1, int(padded_len[start])))
-                window = padded_len[start : start + (min(most, max_rows) if max_rows else most)]
-                cost = np.arange(1, len(window) + 1) * window
-                end = start + max(1, int(np.searchsorted(cost, bucket_budget, side="right")))
-            else:
-                end = min(len(rows), start + batch_size)
-            batches.append(_Batch(rows[start:end], int(padded_len[end - 1]), bucket))
-            start = end
-    return batches
-
-
-def _round_up_array(x: np.ndarray, m: int) -> np.ndarray:
-    return ((x + m - 1) // m) * m if m > 1 else x.copy()
-
-
-def _round_up(x: int, m: int) -> int:
-    return ((x + m - 1) // m) * m
+    prepared: Prepared
+    stats: WorkerStats
+    out: np.ndarray
+    left: int
 
 
 class SentenceTransformerEncoder(Encoder):
@@ -151,11 +93,18 @@ class SentenceTransformerEncoder(Encoder):
         self._max_tokens = 0
         self._dim = 0
         self._buckets: list[int] = []
-        self._bucket_budgets: dict[int, int] = {}
         self._dtype_name = ""
         self._attn = None
-        self._compiled_graphs = 0
-        self._pad_multiple = _PAD_MULTIPLE if device.kind == "cuda" else 1
+        self._varlen = False  # unpadded (flash-attention varlen) batches
+        self._collator = None
+        self._planner: BatchPlanner | None = None
+        self._chunks: dict[Any, _Chunk] = {}
+        self._inflight: deque[InFlight] = deque()
+        self._done: list[Any] = []
+        self._own_keys = 0  # negative chunk keys for warm-up and one-off encode() calls
+        self._compile_base = CompileCounters()
+        self.compile_counters = CompileCounters()  # graphs etc. compiled by warm-up
+        self.gpu_busy_seconds = 0.0
         self._prompt = ResolvedPrompt(None, None, "none", None)
 
     # --- loading ---------------------------------------------------------------------------------
@@ -168,21 +117,25 @@ class SentenceTransformerEncoder(Encoder):
     def max_tokens(self) -> int:
         return self._max_tokens
 
+    @property
+    def _cuda(self) -> bool:
+        return self.device.kind == "cuda"
+
     def load(self, stats: WorkerStats) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
         t0 = time.perf_counter()
-        if self.device.kind == "cpu" and self.threads:
+        if self.threads:
             torch.set_num_threads(self.threads)
-        torch_device = "cuda:0" if self.device.kind == "cuda" else "cpu"
-        dtype_name = self.cfg.dtype or ("bfloat16" if self.device.kind == "cuda" else "float32")
+        set_compile_threads(self.threads)
+        torch_device = "cuda:0" if self._cuda else "cpu"
+        dtype_name = self.cfg.dtype or ("bfloat16" if self._cuda else "float32")
         self._dtype_name = dtype_name
         path = resolve_model_path(self.cfg.model)
-        model_kwargs: dict[str, Any] = {}
-        if dtype_name != "float32":
-            # Load straight into the target precision: a large model need not fit in float32 first.
-            model_kwargs[_dtype_kwarg()] = getattr(torch, dtype_name)
+        # Load straight into the target precision (a large model need not fit in float32 first), and
+        # name it even for float32: transformers 5 otherwise keeps a checkpoint's own (bf16) dtype.
+        model_kwargs: dict[str, Any] = {_dtype_kwarg(): getattr(torch, dtype_name)}
         attn = self.cfg.attn_implementation or "sdpa"
         model_kwargs["attn_implementation"] = attn
         try:
@@ -196,28 +149,43 @@ class SentenceTransformerEncoder(Encoder):
             model = self._load(SentenceTransformer, path, torch_device, model_kwargs)
         self._attn = attn
         model.eval()
-        if dtype_name != "float32":
-            model.to(getattr(torch, dtype_name))
+        model.to(getattr(torch, dtype_name))
         model_max = int(model.max_seq_length or 512)
         self._max_tokens = min(self.cfg.bucket_max_tokens or model_max, model_max)
         model.max_seq_length = self._max_tokens
-        self._buckets = power_of_two_buckets(
-            min(self.cfg.bucket_min_tokens, self._max_tokens), self._max_tokens
-        )
+        self._buckets = length_buckets(min(self.cfg.bucket_min_tokens, self._max_tokens), self._max_tokens)
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self._dim = check_truncate_dim(self.cfg.truncate_dim, int(get_dim()))
         self._prompt = resolve_prompt(model, self.cfg.prompt, self.cfg.prompt_name)
         self._model = model
         self._forward = model
+        self._take_over_flattening(model)
+        self._planner = BatchPlanner(
+            self._buckets, budget=self._budget(), batch_size=self._batch_size, varlen=self._varlen
+        )
         stats.load_seconds += time.perf_counter() - t0
 
         t1 = time.perf_counter()
         if self.cfg.compile_model:
-            self._forward = torch.compile(model, dynamic=False)
+            self._compile_base = CompileCounters.now()
+            self._forward = torch.compile(model, dynamic=None)
         self._warm_up()
         if self.cfg.compile_model:
-            self._compiled_graphs = _unique_graphs()
+            self.compile_counters = CompileCounters.now() - self._compile_base
         stats.warmup_seconds += time.perf_counter() - t1
+
+    def _take_over_flattening(self, model) -> None:
+        """With flash attention, sentence-transformers 6 flattens a whole `preprocess` call into one
+        row (`input_ids` of shape (1, total)), so per-text lengths would be lost. Tokenize unflattened
+        and flatten each planned batch here instead, with the library's own collator: unpadded
+        (varlen) batches, in which no padding is computed at all."""
+        first = model[0] if len(model) else None
+        if first is None or not getattr(first, "can_flatten_inputs", False):
+            return
+        self._varlen = True
+        self._collator = first.data_collator
+        self._position_offset = int(getattr(first, "_flatten_position_offset", 0) or 0)
+        first.can_flatten_inputs = False  # prepare() sees one row per text again
 
     def _load(self, cls, path: str, device: str, model_kwargs: dict[str, Any]):
         try:
@@ -235,44 +203,56 @@ class SentenceTransformerEncoder(Encoder):
             ) from None
 
     def _warm_up(self) -> None:
-        """One batch per bucket, so compilation (and allocator growth) happens before the clock runs."""
-        buckets = self._buckets if self.cfg.compile_model else self._buckets[:1]
-        # The same inputs as real batches (token_type_ids included when the tokenizer makes them), so
-        # the compiled graphs are the ones the run will use; a half-padded row exercises the mask path.
+        """Run the shapes the run will see before the clock starts, through the same guarded path as
+        real batches (so running out of memory here lowers the budget instead of failing the worker).
+
+        Compiled: a many-row and a one-row batch at two lengths (the dynamic graph and the one-row
+        graph, then a check that other shapes reuse them). On CUDA: the largest batch the budget
+        allows at the longest bucket, so the allocator grows (or the budget adapts) now."""
+        pad = self._pad_id()
+        shapes: list[tuple[int, int]] = [(2, min(16, self._max_tokens))]
+        if self.cfg.compile_model:
+            short, longer = min(9, self._max_tokens), min(24, self._max_tokens)
+            shapes = [(3, short), (1, short), (5, longer), (1, longer)]
+        if self._cuda:
+            budget = self._budget() or self._batch_size * self._max_tokens
+            shapes.append((max(1, budget // self._max_tokens), self._max_tokens))
         sample = self._model.preprocess(
             ["warm-up"], processing_kwargs={"common": {"return_tensors": None}, "text": {"padding": False}}
         )
         has_types = sample.get("token_type_ids") is not None
-        for bucket in buckets:
-            rows = self._rows_for(bucket) if self.cfg.compile_model else 2
-            ids = [[self._pad_id()] * (bucket if r else max(1, bucket // 2)) for r in range(rows)]
-            types = [[0] * len(x) for x in ids] if has_types else [None] * rows
-            self._run_batch(ids, types, bucket)
+        for rows, length in shapes:
+            ids = [[pad] * length for _ in range(rows)]
+            if rows > 1 and length > 1:
+                ids[0] = ids[0][: max(1, length // 2)]  # a half-padded row exercises the mask path
+            lengths = np.array([len(x) for x in ids], dtype=np.int64)
+            payload = {"input_ids": ids, "token_type_ids": [[0] * len(x) for x in ids] if has_types else None}
+            prepared = Prepared([""] * rows, lengths, np.zeros(rows, bool), {}, payload)
+            key = self._own_key()
+            self._chunks[key] = _Chunk(prepared, WorkerStats(), np.zeros((rows, self._dim), np.float32), rows)
+            # One batch exactly, whatever the planner would do: the shape is the point.
+            batch = Batch(np.full(rows, key), np.arange(rows), lengths, int(lengths.max()), self._buckets[-1])
+            self._run_batches([batch])
+            self._collect_all()
+            self._done.clear()
+            self._chunks.pop(key, None)
+
+    def _own_key(self) -> int:
+        self._own_keys -= 1
+        return self._own_keys
 
     def _budget(self) -> int | None:
-        """The padded-token budget per batch: --tokens-per-batch; on CPU, when neither it nor a
-        --batch-size was given, CPU_AUTO_TOKENS_PER_BATCH; otherwise none (row counts)."""
+        """The padded-token budget per batch: --tokens-per-batch; when neither it nor --batch-size
+        is given, the device's default; otherwise none (row counts)."""
         if self.cfg.tokens_per_batch:
             return self.cfg.tokens_per_batch
-        if self._auto_budget():
-            return CPU_AUTO_TOKENS_PER_BATCH
+        if self.cfg.batch_size is None:
+            return CUDA_AUTO_TOKENS_PER_BATCH if self._cuda else CPU_AUTO_TOKENS_PER_BATCH
         return None
 
     @property
     def _batch_size(self) -> int:
         return self.cfg.batch_size or DEFAULT_BATCH_SIZE
-
-    def _auto_budget(self) -> bool:
-        return (
-            self.device.kind == "cpu"
-            and not self.cfg.compile_model
-            and self.cfg.batch_size is None
-            and bool(CPU_AUTO_TOKENS_PER_BATCH)
-        )
-
-    def _rows_for(self, bucket: int) -> int:
-        budget = self._bucket_budgets.get(bucket, self.cfg.tokens_per_batch)
-        return max(1, budget // bucket) if budget else self._batch_size
 
     def _pad_id(self) -> int:
         tok = self._model.tokenizer
@@ -282,6 +262,12 @@ class SentenceTransformerEncoder(Encoder):
         return int(pad)
 
     def describe(self) -> dict[str, Any]:
+        budget = self._budget()
+        source = None
+        if self.cfg.tokens_per_batch:
+            source = "option"
+        elif budget:
+            source = f"{self.device.kind}-default"
         return {
             "model": self.model_name,
             "model_path": resolve_model_path(self.cfg.model),
@@ -289,14 +275,14 @@ class SentenceTransformerEncoder(Encoder):
             "max_tokens": self._max_tokens,
             "dtype": self._dtype_name,
             "attn_implementation": self._attn,
+            "unpadded_batches": self._varlen,
             "compiled": self.cfg.compile_model,
-            "buckets": self._buckets,
-            "tokens_per_batch": self._budget(),
-            "tokens_per_batch_source": (
-                "option" if self.cfg.tokens_per_batch else ("cpu-default" if self._budget() else None)
-            ),
-            "batch_size": None if self._budget() else self._batch_size,
-            "pad_multiple": self._pad_multiple,
+            "compiled_graphs": self.compile_counters.graphs if self.cfg.compile_model else None,
+            "graph_breaks": self.compile_counters.graph_breaks if self.cfg.compile_model else None,
+            "buckets": len(self._buckets),
+            "tokens_per_batch": budget,
+            "tokens_per_batch_source": source,
+            "batch_size": None if budget else self._batch_size,
             "device": self.device.label,
             "threads": self.threads,
             "prompt": self._prompt.text,
@@ -307,6 +293,15 @@ class SentenceTransformerEncoder(Encoder):
             "truncate_dim": self.cfg.truncate_dim,
             "revision": self.cfg.revision,
         }
+
+    def device_stats(self) -> dict[str, float]:
+        if not self._cuda:
+            return {}
+        out = {"gpu_busy_seconds": self.gpu_busy_seconds}
+        peak = peak_allocated_gib()
+        if peak is not None:
+            out["peak_allocated_gib"] = peak
+        return out
 
     # --- tokenizing ------------------------------------------------------------------------------
 
@@ -320,10 +315,19 @@ class SentenceTransformerEncoder(Encoder):
                 processing_kwargs={"common": {"return_tensors": None}, "text": {"padding": False}},
             )
             ids = feats["input_ids"]
+            if len(ids) != len(texts):
+                raise RuntimeError(
+                    f"the model's preprocess returned {len(ids)} sequences for {len(texts)} texts "
+                    "(flattened inputs?); chatspace needs one per text"
+                )
             lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
             encodings = getattr(feats, "encodings", None)
+            embedded_chars = None
             if encodings:
                 truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
+                embedded_chars = embedded_char_counts(
+                    texts, encodings, truncated, prompt_chars=len(self._prompt.text or "")
+                )
             else:  # slow tokenizer: reaching the limit is the best evidence available
                 truncated = lengths >= self._max_tokens
             payload = {"input_ids": ids, "token_type_ids": feats.get("token_type_ids")}
@@ -333,110 +337,209 @@ class SentenceTransformerEncoder(Encoder):
                 if k not in ("input_ids", "attention_mask", "token_type_ids", "prompt_length")
             }
             payload["extras"] = extras
-        return Prepared(list(texts), lengths, truncated, {}, payload)
+        return Prepared(list(texts), lengths, truncated, {}, payload, embedded_chars=embedded_chars)
 
-    # --- encoding --------------------------------------------------------------------------------
+    # --- encoding: rows in, batches planned across chunks, rows joined back by position ------------
 
-    def encode(self, prepared: Prepared, stats: WorkerStats) -> np.ndarray:
+    def submit(self, key: Any, prepared: Prepared, stats: WorkerStats) -> None:
         n = len(prepared.texts)
-        out = np.zeros((n, self._dim), dtype=np.float32)
-        if n == 0:
-            return out
-        ids = prepared.payload["input_ids"]
-        types = prepared.payload["token_type_ids"]
-        batches = plan_batches(
-            prepared.token_counts,
-            self._buckets,
-            budget=self._budget(),
-            batch_size=self._batch_size,
-            static_shapes=self.cfg.compile_model,
-            bucket_budgets=self._bucket_budgets,
-            pad_multiple=self._pad_multiple,
-        )
-        with stats.busy("encode"):
-            for batch in batches:
-                self._encode_batch(batch, ids, types, out, stats)
+        self._chunks[key] = _Chunk(prepared, stats, np.zeros((n, self._dim), np.float32), n)
         stats.tokens += int(prepared.token_counts.sum())
         stats.truncated += int(prepared.truncated.sum())
-        if self.cfg.compile_model:
-            graphs = _unique_graphs()
-            stats.recompiles += max(0, graphs - self._compiled_graphs)
-            self._compiled_graphs = graphs
+        if n == 0:
+            self._done.append(key)
+            return
+        self._planner.add(key, prepared.token_counts)
+
+    def poll(self, flush: str = "full") -> list[tuple[Any, np.ndarray]]:
+        """Run what is ready; return the chunks whose rows are all back, as (key, embeddings).
+
+        flush: "full" runs only batches that fill their budget; "starved" (no input is waiting) also
+        collects what is in flight, or else runs the bucket holding the oldest row; "all" (no more
+        input is coming) runs and collects everything."""
+        self._run_batches(self._planner.full_batches())
+        if flush == "all":
+            self._run_batches(self._planner.flush())
+            self._collect_all()
+        elif flush == "starved":
+            if self._inflight:
+                self._collect_all()
+            else:
+                self._run_batches(self._planner.flush_oldest())
+        done, self._done = self._done, []
+        out = []
+        for key in done:
+            chunk = self._chunks.pop(key)
+            out.append((key, chunk.out))
         return out
 
-    def _encode_batch(self, batch: _Batch, ids, types, out: np.ndarray, stats: WorkerStats) -> None:
-        import torch
+    def has_pending(self) -> bool:
+        return bool(self._planner.pending_rows or self._inflight or self._done)
 
-        rows = batch.rows.tolist()
-        try:
-            batch_ids = [ids[r] for r in rows]
-            batch_types = [types[r] for r in rows] if types is not None else [None] * len(rows)
-            pad_rows = 0
-            if self.cfg.compile_model:
-                pad_rows = self._rows_for(batch.bucket) - len(rows)
-                if pad_rows > 0:  # keep the compiled shape: fill with padding-only rows
-                    batch_ids = batch_ids + [[self._pad_id()]] * pad_rows
-                    batch_types = batch_types + [None] * pad_rows
-            emb = self._run_batch(batch_ids, batch_types, batch.length)
-            out[rows] = emb[: len(rows)]
-            stats.batches += 1
-            stats.padded_tokens += len(batch_ids) * batch.length
-        except torch.OutOfMemoryError:
-            if len(rows) == 1:
-                raise
-            torch.cuda.empty_cache()
-            half = len(rows) // 2
-            new_budget = max(batch.length, (half * batch.length))
-            self._bucket_budgets[batch.bucket] = min(
-                self._bucket_budgets.get(batch.bucket, new_budget), new_budget
-            )
-            stats.oom_splits += 1
+    def encode(self, prepared: Prepared, stats: WorkerStats) -> np.ndarray:
+        """One chunk on its own, start to finish (the streaming path is submit/poll)."""
+        key = self._own_key()
+        self.submit(key, prepared, stats)
+        results = dict(self.poll("all"))
+        return results[key]
+
+    def _run_batches(self, batches: list[Batch]) -> None:
+        """Launch each batch, keeping two in flight: batch i is collected only after i+1 is queued."""
+        for batch in batches:
+            for part in self._launch_adapting(batch):
+                self._inflight.append(part)
+                while len(self._inflight) > 1:
+                    self._collect(self._inflight.popleft())
+
+    def _launch_adapting(self, batch: Batch):
+        """Launch `batch`; when it runs out of memory, split it in halves and lower the budget of its
+        bucket (and longer ones) to what a half costs, so later batches are planned to fit. The retry
+        happens after the `except` block is left, so the failed attempt's tensors are already freed."""
+        work = [batch]
+        while work:
+            part = work.pop()
+            t = time.perf_counter()
+            try:
+                yield self._launch(part, t)
+                continue
+            except Exception as e:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raises
+                if not is_out_of_memory(e):
+                    raise
+            # Out of the handler: the traceback (and the failed attempt's activations) are gone.
+            self._collect_all()
+            free_device_memory()
+            self._stats_for(part).oom_splits += 1
+            if len(part) == 1:
+                raise ChatspaceError(
+                    f"out of memory on a single row of {part.length} tokens on {self.device.label}; "
+                    "lower --bucket-max-tokens or use a device with more memory"
+                )
+            first, second = part.split()
+            cost = first.real_tokens if self._varlen else len(first) * first.length
+            lowered = self._planner.lower_budget(part.bucket, cost)
             log.warning(
-                "out of memory on a batch of %d x %d tokens; splitting it and lowering the %d-token bucket's budget to %d",
-                len(rows),
-                batch.length,
-                batch.bucket,
-                self._bucket_budgets[batch.bucket],
+                "out of memory on a batch of %d rows x %d tokens; split in two, and batches of rows up to "
+                "%d tokens now stay within %d tokens",
+                len(part),
+                part.length,
+                part.bucket,
+                lowered,
             )
-            self._encode_batch(_Batch(batch.rows[:half], batch.length, batch.bucket), ids, types, out, stats)
-            self._encode_batch(_Batch(batch.rows[half:], batch.length, batch.bucket), ids, types, out, stats)
+            work.extend([second, first])
 
-    def _run_batch(self, batch_ids: list[list[int]], batch_types: list, length: int) -> np.ndarray:
+    def _launch(self, batch: Batch, t0: float) -> InFlight:
+        features = self._features(batch)
+        if self.cfg.compile_model:
+            mark_dynamic(features)
+        result, started, done = launch(self._embed, features, cuda=self._cuda)
+        return InFlight(batch, result, done, started, t0, time.perf_counter() - t0)
+
+    def _embed(self, features: dict[str, Any]):
+        """The model's sentence embeddings for one batch (on its device), as encode() would finish them."""
+        result = self._forward(features)["sentence_embedding"]
+        return finish_embeddings(result, truncate_dim=self.cfg.truncate_dim, normalize=self.cfg.normalize)
+
+    def _collect(self, flight: InFlight) -> None:
+        t = time.perf_counter()
+        emb, gpu_seconds = flight.collect()
+        self.gpu_busy_seconds += gpu_seconds
+        batch = flight.batch
+        host_seconds = flight.launch_seconds + (time.perf_counter() - t)
+        computed = batch.real_tokens if self._varlen else len(batch) * batch.length
+        keys = batch.chunks.tolist()
+        # Attribute the batch to the chunks it served, by their share of its rows.
+        counted = set()
+        for i, key in enumerate(keys):
+            chunk = self._chunks.get(key)
+            if chunk is None:
+                continue
+            pos = int(batch.positions[i])
+            chunk.out[pos] = emb[i]
+            chunk.left -= 1
+            if chunk.left == 0:
+                self._done.append(key)
+            if key not in counted:
+                counted.add(key)
+                share = keys.count(key) / len(keys)
+                chunk.stats.add_busy("encode", host_seconds * share)
+                chunk.stats.padded_tokens += round(computed * share)
+        first = self._chunks.get(keys[0])
+        if first is not None:
+            first.stats.batches += 1
+        if first is not None and self.cfg.compile_model:
+            counters = CompileCounters.now() - self._compile_base
+            first.stats.recompiles += max(0, counters.graphs - self.compile_counters.graphs)
+            self.compile_counters = counters
+
+    def _collect_all(self) -> None:
+        while self._inflight:
+            self._collect(self._inflight.popleft())
+
+    def _stats_for(self, batch: Batch) -> WorkerStats:
+        chunk = self._chunks.get(batch.chunks[0])
+        return chunk.stats if chunk is not None else WorkerStats()
+
+    def _features(self, batch: Batch) -> dict[str, Any]:
+        """The model inputs of a batch: padded to its longest row, or flattened (varlen)."""
         import torch
 
-        n = len(batch_ids)
-        left = getattr(self._model.tokenizer, "padding_side", "right") == "left"
-        input_ids = np.full((n, length), self._pad_id(), dtype=np.int64)
-        mask = np.zeros((n, length), dtype=np.int64)
-        token_types = (
-            np.zeros((n, length), dtype=np.int64)
-            if batch_types[0] is not None or any(t is not None for t in batch_types)
+        rows = [self._chunks[k].prepared.payload for k in batch.chunks.tolist()]
+        positions = batch.positions.tolist()
+        ids = [payload["input_ids"][p][: batch.length] for payload, p in zip(rows, positions, strict=True)]
+        types = [
+            payload["token_type_ids"][p][: batch.length]
+            if payload.get("token_type_ids") is not None
             else None
-        )
-        for i, seq in enumerate(batch_ids):
-            k = min(len(seq), length)
-            sl = slice(length - k, length) if left else slice(0, k)
-            input_ids[i, sl] = seq[:k]
-            mask[i, sl] = 1
-            if token_types is not None and batch_types[i] is not None:
-                token_types[i, sl] = batch_types[i][:k]
-        features: dict[str, Any] = {
-            "input_ids": torch.from_numpy(input_ids),
-            "attention_mask": torch.from_numpy(mask),
-        }
-        if token_types is not None:
-            features["token_type_ids"] = torch.from_numpy(token_types)
-        if self.device.kind == "cuda":
-            features = {k: v.pin_memory().to("cuda:0", non_blocking=True) for k, v in features.items()}
+            for payload, p in zip(rows, positions, strict=True)
+        ]
+        if self._varlen:
+            samples = [{"input_ids": x} for x in ids]
+            features = self._collator(samples)
+            features.pop("labels", None)
+            if self._position_offset:
+                features["position_ids"] = features["position_ids"] + self._position_offset
+            features = {k: v for k, v in features.items()}
+        else:
+            features = pad_batch(ids, types, batch.length, self._pad_id(), left=self._left_padding())
         features["modality"] = "text"
         if self._prompt.length:
             features["prompt_length"] = self._prompt.length  # pooling may leave the prompt out
-        with torch.inference_mode():
-            result = self._forward(features)["sentence_embedding"]
-            result = finish_embeddings(
-                result, truncate_dim=self.cfg.truncate_dim, normalize=self.cfg.normalize
-            )
-        return result.float().cpu().numpy()
+        return {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in features.items()}
+
+    def _left_padding(self) -> bool:
+        return getattr(self._model.tokenizer, "padding_side", "right") == "left"
+
+
+def pad_batch(ids: list, types: list, length: int, pad_id: int, *, left: bool) -> dict[str, np.ndarray]:
+    """input_ids, attention_mask (and token_type_ids) padded to `length`, on the tokenizer's side."""
+    n = len(ids)
+    input_ids = np.full((n, length), pad_id, dtype=np.int64)
+    mask = np.zeros((n, length), dtype=np.int64)
+    token_types = np.zeros((n, length), dtype=np.int64) if any(t is not None for t in types) else None
+    for i, seq in enumerate(ids):
+        k = min(len(seq), length)
+        sl = slice(length - k, length) if left else slice(0, k)
+        input_ids[i, sl] = seq[:k]
+        mask[i, sl] = 1
+        if token_types is not None and types[i] is not None:
+            token_types[i, sl] = types[i][:k]
+    out = {"input_ids": input_ids, "attention_mask": mask}
+    if token_types is not None:
+        out["token_type_ids"] = token_types
+    return out
+
+
+def embedded_char_counts(
+    texts: list[str], encodings, truncated: np.ndarray, *, prompt_chars: int = 0
+) -> np.ndarray:
+    """Characters of each text that reached the model: all of it, or, when truncated, up to the end
+    of the last token kept (from the fast tokenizer's offsets into prompt + text; special tokens map
+    to (0, 0))."""
+    counts = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    for i in np.flatnonzero(truncated).tolist():
+        offsets = encodings[i].offsets
+        counts[i] = max(0, max((end for _, end in offsets), default=0) - prompt_chars)
+    return counts
 
 
 def _dtype_kwarg() -> str:
@@ -445,12 +548,3 @@ def _dtype_kwarg() -> str:
 
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-
-
-def _unique_graphs() -> int:
-    try:
-        from torch._dynamo.utils import counters
-
-        return int(counters["stats"]["unique_graphs"])
-    except Exception:  # noqa: BLE001
-        return 0

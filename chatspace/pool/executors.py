@@ -62,9 +62,14 @@ def local_worker_main(spec: WorkerSpec, tasks, results, logs, log_level: int) ->
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.device.physical
     if spec.device.kind == "cpu":
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        if spec.threads:
-            os.environ["OMP_NUM_THREADS"] = str(spec.threads)
-            os.environ["MKL_NUM_THREADS"] = str(spec.threads)
+    if spec.threads:  # this worker's share of the cores, for every pool it may start
+        for name in (
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "RAYON_NUM_THREADS",
+            "TORCHINDUCTOR_COMPILE_THREADS",
+        ):
+            os.environ[name] = str(spec.threads)
     root = logging.getLogger()
     root.handlers.clear()
     handler = logging.handlers.QueueHandler(logs)

@@ -133,13 +133,16 @@ def _default_device(record: logging.LogRecord) -> bool:
 
 
 def _threads_for(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
+    """Threads per worker (torch, tokenizer, inductor's compile pool): the cores shared out evenly,
+    so N workers do not each start a pool the size of the machine."""
     cpu_workers = sum(1 for d in devices if d.kind == "cpu")
     if cfg.threads_per_worker:
         return cfg.threads_per_worker
-    if cpu_workers and cfg.executor == "ray":
-        return 1  # cluster nodes' core counts are not ours to guess
-    if cpu_workers:
-        return max(1, cpu_count() // cpu_workers)
+    if cfg.executor == "ray":
+        return 1 if cpu_workers else None  # cluster nodes' core counts are not ours to guess
+    local = sum(1 for d in devices if d.kind in ("cpu", "cuda"))
+    if local:
+        return max(1, cpu_count() // local)
     return None
 
 

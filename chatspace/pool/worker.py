@@ -26,8 +26,9 @@ from chatspace.data.extract import extract_rows, needed_columns
 from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
 from chatspace.devices import Device
+from chatspace.encoders.base import Prepared
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
-from chatspace.metrics import GpuTelemetry, WorkerStats
+from chatspace.metrics import WorkerStats, telemetry_for
 from chatspace.redact import redact
 from chatspace.store.layout import RunLayout
 from chatspace.store.manifest import now_iso, write_json_atomic
@@ -138,14 +139,19 @@ class WorkerLoop:
             self.stats.load_seconds,
             self.stats.warmup_seconds,
         )
-        if spec.device.kind == "cuda" and spec.device.physical is not None and spec.device.physical.isdigit():
-            telemetry = GpuTelemetry(int(spec.device.physical))
-            telemetry.start()
+        if spec.device.kind == "cuda":
+            telemetry = telemetry_for(spec.device)
+            if not telemetry.start():
+                log.info(
+                    "no NVML telemetry for %s (NVML unavailable or the GPU not found by UUID)",
+                    spec.device.label,
+                )
         try:
             ok = self._pipeline()
         finally:
             if telemetry:
                 self.stats.gpu = telemetry.stop()
+            self.stats.gpu.update(self.encoder.device_stats())
         self.stats.wall_seconds = time.perf_counter() - t0
         if not ok:
             return 1
@@ -225,16 +231,19 @@ class WorkerLoop:
                 if self._stop.is_set():
                     return False
 
-    def _get(self, q: queue.Queue, stage: str) -> Any:
+    def _get(self, q: queue.Queue, stage: str, block: bool = True) -> Any:
+        """The next item; _STOP when the worker is stopping; None at once when empty and not `block`."""
         t = time.perf_counter()
         while True:
             try:
-                item = q.get(timeout=0.5)
+                item = q.get(timeout=0.5) if block else q.get_nowait()
                 self.stats.add_idle(stage, time.perf_counter() - t)
                 return item
             except queue.Empty:
                 if self._stop.is_set():
                     return _STOP
+                if not block:
+                    return None
 
     def _reader(self, out: queue.Queue) -> None:
         source = Source(self.spec.source)
@@ -281,6 +290,7 @@ class WorkerLoop:
                 unit.meta.append({"row": k, "file": source.spec.files[file_no].path, "file_row": file_row})
         chunks = [(s, min(s + CHUNK_ROWS, len(unit.texts))) for s in range(0, len(unit.texts), CHUNK_ROWS)]
         unit.chunks_left = len(chunks)
+        unit.embeddings = [None] * len(chunks)  # filled by position as chunks come back, in any order
         if not chunks:
             yield unit, None, (0, 0)
             return
@@ -289,34 +299,63 @@ class WorkerLoop:
             yield unit, prepared, (s, e)
 
     def _encode_loop(self, prepared_q: queue.Queue, write_q: queue.Queue) -> None:
+        """Feed prepared chunks to the encoder, which batches rows across chunks and units; a chunk
+        comes back when all its rows are embedded, a unit goes to the writer when all its chunks are.
+
+        The encoder is told when its input starves (flush partial batches now rather than wait) and
+        when no more input will come, so the last partial batches of a worker run at once."""
+        chunks: dict[int, tuple[_UnitInProgress, Prepared, tuple[int, int]]] = {}
+        next_key = 0
+        finished_input = False
         while True:
-            item = self._get(prepared_q, "encode")
-            if item is _STOP:
+            item = None
+            if not finished_input:
+                item = self._get(prepared_q, "encode", block=not self.encoder.has_pending())
+                if item is _STOP:
+                    if self._stop.is_set():  # another stage failed: stop here
+                        return
+                    finished_input = True
+                    item = None
+            if item is not None:
+                unit, prepared, span = item
+                if prepared is None:  # a unit with no usable rows
+                    self._report_progress(unit, 0, sum(unit.skipped.values()), 0)
+                    if unit.chunks_left <= 0 and not self._put(write_q, unit):
+                        return
+                    continue
+                chunks[next_key] = (unit, prepared, span)
+                self.encoder.submit(next_key, prepared, unit.stats)
+                next_key += 1
+            flush = "all" if finished_input else ("full" if item is not None else "starved")
+            for key, emb in self.encoder.poll(flush):
+                unit, prepared, (s, e) = chunks.pop(key)
+                self._chunk_done(unit, prepared, s, e, emb)
+                if unit.chunks_left <= 0 and not self._put(write_q, unit):
+                    return
+            if finished_input and not self.encoder.has_pending():
                 return
-            unit, prepared, (s, e) = item
-            reported = 0
-            if prepared is not None:
-                emb = self.encoder.encode(prepared, unit.stats)
-                for pos, reason in prepared.skipped.items():
-                    unit.meta[s + pos]["skip"] = reason
-                for pos in range(e - s):
-                    unit.meta[s + pos]["tokens"] = int(prepared.token_counts[pos])
-                    unit.meta[s + pos]["truncated"] = bool(prepared.truncated[pos])
-                unit.embeddings.append(emb)
-                unit.chunks_left -= 1
-                reported = e - s
-            if s == 0:
-                reported += sum(unit.skipped.values())  # extraction skips count as progress once
-            self.channel.send(
-                {
-                    "type": "progress",
-                    "rank": self.spec.rank,
-                    "rows": reported,
-                    "tokens": int(prepared.token_counts.sum()) if prepared is not None else 0,
-                }
-            )
-            if unit.chunks_left <= 0 and not self._put(write_q, unit):
-                return
+
+    def _chunk_done(self, unit: _UnitInProgress, prepared: Prepared, s: int, e: int, emb: np.ndarray) -> None:
+        for pos, reason in prepared.skipped.items():
+            unit.meta[s + pos]["skip"] = reason
+        chars = prepared.embedded_chars
+        for pos in range(e - s):
+            meta = unit.meta[s + pos]
+            meta["tokens"] = int(prepared.token_counts[pos])
+            meta["truncated"] = bool(prepared.truncated[pos])
+            if chars is not None and chars[pos] < len(unit.texts[s + pos]):
+                # `text` holds what the model saw; the source row keeps the rest.
+                meta["text_chars"] = len(unit.texts[s + pos])
+                unit.texts[s + pos] = unit.texts[s + pos][: int(chars[pos])]
+        unit.embeddings[s // CHUNK_ROWS] = emb
+        unit.chunks_left -= 1
+        skipped_now = sum(unit.skipped.values()) if s == 0 else 0  # extraction skips count once
+        self._report_progress(unit, e - s, skipped_now, int(prepared.token_counts.sum()))
+
+    def _report_progress(self, unit: _UnitInProgress, rows: int, skipped: int, tokens: int) -> None:
+        self.channel.send(
+            {"type": "progress", "rank": self.spec.rank, "rows": rows + skipped, "tokens": tokens}
+        )
 
     def _writer(self, q: queue.Queue) -> None:
         while True:
