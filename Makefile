@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv browser demo test test-fast lint format bench clean
+.PHONY: venv browser demo test test-fast lint format bench gpu-check gpu-wheels clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,15 @@ format: venv
 
 bench: venv
 	$(PY) benchmarks/bench.py
+
+# One prepared command for a GPU machine (about 8 minutes on one H100; writes benchmarks/RESULTS-gpu.md).
+# Without CUDA it says so in one line and fails at once. On a sealed machine it installs from .gpu-wheels/.
+gpu-check:
+	@bash scripts/gpu-check.sh
+
+# Where pip works: the extra wheels and model files gpu-check needs, into .gpu-wheels/ (about 55 MB).
+gpu-wheels: venv
+	@bash scripts/gpu-wheels.sh
 
 clean:
 	rm -rf demo-output .pytest_cache
