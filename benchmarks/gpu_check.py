@@ -314,7 +314,7 @@ def _speed(model: str, rows: list[str], flops_per_token) -> dict:
     peak = _bf16_peak()
     out = {"peak_bf16_tflops": peak / 1e12}
     for name, compile_model in [("eager", False), ("compiled", True)]:
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        with strict_recompiles():
             enc, load = encoder(model, tokens_per_batch=BUDGET, dtype="bfloat16", compile_model=compile_model)
             tel = GpuTelemetry(uuid=cuda_device_uuid(), interval=0.2)
             tel.start()
@@ -342,6 +342,19 @@ def _speed(model: str, rows: list[str], flops_per_token) -> dict:
         del enc
         torch.cuda.empty_cache()
     return out
+
+
+def strict_recompiles():
+    """Make dynamo fail outright when a recompile limit is hit (not fall back to eager in silence)."""
+    import contextlib
+
+    import torch
+
+    config = torch._dynamo.config
+    for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):  # newer, older torch
+        if hasattr(config, name):
+            return config.patch(**{name: True})
+    return contextlib.nullcontext()
 
 
 def _bf16_peak() -> float:

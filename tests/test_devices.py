@@ -156,3 +156,17 @@ def test_telemetry_without_a_cuda_uuid_uses_the_pinned_entry(fake_nvml, monkeypa
     assert by_index.uuid is None and by_index.index == 2
     fake_nvml([], available=False)
     assert not metrics.GpuTelemetry(uuid=UUIDS[0]).start()  # no NVML: no telemetry, no error
+
+
+def test_threads_are_shared_out_across_local_workers(monkeypatch):
+    from chatspace.config import RunConfig
+    from chatspace.pool import supervisor
+
+    monkeypatch.setattr(supervisor, "cpu_count", lambda: 16)
+    gpus = tuple(devices.Device("cuda", f"cuda:{i}", str(i)) for i in range(4))
+    cfg = RunConfig(dataset="x", output_root="/tmp/x")
+    assert supervisor._threads_for(gpus, cfg) == 4  # torch, tokenizer and compile pools: 16 cores / 4
+    assert supervisor._threads_for((devices.Device("cpu", "cpu:0"),) * 2, cfg) == 8
+    assert (
+        supervisor._threads_for(gpus, RunConfig(dataset="x", output_root="/tmp/x", threads_per_worker=3)) == 3
+    )

@@ -189,9 +189,13 @@ def test_warm_up_out_of_memory_adapts_instead_of_failing(monkeypatch, texts200, 
 
     fake = FakeAllocator(st_mod.launch, capacity=24)  # the warm-up batch is 2 rows x 16 tokens
     monkeypatch.setattr(st_mod, "launch", fake)
-    enc = _encoder(tokens_per_batch=4096)
+    cfg = RunConfig(dataset="unused", output_root="/tmp/unused", tokens_per_batch=4096)
+    enc = SentenceTransformerEncoder(cfg, Device("cpu", "cpu:0"), None)
+    load_stats = WorkerStats()
+    enc.load(load_stats)
     assert fake.ooms >= 1 and max(fake.ran) <= 24
     assert enc._planner.bucket_budgets  # lowered during warm-up
+    assert load_stats.oom_splits == fake.ooms
 
 
 def test_a_single_row_that_does_not_fit_is_one_clear_error(monkeypatch, texts200):

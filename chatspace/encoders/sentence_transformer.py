@@ -169,7 +169,7 @@ class SentenceTransformerEncoder(Encoder):
         if self.cfg.compile_model:
             self._compile_base = CompileCounters.now()
             self._forward = torch.compile(model, dynamic=None)
-        self._warm_up()
+        stats.oom_splits += self._warm_up()
         if self.cfg.compile_model:
             self.compile_counters = CompileCounters.now() - self._compile_base
         stats.warmup_seconds += time.perf_counter() - t1
@@ -202,13 +202,14 @@ class SentenceTransformerEncoder(Encoder):
                 "(a hub model needs network access or a local copy; set --model to a local path)"
             ) from None
 
-    def _warm_up(self) -> None:
+    def _warm_up(self) -> int:
         """Run the shapes the run will see before the clock starts, through the same guarded path as
         real batches (so running out of memory here lowers the budget instead of failing the worker).
 
         Compiled: a many-row and a one-row batch at two lengths (the dynamic graph and the one-row
         graph, then a check that other shapes reuse them). On CUDA: the largest batch the budget
-        allows at the longest bucket, so the allocator grows (or the budget adapts) now."""
+        allows at the longest bucket, so the allocator grows (or the budget adapts) now. Returns the
+        out-of-memory splits it took."""
         pad = self._pad_id()
         shapes: list[tuple[int, int]] = [(2, min(16, self._max_tokens))]
         if self.cfg.compile_model:
@@ -221,6 +222,7 @@ class SentenceTransformerEncoder(Encoder):
             ["warm-up"], processing_kwargs={"common": {"return_tensors": None}, "text": {"padding": False}}
         )
         has_types = sample.get("token_type_ids") is not None
+        warm_stats = WorkerStats()
         for rows, length in shapes:
             ids = [[pad] * length for _ in range(rows)]
             if rows > 1 and length > 1:
@@ -229,13 +231,14 @@ class SentenceTransformerEncoder(Encoder):
             payload = {"input_ids": ids, "token_type_ids": [[0] * len(x) for x in ids] if has_types else None}
             prepared = Prepared([""] * rows, lengths, np.zeros(rows, bool), {}, payload)
             key = self._own_key()
-            self._chunks[key] = _Chunk(prepared, WorkerStats(), np.zeros((rows, self._dim), np.float32), rows)
+            self._chunks[key] = _Chunk(prepared, warm_stats, np.zeros((rows, self._dim), np.float32), rows)
             # One batch exactly, whatever the planner would do: the shape is the point.
             batch = Batch(np.full(rows, key), np.arange(rows), lengths, int(lengths.max()), self._buckets[-1])
             self._run_batches([batch])
             self._collect_all()
             self._done.clear()
             self._chunks.pop(key, None)
+        return warm_stats.oom_splits
 
     def _own_key(self) -> int:
         self._own_keys -= 1
