@@ -51,8 +51,10 @@ def _args(path, out, *extra):
 def test_two_workers_match_one(corpus, tmp_path):
     path, ids = corpus
     one, two = tmp_path / "one", tmp_path / "two"
-    p1 = run_cli(*_args(path, one, "--devices", "cpu", "--n", "200", "--rows-per-shard", "25"))
-    p2 = run_cli(*_args(path, two, "--devices", "cpu,cpu", "--n", "200", "--rows-per-shard", "25"))
+    # Enough units that a worker batching rows across units (holding a few open) still leaves work
+    # for a neighbour that starts a little later.
+    p1 = run_cli(*_args(path, one, "--devices", "cpu", "--n", "480", "--rows-per-shard", "16"))
+    p2 = run_cli(*_args(path, two, "--devices", "cpu,cpu", "--n", "480", "--rows-per-shard", "16"))
     assert p1.returncode == 0, p1.stderr
     assert p2.returncode == 0, p2.stderr
     t1, t2 = run_table(one).sort_by("id"), run_table(two).sort_by("id")
@@ -63,7 +65,7 @@ def test_two_workers_match_one(corpus, tmp_path):
     m = run_manifest(two)
     assert {s["device"] for s in m["shards"]} == {"cpu:0", "cpu:1"}
     assert [w["device"] for w in m["workers"]] == ["cpu:0", "cpu:1"]
-    assert sum(w["stats"]["rows"] for w in m["workers"]) == m["totals"]["rows"] == 200
+    assert sum(w["stats"]["rows"] for w in m["workers"]) == m["totals"]["rows"] == 480
     # Same shards whatever the number of workers.
     assert [s["rows"] for s in m["shards"]] == [s["rows"] for s in run_manifest(one)["shards"]]
 

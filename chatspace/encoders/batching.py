@@ -113,7 +113,9 @@ class BatchPlanner:
         self.varlen = varlen
         self.bucket_budgets: dict[int, int] = {}
         unit = budget or batch_size * self.buckets[-1]
-        self.max_pending_tokens = max_pending_tokens or max(8 * unit, 1 << 16)
+        # Four batches' worth: enough to fill batches across many small units, little enough that
+        # units keep completing (and shards keep landing) all through a run.
+        self.max_pending_tokens = max_pending_tokens or 4 * unit
         self._queues = [_Queue() for _ in self.buckets]
         self._oldest: dict[int, int] = {}  # bucket index -> lowest chunk id waiting there
 

@@ -160,8 +160,15 @@ class SentenceTransformerEncoder(Encoder):
         self._model = model
         self._forward = model
         self._take_over_flattening(model)
+        budget = self._budget()
         self._planner = BatchPlanner(
-            self._buckets, budget=self._budget(), batch_size=self._batch_size, varlen=self._varlen
+            self._buckets,
+            budget=budget,
+            batch_size=self._batch_size,
+            varlen=self._varlen,
+            # CPU batches are small: two batches' worth of waiting rows fill them, and keep a worker
+            # from claiming many units ahead of its neighbours.
+            max_pending_tokens=2 * budget if budget and not self._cuda else None,
         )
         stats.load_seconds += time.perf_counter() - t0
 
