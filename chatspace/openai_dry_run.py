@@ -109,7 +109,7 @@ def dry_run(cfg: RunConfig, cache_dir: Path, *, settings: OpenAISettings | None 
         cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=cache_dir
     )
     try:
-        check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset)
+        check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
         check_holds_conversations(source, cfg.text_field, cfg.extract)
         selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
         columns = needed_columns(cfg.text_field, cfg.id_field)

@@ -20,7 +20,7 @@ BAD_ROWS = [
     ({"id": "bad-empty", "text": ""}, "empty"),
     ({"id": "bad-space", "text": "  \n "}, "empty"),
     ({"id": "bad-number", "text": 42}, "not_text"),
-    ({"id": "bad-list", "text": ["a", "b"]}, "not_text"),
+    ({"id": "bad-list", "text": [1, 2]}, "not_text"),
     ({"id": "bad-dict", "text": {"a": 1}}, "not_text"),
     ({"id": "bad-missing"}, "missing_field"),
     ({"text": "a row without an id"}, "missing_id"),

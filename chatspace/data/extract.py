@@ -1,7 +1,9 @@
 """Turn one row's field into the exact text to embed, or a reason to skip the row.
 
 Conversations come in two shapes: OpenAI-style messages (`role`/`content`, content possibly a list of
-`{"type": "text", "text": ...}` parts) and ShareGPT-style (`from`/`value`, `human`/`gpt`).
+`{"type": "text", "text": ...}` parts) and ShareGPT-style (`from`/`value`, `human`/`gpt`). A plain list
+of strings (MT-bench's `turns`) is one text: its strings joined by a blank line, in order. Field names
+may be dotted paths into nested values (see chatspace.data.fields).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
+
+from chatspace.data.fields import MissingField, columns_for, lookup
 
 # Skip reasons, as counted in the manifest.
 MISSING_FIELD = "missing_field"
@@ -34,9 +38,14 @@ class Skip(Exception):
         self.reason = reason
 
 
+LIST_JOINER = "\n\n"  # between the strings of a list-of-strings field
+
+
 def _plain_text(value: Any) -> str:
     if value is None:
         raise Skip(NULL)
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str | None) for v in value):
+        value = LIST_JOINER.join(v for v in value if v is not None and v.strip())
     if not isinstance(value, str):
         raise Skip(NOT_TEXT)
     if not value.strip():
@@ -128,16 +137,21 @@ def extract_row(row: dict, text_field: str, mode: str) -> str:
     """Text for one row dict; a row without the field at all is skipped as missing_field."""
     if not isinstance(row, dict):
         raise Skip(INVALID_ROW)
-    if text_field not in row:
-        raise Skip(MISSING_FIELD)
-    return extract_text(row[text_field], mode)
+    try:
+        value = lookup(row, text_field)
+    except MissingField:
+        raise Skip(MISSING_FIELD) from None
+    return extract_text(value, mode)
 
 
 def row_id(row: dict, id_field: str | None, split: str, index: int) -> str:
     """The row's id: its --id-field value as a string, or a stable `{split}-{global index}`."""
     if id_field is None:
         return f"{split}-{index}"
-    value = row.get(id_field) if isinstance(row, dict) else None
+    try:
+        value = lookup(row, id_field) if isinstance(row, dict) else None
+    except MissingField:
+        value = None
     if (
         value is None
         or isinstance(value, list | dict | bool)
@@ -150,8 +164,9 @@ def row_id(row: dict, id_field: str | None, split: str, index: int) -> str:
 
 
 def needed_columns(text_field: str, id_field: str | None) -> list[str]:
-    """The only columns a run reads."""
-    return [text_field] + ([id_field] if id_field and id_field != text_field else [])
+    """The only columns a run reads (for a dotted name: the name itself and its leading parts)."""
+    names = [text_field] + ([id_field] if id_field else [])
+    return list(dict.fromkeys(c for name in names for c in columns_for(name)))
 
 
 def extract_rows(
@@ -212,8 +227,14 @@ def check_holds_conversations(source: Any, text_field: str, mode: str) -> None:
 
     if mode == "text" or not source.num_rows:
         return
-    rows = source.read(list(range(min(CONVERSATION_SAMPLE_ROWS, source.num_rows))), [text_field])
-    values = [r.get(text_field) for r in rows if isinstance(r, dict)]
+    rows = source.read(list(range(min(CONVERSATION_SAMPLE_ROWS, source.num_rows))), columns_for(text_field))
+    values = []
+    for r in rows:
+        if isinstance(r, dict):
+            try:
+                values.append(lookup(r, text_field))
+            except MissingField:
+                continue
     values = [v for v in values if v is not None and v != [] and v != ""]
     if not values:
         return  # nothing but nulls and empty values here: the run counts them by reason

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import dataclasses
 import hashlib
 import logging
 import mmap
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from chatspace.data.fields import top_column
 from chatspace.errors import ChatspaceError, UsageError
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,12 @@ class FileEntry:
     path: str
     num_rows: int
     index_path: str | None = None  # jsonl: the cached line-offset index (.npy)
+    origin: str | None = None  # the user's file, when `path` is a converted copy of it (CSV, JSON array)
+
+    @property
+    def user_path(self) -> str:
+        """The file as the user knows it (what row provenance records)."""
+        return self.origin or self.path
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,13 @@ class SourceSpec:
     @property
     def num_rows(self) -> int:
         return sum(f.num_rows for f in self.files)
+
+    @property
+    def flat_columns(self) -> bool:
+        """CSV sources: every column is a plain string, so dotted paths cannot reach inside one."""
+        return bool(self.files) and all(
+            f.origin is not None and Path(f.origin).suffix.lower() in CSV_EXT for f in self.files
+        )
 
 
 @dataclass
@@ -369,13 +384,15 @@ def _open_local_file(path: Path, cache_dir: Path) -> tuple[FileEntry, set[str]]:
     if suffix in PARQUET_EXT:
         return _parquet_entry(str(path))
     if suffix in CSV_EXT:
-        return _parquet_entry(str(_csv_to_parquet(path, cache_dir)))
+        entry, columns = _parquet_entry(str(_csv_to_parquet(path, cache_dir)))
+        return dataclasses.replace(entry, origin=str(path)), columns
     if suffix in ARROW_EXT:
         table = _read_arrow_table(str(path))
         return FileEntry("arrow", str(path), table.num_rows), set(table.column_names)
     if suffix in JSONL_EXT:
         if suffix == ".json" and _starts_with_bracket(path):
-            path = _json_array_to_jsonl(path, cache_dir)
+            entry, columns = _index_jsonl(_json_array_to_jsonl(path, cache_dir), cache_dir)
+            return dataclasses.replace(entry, origin=str(path)), columns
         return _index_jsonl(path, cache_dir)
     raise UsageError(f"unsupported file type {path.suffix!r}: use .parquet, .jsonl, .json, .csv or .arrow")
 
@@ -444,13 +461,27 @@ def _local_files(path: Path, split: str) -> tuple[list[Path], str]:
     return files, "folder"
 
 
-def check_fields(columns: Iterable[str], text_field: str, id_field: str | None, dataset: str) -> None:
-    """A field the dataset does not have at all is a usage error, before any work starts."""
-    cols = set(columns)
+def check_fields(
+    columns: Iterable[str], text_field: str, id_field: str | None, dataset: str, *, flat: bool = False
+) -> None:
+    """A field the dataset does not have at all is a usage error, before any work starts.
+
+    A dotted name passes when its leading part is a column (rows lacking the rest are skipped as
+    missing_field); `flat` sources (CSV) have no nested values, so there a name must be a column.
+    """
+    cols = sorted(set(columns))
     for flag, name in (("--text-field", text_field), ("--id-field", id_field)):
-        if name is not None and name not in cols:
-            have = ", ".join(sorted(cols)[:20]) or "none"
-            raise UsageError(f"{flag} {name!r} is not a column of {dataset} (columns: {have})")
+        if name is None or name in cols:
+            continue
+        have = ", ".join(cols[:20]) or "none"
+        if "." in name and flat:
+            raise UsageError(
+                f"{flag} {name!r}: CSV columns are flat text, so a dotted path cannot reach inside one, "
+                f"and {dataset} has no column of that name (columns: {have})"
+            )
+        if top_column(name, cols) is None:
+            what = "a column or a dotted path into one" if "." in name else "a column"
+            raise UsageError(f"{flag} {name!r} is not {what} of {dataset} (columns: {have})")
 
 
 def is_local(dataset: str, source: str) -> bool:

@@ -158,7 +158,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     source = open_source(
         cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=final.datasets_dir
     )
-    check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset)
+    check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
     check_holds_conversations(source, cfg.text_field, cfg.extract)
     if cfg.executor == "ray":
         from chatspace.pool.ray_executor import resolve_ray_address
@@ -197,7 +197,11 @@ def run_embedding(cfg: RunConfig) -> RunResult:
                 "subset": cfg.subset,
                 "split": cfg.split,
                 "total_rows": source.num_rows,
-                "files": [{"path": f.path, "rows": f.num_rows, "format": f.fmt} for f in source.spec.files],
+                "files": [
+                    {"path": f.user_path, "rows": f.num_rows, "format": f.fmt}
+                    | ({"read_from": f.path} if f.origin else {})
+                    for f in source.spec.files
+                ],
                 "addressing": source.spec.mode,
                 "identity": source.spec.identity,
             },

@@ -287,7 +287,9 @@ class WorkerLoop:
                 file_no, file_row = source.locate(k)
                 unit.ids.append(rid)
                 unit.texts.append(text)
-                unit.meta.append({"row": k, "file": source.spec.files[file_no].path, "file_row": file_row})
+                unit.meta.append(
+                    {"row": k, "file": source.spec.files[file_no].user_path, "file_row": file_row}
+                )
         chunks = [(s, min(s + CHUNK_ROWS, len(unit.texts))) for s in range(0, len(unit.texts), CHUNK_ROWS)]
         unit.chunks_left = len(chunks)
         unit.embeddings = [None] * len(chunks)  # filled by position as chunks come back, in any order
