@@ -17,11 +17,10 @@ small sample) -- is printed and written to
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
-import statistics
+import shlex
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,15 +30,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from chatspace.config import EXTRACT_MODES
-from chatspace.data.extract import Skip, extract_text
 from chatspace.errors import UsageError
+from chatspace.field_survey import CONVERSATION_MODES, id_candidates, survey_fields
 from chatspace.store.layout import slug
 
 log = logging.getLogger(__name__)
 
 FORMAT = "chatspace.dataset-info/1"
-CONVERSATION_MODES = tuple(m for m in EXTRACT_MODES if m != "text")
 SPLIT_LIKE = re.compile(r"^(train|test|validation|valid|dev|eval)(?=[-_.])", re.IGNORECASE)
 MAX_FOOTERS = 256  # hub: Parquet footers read per split when the dataset info has no row counts
 SAMPLE_BLOCKS = 4  # the sample is this many contiguous runs of rows, spread over the split
@@ -231,7 +228,8 @@ def _inspect_local(
     sample: dict[str, Any] = {}
     features: dict[str, dict[str, Any]] = {}
     text_fields: list[dict[str, Any]] = []
-    id_candidates: list[str] = []
+    left_out: list[dict[str, Any]] = []
+    id_fields: list[str] = []
     for split_name, files in layout.items():
         entries, file_infos, columns, schemas = [], [], set(), []
         for f in files:
@@ -297,8 +295,10 @@ def _inspect_local(
         if split_name == main:
             features = split_features
             good = [r for r in rows_read if isinstance(r, dict)] if sample_rows > 0 else []
-            text_fields = _text_fields(good, list(split_features) or sorted(columns), split_features)
-            id_candidates = _id_candidates(good, list(split_features) or sorted(columns))
+            text_fields, left_out = survey_fields(
+                good, list(split_features) or sorted(columns), split_features
+            )
+            id_fields = id_candidates(good, list(split_features) or sorted(columns))
     return {
         "name": name,
         "source": "local",
@@ -310,7 +310,8 @@ def _inspect_local(
         "features": features,
         "sample": sample,
         "text_fields": text_fields,
-        "id_candidates": id_candidates,
+        "not_text_fields": left_out,
+        "id_candidates": id_fields,
         "notes": notes,
     }
 
@@ -400,120 +401,6 @@ def _infer_features(
 
 
 # --- candidate text fields ----------------------------------------------------------------------------
-
-
-def _as_conversation(value: Any) -> list | None:
-    """The message list when `value` is conversation-shaped (role/content or from/value dicts)."""
-    if isinstance(value, str):
-        s = value.strip()
-        if not s.startswith("["):
-            return None
-        try:
-            value = orjson.loads(s)
-        except orjson.JSONDecodeError:
-            return None
-    if isinstance(value, dict) and isinstance(value.get("messages"), list):
-        value = value["messages"]
-    if not isinstance(value, list | tuple) or not value:
-        return None
-    if all(
-        isinstance(m, dict) and (("role" in m and "content" in m) or ("from" in m and "value" in m))
-        for m in value
-    ):
-        return list(value)
-    return None
-
-
-def _length_stats(values: list[int]) -> dict[str, float | int] | None:
-    if not values:
-        return None
-    return {
-        "mean": round(statistics.fmean(values), 1),
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-    }
-
-
-def _text_fields(
-    rows: list[dict], columns: list[str], features: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """String and conversation-shaped columns, with what the extraction modes make of the sample."""
-    out = []
-    for col in columns:
-        present = [r[col] for r in rows if col in r]
-        values = [v for v in present if v is not None]
-        if not values:
-            continue
-        conversations = [c for v in values if (c := _as_conversation(v)) is not None]
-        strings = [v for v in values if isinstance(v, str)]
-        base = {
-            "field": col,
-            "type": features.get(col, {}).get("type"),
-            "sampled": len(rows),
-            "nulls": len(present) - len(values),
-            "missing": len(rows) - len(present),
-        }
-        if conversations and len(conversations) * 2 >= len(values):
-            modes = {}
-            for mode in CONVERSATION_MODES:
-                lengths = []
-                for v in values:
-                    with contextlib.suppress(Skip):
-                        lengths.append(len(extract_text(v, mode)))
-                modes[mode] = {
-                    "found": len(lengths),
-                    "fraction": round(len(lengths) / len(rows), 3),
-                    "chars": _length_stats(lengths),
-                }
-            roles = Counter()
-            for conv in conversations:
-                roles.update(str(m.get("role", m.get("from"))) for m in conv)
-            out.append(
-                {
-                    **base,
-                    "kind": "conversation",
-                    "conversations": len(conversations),
-                    "json_string": bool(strings),
-                    "turns": _length_stats([len(c) for c in conversations]),
-                    "roles": dict(roles.most_common()),
-                    "extract": modes,
-                }
-            )
-        elif strings and len(strings) * 2 >= len(values):
-            lengths = []
-            for v in values:
-                with contextlib.suppress(Skip):
-                    lengths.append(len(extract_text(v, "text")))
-            out.append(
-                {
-                    **base,
-                    "kind": "text",
-                    "strings": len(strings),
-                    "usable": len(lengths),
-                    "fraction": round(len(lengths) / len(rows), 3),
-                    "chars": _length_stats(lengths),
-                }
-            )
-    # Conversations first, then the longest texts: the likeliest field to embed leads.
-    out.sort(key=lambda f: (f["kind"] != "conversation", -((f.get("chars") or {}).get("mean") or 0)))
-    return out
-
-
-def _id_candidates(rows: list[dict], columns: list[str]) -> list[str]:
-    """Columns whose sampled values are all present, scalar and distinct (a possible --id-field)."""
-    if len(rows) < 2:
-        return []
-    out = []
-    for col in columns:
-        values = [r.get(col) for r in rows]
-        if any(v is None or isinstance(v, bool | float | list | dict) for v in values):
-            continue
-        if any(isinstance(v, str) and (not v.strip() or len(v) > 200) for v in values):
-            continue
-        if len(set(map(str, values))) == len(values):
-            out.append(col)
-    return out
 
 
 # --- the Hub ------------------------------------------------------------------------------------------
@@ -665,7 +552,8 @@ def _inspect_hub(name: str, subset: str | None, split: str | None, sample_rows: 
             notes.append(f"{s}: row count unknown without reading the data")
     sample: dict[str, Any] = {}
     text_fields: list[dict[str, Any]] = []
-    id_candidates: list[str] = []
+    left_out: list[dict[str, Any]] = []
+    id_fields: list[str] = []
     if main is not None and sample_rows > 0:
         try:
             stream = datasets.load_dataset(name, subset, split=main, streaming=True)
@@ -685,8 +573,8 @@ def _inspect_hub(name: str, subset: str | None, split: str | None, sample_rows: 
                 features = _infer_features(rows_read, columns, notes, main)
                 for s in splits.values():
                     s["columns"] = columns
-            text_fields = _text_fields(rows_read, columns, features)
-            id_candidates = _id_candidates(rows_read, columns)
+            text_fields, left_out = survey_fields(rows_read, columns, features)
+            id_fields = id_candidates(rows_read, columns)
     card = getattr(repo, "card_data", None)
     card_dict = card.to_dict() if card is not None and hasattr(card, "to_dict") else {}
     all_sizes = [v for v in sizes.values() if v is not None]
@@ -714,7 +602,8 @@ def _inspect_hub(name: str, subset: str | None, split: str | None, sample_rows: 
         "features": features,
         "sample": sample,
         "text_fields": text_fields,
-        "id_candidates": id_candidates,
+        "not_text_fields": left_out,
+        "id_candidates": id_fields,
         "notes": notes,
     }
 
@@ -763,31 +652,31 @@ def _table(rows: list[tuple[str, ...]], right: set[int] = frozenset(), indent: s
 
 
 def _suggest(info: dict[str, Any]) -> list[str]:
-    name = info["name"]
-    dataset = f"--dataset {name}"
+    """`embed-hf` command lines for the text fields, best first (at most three)."""
+    q = shlex.quote
+    dataset = f"--dataset {q(info['name'])}"
     if info.get("source") == "huggingface" and info.get("subset") and info.get("subset") != "default":
-        dataset += f" --subset {info['subset']}"
+        dataset += f" --subset {q(info['subset'])}"
     split = info.get("features_split")
     if split and split != "train":
-        dataset += f" --split {split}"
-    id_field = None
-    preferred = [c for c in info.get("id_candidates", []) if re.search(r"(^|_)(id|hash|uuid)$", c.lower())]
-    if preferred:
-        id_field = preferred[0]
-    id_part = f" --id-field {id_field}" if id_field else ""
+        dataset += f" --split {q(split)}"
+    candidates = info.get("id_candidates", [])
+    id_like = {f["field"] for f in info.get("not_text_fields", []) if f["why"].startswith("id-like")}
+    preferred = [c for c in candidates if re.search(r"(^|[_.])(id|uid|hash|uuid)$", c.lower())]
+    id_field = (preferred or [c for c in candidates if c in id_like] or [None])[0]
+    id_part = f" --id-field {q(id_field)}" if id_field else ""
     out = []
     for f in info.get("text_fields", []):
         if f["field"] == id_field:
             continue
+        field = f"--text-field {q(f['field'])}"
         if f["kind"] == "conversation":
             found = {m: f["extract"][m]["found"] for m in CONVERSATION_MODES}
             best = "first-assistant" if found["first-assistant"] else max(found, key=found.__getitem__)
             if found[best]:
-                out.append(
-                    f"chatspace embed-hf {dataset} --text-field {f['field']} --extract {best}{id_part}"
-                )
+                out.append(f"chatspace embed-hf {dataset} {field} --extract {best}{id_part}")
         elif f.get("usable"):
-            out.append(f"chatspace embed-hf {dataset} --text-field {f['field']}{id_part}")
+            out.append(f"chatspace embed-hf {dataset} {field}{id_part}")
     return out[:3]
 
 
@@ -840,7 +729,7 @@ def render(info: dict[str, Any], path: Path | None = None) -> str:
             f"text fields (sample: {sample['rows']:,}{of} rows of {sample['split']}, {sample['method']}):"
         )
         if not fields:
-            lines.append("  none: no string or conversation-shaped column")
+            lines.append("  none: no text, list-of-strings or conversation-shaped field")
         rows = []
         for f in fields:
             if f["kind"] == "conversation":
@@ -853,12 +742,22 @@ def render(info: dict[str, Any], path: Path | None = None) -> str:
                 rows.append(
                     (f["field"], "conversation" + (" (JSON text)" if f.get("json_string") else ""), desc)
                 )
+            elif f["kind"] == "list":
+                per_row = f["strings_per_row"]
+                desc = (
+                    f"{_n(per_row['mean'])} strings per row (max {_n(per_row['max'])}), joined: "
+                    f"{_stats(f['chars'], 'chars')}; usable {f['fraction']:.0%}"
+                )
+                rows.append((f["field"], "list of strings", desc))
             else:
                 rows.append(
                     (f["field"], "text", f"{_stats(f['chars'], 'chars')}; usable {f['fraction']:.0%}")
                 )
         if rows:
             lines.extend(_table(rows))
+        if info.get("not_text_fields"):
+            skipped = ", ".join(f"{f['field']} ({f['why']})" for f in info["not_text_fields"])
+            lines.append(f"  not worth embedding: {skipped}")
         if info.get("id_candidates"):
             lines.append(f"  unique in the sample (possible --id-field): {', '.join(info['id_candidates'])}")
         lines.append("")
@@ -867,7 +766,10 @@ def render(info: dict[str, Any], path: Path | None = None) -> str:
         lines.extend(f"  - {n}" for n in info["notes"])
         lines.append("")
     suggestions = _suggest(info)
-    if suggestions:
+    if len(suggestions) > 1:
+        lines.append("other fields to embed:")
+        lines.extend(f"  {s}" for s in suggestions[1:])
+    if suggestions:  # the closing line: the best field
         lines.append("to embed:")
-        lines.extend(f"  {s}" for s in suggestions)
+        lines.append(f"  {suggestions[0]}")
     return "\n".join(lines).rstrip()

@@ -62,7 +62,8 @@ def test_parquet_folder_rows_features_files_and_text_stats(parquet_folder, tmp_p
     # The sample covers the whole train split here, so the statistics are exact.
     assert report.info["sample"] == {"split": "train", "rows": 150, "of": 150, "method": "all rows"}
     fields = {f["field"]: f for f in report.text_fields}
-    assert set(fields) == {"conversation", "text", "id"}
+    assert set(fields) == {"conversation", "text"}  # ids are not text to embed
+    assert report.info["not_text_fields"] == [{"field": "id", "why": "id-like (distinct, no spaces)"}]
     lengths = [len(r["text"]) for r in rows[:150]]
     assert fields["text"]["kind"] == "text"
     assert fields["text"]["chars"] == {
