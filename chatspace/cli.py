@@ -18,6 +18,7 @@ from chatspace import __version__
 from chatspace.cli_help import SectionedCommand
 from chatspace.config import DEFAULT_MODEL, DEFAULT_OPENAI_MODEL, EXTRACT_MODES, RunConfig, load_config_file
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, UsageError, describe_os_error
+from chatspace.logs import plural
 from chatspace.maps.cli import register as register_map_commands
 from chatspace.redact import redact
 
@@ -38,7 +39,10 @@ def _data_options(f):
         ),
         click.option("--subset", help="Hub configuration (e.g. sample-10BT)."),
         click.option(
-            "--split", default="train", show_default=True, help="Split to embed (train, test, ...)."
+            "--split",
+            default="train",
+            show_default=True,
+            help="Split to read; a `datasets` slice such as train[:1000] or train[10%:20%] reads part of it.",
         ),
         click.option(
             "--source",
@@ -67,6 +71,12 @@ def _data_options(f):
         click.option("--n", "n", type=int, help="Sample exactly N rows uniformly without replacement."),
         click.option("--p", "p", type=float, help="Keep each row independently with probability P."),
         click.option(
+            "--max-rows",
+            type=int,
+            help="Compatibility option: only the first N rows, in dataset order (quick tests). "
+            "Excludes --n and --p.",
+        ),
+        click.option(
             "--seed", type=int, default=42, show_default=True, help="Seed of the sample (--n / --p)."
         ),
         click.option("--output-root", help="Root of all output (default: $CHATSPACE_ROOT, else /workspace)."),
@@ -78,6 +88,11 @@ def _data_options(f):
             help="Rows per work unit and per output shard.",
         ),
         click.option("--run-id", help="Name of this run (default: timestamp + random suffix)."),
+        click.option(
+            "--run-name",
+            help="Folder name for this run under the split, instead of the text field and extraction "
+            "(keeps several runs of one dataset and model side by side).",
+        ),
         click.option("--resume", is_flag=True, help="Finish a run of the same config that stopped early."),
         click.option(
             "--overwrite", is_flag=True, help="Replace an existing run of this model/dataset/split."
@@ -104,8 +119,22 @@ def _data_options(f):
     return f
 
 
+# Options that exclude each other: one given on the command line overrides the others from a config file.
+EXCLUSIVE_OPTIONS = (
+    ("gpus", "devices", "device"),
+    ("n", "p", "max_rows"),
+    ("resume", "overwrite"),
+    ("prompt", "prompt_name"),
+    ("extract", "extract_first_assistant"),
+)
+
+
 def _apply_config_file(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
-    """Options from --config fill in whatever the command line left at its default."""
+    """Options from --config fill in whatever the command line left at its default.
+
+    The command line wins: a config value is dropped when the command line set that option, or an
+    option that excludes it (a config's `gpus = "all"` gives way to `--devices cpu`).
+    """
     path = params.pop("config_file", None)
     if not path:
         return params
@@ -114,10 +143,16 @@ def _apply_config_file(ctx: click.Context, params: dict[str, Any]) -> dict[str, 
     unknown = sorted(k for k in values if k not in known or k == "config_file")
     if unknown:
         raise UsageError(f"{path}: unknown option(s): {', '.join(unknown)}")
+    default = (click.core.ParameterSource.DEFAULT, None)
+    on_command_line = {name for name in known if ctx.get_parameter_source(name) not in default}
+    overridden = set(on_command_line)
+    for group in EXCLUSIVE_OPTIONS:
+        if on_command_line & set(group):
+            overridden |= set(group)
     for name, value in values.items():
         if value is None:  # `key: ~` in YAML: leave the option at its default
             continue
-        if ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None):
+        if name not in overridden:
             param = known[name]
             if isinstance(value, dict):
                 raise UsageError(f"{path}: {name}: expected a value, not a table")
@@ -150,10 +185,12 @@ def _common_config(params: dict[str, Any]) -> dict[str, Any]:
         "id_field": params.get("id_field"),
         "n": params.get("n"),
         "p": params.get("p"),
+        "max_rows": params.get("max_rows"),
         "seed": params["seed"],
         "output_root": params.get("output_root") or os.environ.get("CHATSPACE_ROOT") or "/workspace",
         "rows_per_shard": params["rows_per_shard"],
         "run_id": params.get("run_id"),
+        "run_name": params.get("run_name"),
         "resume": params["resume"],
         "overwrite": params["overwrite"],
         "progress": not params["no_progress"],
@@ -184,7 +221,8 @@ def _print_run_summary(result) -> None:
     skipped = ", ".join(f"{k}: {v}" for k, v in m["skipped"].items()) or "none"
     stats = m.get("stats", {})
     click.echo(
-        f"run {m['run_id']} {m['status']}: {t['rows']} rows embedded, {t['skipped_rows']} skipped ({skipped})"
+        f"run {m['run_id']} {m['status']}: {plural(t['rows'], 'row')} embedded, "
+        f"{t['skipped_rows']:,} skipped ({skipped})"
     )
     click.echo(f"  shards:   {t['shards']} in {result.layout.embeddings_dir}")
     click.echo(f"  manifest: {result.manifest_path}")
@@ -214,8 +252,17 @@ def cli() -> None:
 @click.option(
     "--model", default=DEFAULT_MODEL, show_default=True, help="SentenceTransformer hub id or local path."
 )
-@click.option("--gpus", help="GPU indices (0,1,2,3) or 'all': one worker per GPU.")
-@click.option("--devices", help="Explicit devices, e.g. cpu,cpu for two CPU workers.")
+@click.option(
+    "--gpus", help="GPU indices (0,1,2,3) or 'all': one worker per GPU. Excludes --devices, --device."
+)
+@click.option(
+    "--devices", help="Explicit devices, e.g. cpu,cpu for two CPU workers. Excludes --gpus, --device."
+)
+@click.option(
+    "--device",
+    help="Compatibility option: cuda (every visible GPU), cuda:N, cpu, or auto (the GPUs, else the CPU). "
+    "Excludes --gpus, --devices.",
+)
 @click.option(
     "--threads-per-worker", type=int, help="Torch threads per CPU worker (default: cores / workers)."
 )
@@ -270,7 +317,23 @@ def cli() -> None:
     is_flag=True,
     help="torch.compile with dynamic batch/length dimensions, warmed up before the run.",
 )
-@click.option("--attn-implementation", help="Attention kernel: sdpa (default), flash_attention_2, eager.")
+@click.option(
+    "--compile-mode",
+    help="Compatibility option: torch.compile mode (default, reduce-overhead, max-autotune) used with "
+    "--compile-model; without it, accepted and ignored.",
+)
+@click.option(
+    "--attn-implementation",
+    "--attention",
+    "attn_implementation",
+    help="Attention kernel: sdpa (default), flash_attention_2, eager. --attention: compatibility alias.",
+)
+@click.option(
+    "--prefetch-batches",
+    type=int,
+    help="Compatibility option: chunks of rows each worker reads and tokenizes ahead of the model "
+    "(default 3).",
+)
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model repository's own code to run.")
 @click.option(
     "--prompt",
@@ -293,7 +356,7 @@ def cli() -> None:
 @click.pass_context
 def embed_hf(ctx: click.Context, **params: Any) -> None:
     """Embed a dataset with a SentenceTransformer, one spawned worker per device."""
-    from chatspace.devices import resolve_devices
+    from chatspace.devices import device_flags, resolve_devices
 
     params = _apply_config_file(ctx, params)
     _setup_console_logging(params["verbose"])
@@ -302,7 +365,8 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
             raise UsageError("--executor ray needs --ray-workers N")
         labels = tuple(f"ray-{params['ray_device']}:{i}" for i in range(params["ray_workers"]))
     else:
-        labels = tuple(d.label for d in resolve_devices(params.get("gpus"), params.get("devices")))
+        gpus, devices = device_flags(params.get("gpus"), params.get("devices"), params.get("device"))
+        labels = tuple(d.label for d in resolve_devices(gpus, devices))
     cfg = RunConfig(
         **_common_config(params),
         mode="hf",
@@ -319,6 +383,8 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
         bucket_min_tokens=params["bucket_min_tokens"],
         bucket_max_tokens=params.get("bucket_max_tokens"),
         compile_model=params["compile_model"],
+        compile_mode=params.get("compile_mode"),
+        prefetch_batches=params.get("prefetch_batches"),
         attn_implementation=params.get("attn_implementation"),
         prompt=params.get("prompt"),
         prompt_name=params.get("prompt_name"),
@@ -345,6 +411,13 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
     "--execute", is_flag=True, help="Really call the API (the default is a dry run that sends nothing)."
 )
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Requests in flight.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=2048,
+    show_default=True,
+    help="Compatibility option: most inputs per request (the API's own cap is 2048).",
+)
 @click.option(
     "--max-retries",
     type=int,
@@ -378,6 +451,7 @@ def embed_dataset(ctx: click.Context, **params: Any) -> None:
         concurrency=params["concurrency"],
         max_retries=params["max_retries"],
         on_long=params["on_long"],
+        request_max_inputs=params["batch_size"],
     )
     if not cfg.execute:
         from chatspace.openai_dry_run import dry_run

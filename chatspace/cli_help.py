@@ -50,7 +50,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "concurrency",
         "max_retries",
     ),
-    "Output": ("output_root", "rows_per_shard", "run_id"),
+    "Output": ("output_root", "rows_per_shard", "run_id", "run_name"),
+    "Compatibility (the original tool's flags)": ("device", "max_rows", "compile_mode", "prefetch_batches"),
     "Run control": (
         "execute",
         "resume",

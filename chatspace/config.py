@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from chatspace.data.splits import SplitSpec, parse_split
 from chatspace.errors import UsageError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -35,6 +36,8 @@ _ENCODE_OPTION_DEFAULTS: dict[str, Any] = {
 ENCODE_OPTION_FIELDS = tuple(_ENCODE_OPTION_DEFAULTS)
 #: A run id names a log file and is written into every row: one safe path component, nothing more.
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Output fields added after runs existed: hashed only when set, so older runs keep their hash.
+_LATER_OUTPUT_DEFAULTS: dict[str, Any] = {**_ENCODE_OPTION_DEFAULTS, "max_rows": None}
 
 
 def default_output_root() -> str:
@@ -55,6 +58,7 @@ class RunConfig:
     id_field: str | None = None
     n: int | None = None
     p: float | None = None
+    max_rows: int | None = None  # the first N selected rows, in dataset order (quick tests)
     seed: int = 42
     model: str = DEFAULT_MODEL
     devices: tuple[str, ...] = ("cpu:0",)  # labels: cpu:N, cuda:N (see chatspace.devices)
@@ -68,6 +72,7 @@ class RunConfig:
     rows_per_shard: int = 10_000
     output_root: str = field(default_factory=default_output_root)
     run_id: str | None = None
+    run_name: str | None = None  # names the run's folder instead of its text field and extraction
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -84,6 +89,8 @@ class RunConfig:
     bucket_min_tokens: int = 8
     bucket_max_tokens: int | None = None  # None: the model's maximum length
     compile_model: bool = False
+    compile_mode: str | None = None  # torch.compile mode (with compile_model)
+    prefetch_batches: int | None = None  # chunks a worker's reader prepares ahead of the encoder
     attn_implementation: str | None = None  # None: sdpa where the model supports it
     # OpenAI mode.
     dimensions: int | None = None
@@ -118,6 +125,19 @@ class RunConfig:
             raise UsageError(f"--extract must be one of {', '.join(EXTRACT_MODES)}, not {self.extract!r}")
         if self.n is not None and self.p is not None:
             raise UsageError("give --n or --p, not both")
+        if self.max_rows is not None and (self.n is not None or self.p is not None):
+            raise UsageError("give --max-rows or --n/--p, not both (--max-rows takes rows in dataset order)")
+        if self.max_rows is not None and self.max_rows <= 0:
+            raise UsageError(f"--max-rows must be a positive number of rows, not {self.max_rows}")
+        if self.request_max_inputs <= 0:
+            raise UsageError("--batch-size must be positive")
+        if self.prefetch_batches is not None and self.prefetch_batches <= 0:
+            raise UsageError("--prefetch-batches must be positive")
+        parse_split(self.split)  # a malformed slice is a usage error now, not a misread later
+        if self.run_name is not None:
+            from chatspace.store.layout import check_run_name
+
+            check_run_name(self.run_name)
         if self.n is not None and self.n <= 0:
             raise UsageError(f"--n must be a positive number of rows, not {self.n}")
         if self.p is not None and not (0.0 < self.p <= 1.0):
@@ -175,6 +195,7 @@ class RunConfig:
         "id_field",
         "n",
         "p",
+        "max_rows",
         "seed",
         "model",
         "embedding_dtype",
@@ -192,14 +213,24 @@ class RunConfig:
         return d
 
     def output_hash(self) -> str:
-        # Encode options left at their defaults stay out of the payload, so runs made before they
+        # Fields added later stay out of the payload at their defaults, so runs made before they
         # existed keep their hash (and can still be resumed).
         payload = {
             k: getattr(self, k)
             for k in self.OUTPUT_FIELDS
-            if k not in ENCODE_OPTION_FIELDS or getattr(self, k) != _ENCODE_OPTION_DEFAULTS[k]
+            if k not in _LATER_OUTPUT_DEFAULTS or getattr(self, k) != _LATER_OUTPUT_DEFAULTS[k]
         }
         return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+    @property
+    def split_spec(self) -> SplitSpec:
+        """The split and its optional `datasets`-style slice (`train[:100]`)."""
+        return parse_split(self.split)
+
+    @property
+    def base_split(self) -> str:
+        """The split's own name, without a slice: what files are read and row ids are named by."""
+        return self.split_spec.name
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

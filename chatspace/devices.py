@@ -82,6 +82,25 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def device_flags(gpus: str | None, devices: str | None, device: str | None) -> tuple[str | None, str | None]:
+    """The original tool's --device as (--gpus, --devices): cuda is every visible GPU, auto the GPUs
+    if any are visible, else the CPU."""
+    if device is None:
+        return gpus, devices
+    if gpus or devices:
+        raise UsageError("give one of --device, --gpus or --devices")
+    d = device.strip().lower()
+    if d == "cpu":
+        return None, "cpu"
+    if d == "cuda":
+        return "all", None
+    if d.startswith("cuda:") and d[5:].isdigit():
+        return d[5:], None
+    if d == "auto":
+        return ("all", None) if visible_gpus() else (None, "cpu")
+    raise UsageError(f"--device must be cuda, cuda:N, cpu or auto, not {device!r}")
+
+
 def resolve_devices(gpus: str | None, devices: str | None) -> tuple[Device, ...]:
     """Turn the CLI's --gpus / --devices into one Device per worker."""
     if gpus and devices:

@@ -30,3 +30,8 @@ def quiet_worker_environment() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def plural(n: int, word: str) -> str:
+    """`1 unit`, `3 units`: counts in messages read as English."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

@@ -106,12 +106,19 @@ def dry_run(cfg: RunConfig, cache_dir: Path, *, settings: OpenAISettings | None 
         settings = openai_settings(require_key=False)
     encoder = OpenAIEncoder(cfg.replace(execute=False), settings=settings)
     source = open_source(
-        cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=cache_dir
+        cfg.dataset, split=cfg.base_split, subset=cfg.subset, source=cfg.source, cache_dir=cache_dir
     )
     try:
         check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
         check_holds_conversations(source, cfg.text_field, cfg.extract)
-        selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
+        selection = select_rows(
+            source.num_rows,
+            n=cfg.n,
+            p=cfg.p,
+            seed=cfg.seed,
+            row_range=cfg.split_spec.row_range(source.num_rows),
+            max_rows=cfg.max_rows,
+        )
         columns = needed_columns(cfg.text_field, cfg.id_field)
         skipped: Counter[str] = Counter()
         stats = WorkerStats()
@@ -136,7 +143,7 @@ def dry_run(cfg: RunConfig, cache_dir: Path, *, settings: OpenAISettings | None 
                     text_field=cfg.text_field,
                     mode=cfg.extract,
                     id_field=cfg.id_field,
-                    split=cfg.split,
+                    split=cfg.base_split,
                     skipped=skipped,
                 )
                 texts.extend(text for _, _, text in usable)

@@ -334,3 +334,52 @@ def test_download_dataset_puts_conversations_and_long_text_before_lists(tmp_path
     assert _closing_command(proc.stdout).endswith(
         "--text-field conversation --extract first-assistant --id-field uuid"
     )
+
+
+# --- several extractions of one dataset, side by side ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_several_extractions_of_one_dataset_live_side_by_side(tmp_path, texts, st_model):
+    from chatspace.store.reader import list_runs, load_embeddings
+
+    dump = sharegpt_dump(texts)
+    path = write_jsonl(tmp_path / "sharegpt.jsonl", dump)
+    out = tmp_path / "out"
+    common = ("--text-field", "conversations", "--id-field", "id")
+    for extra in (
+        ("--extract", "first-assistant"),
+        ("--extract", "first-user"),
+        ("--run-name", "users-v2", "--extract", "first-user"),
+    ):
+        proc = _embed(path, out, *common, *extra)
+        assert proc.returncode == 0, proc.stderr
+    folders = sorted(p.name for p in out.glob("embeddings/*/*/*"))
+    assert folders == [
+        "train__conversations__first-assistant",
+        "train__conversations__first-user",
+        "train__users-v2",
+    ]
+    runs = list_runs(out)
+    assert sorted((r["extract"], r["run_name"] or "") for r in runs) == [
+        ("first-assistant", ""),
+        ("first-user", ""),
+        ("first-user", "users-v2"),
+    ]
+    listing = run_cli("runs", str(out)).stdout
+    assert "conversations (first-assistant)" in listing and "[users-v2]" in listing
+
+    users = load_embeddings(out, extract="first-user", run_name=None, run_id=None, dataset="sharegpt")
+    assert users.num_rows == 2 * len(dump)  # the named run matches too: both first-user runs
+    named = load_embeddings(out, run_name="users-v2")
+    answers = load_embeddings(out, extract="first-assistant")
+    firsts = {r["id"]: next(m["value"] for m in r["conversations"] if m["from"] == "human") for r in dump}
+    assert dict(zip(named.column("id").to_pylist(), named.column("text").to_pylist(), strict=True)) == firsts
+    assert answers.num_rows == 16
+    for table in (named, answers):
+        stored = table.column("text").to_pylist()
+        ours = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+        assert cosine_rows(ours, st_model.encode(stored)).min() >= 0.99999
+
+    proc = _embed(path, out, *common, "--run-name", "../escape")
+    assert proc.returncode == 2 and "--run-name '../escape'" in proc.stderr

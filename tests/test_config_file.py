@@ -223,3 +223,32 @@ def test_a_toml_run_with_an_override_records_the_effective_config(tmp_path, data
     assert load_embeddings(out).num_rows == 30
     (run,) = list_runs(out)
     assert run["config_file"] == str(path.resolve()) and run["rows"] == 30
+
+
+@pytest.mark.parametrize(
+    ("file_line", "args", "check"),
+    [
+        ('gpus = "all"', ["--devices", "cpu"], lambda c: c.devices == ("cpu:0",)),
+        ('gpus = "all"', ["--device", "cpu"], lambda c: c.devices == ("cpu:0",)),
+        ('devices = "cpu,cpu"', ["--gpus", "1"], lambda c: c.devices == ("cuda:1",)),
+        ("n = 40", ["--p", "0.5"], lambda c: (c.n, c.p) == (None, 0.5)),
+        ("p = 0.5", ["--max-rows", "9"], lambda c: (c.p, c.max_rows) == (None, 9)),
+        ("overwrite = true", ["--resume"], lambda c: (c.overwrite, c.resume) == (False, True)),
+        (
+            'prompt = "q: "',
+            ["--prompt-name", "query"],
+            lambda c: (c.prompt, c.prompt_name) == (None, "query"),
+        ),
+    ],
+)
+def test_the_command_line_wins_over_excluding_options_in_the_file(
+    monkeypatch, tmp_path, data, file_line, args, check
+):
+    """A file's option gives way to a command-line option that excludes it, instead of a conflict."""
+    import chatspace.devices as devices
+
+    monkeypatch.setattr(devices, "visible_gpus", lambda: ["0", "1"])  # the only fake: no GPUs here
+    path = tmp_path / "run.toml"
+    path.write_text(f'dataset = "{data}"\n{file_line}\n')
+    cfg = _effective(monkeypatch, "--config", str(path), *args)
+    assert check(cfg), cfg

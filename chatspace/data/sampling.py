@@ -40,26 +40,44 @@ def keep_with_probability(indices: np.ndarray, p: float, seed: int) -> np.ndarra
 @dataclass(frozen=True)
 class Selection:
     indices: np.ndarray  # sorted global row indices, int64
-    method: str  # all | n | p
+    method: str  # all | n | p | first (--max-rows)
     requested: int | None
     total_rows: int
 
 
-def select_rows(total_rows: int, *, n: int | None, p: float | None, seed: int) -> Selection:
-    """Global indices of the sampled rows, sorted ascending."""
+def select_rows(
+    total_rows: int,
+    *,
+    n: int | None,
+    p: float | None,
+    seed: int,
+    row_range: tuple[int, int] | None = None,
+    max_rows: int | None = None,
+) -> Selection:
+    """Global indices of the sampled rows, sorted ascending.
+
+    `row_range` ([start, end), a split slice) limits the rows drawn from; `max_rows` keeps the first
+    rows of the range in dataset order (the original tool's quick-test cap; not combined with n/p).
+    """
+    start, end = row_range or (0, total_rows)
+    available = end - start
+    if max_rows is not None:
+        return Selection(
+            np.arange(start, start + min(max_rows, available), dtype=np.int64), "first", max_rows, total_rows
+        )
     if n is not None:
-        if n >= total_rows:
-            if n > total_rows:
-                log.warning("--n %d is more than the %d rows available; taking all of them", n, total_rows)
-            return Selection(np.arange(total_rows, dtype=np.int64), "n", n, total_rows)
+        if n >= available:
+            if n > available:
+                log.warning("--n %d is more than the %d rows available; taking all of them", n, available)
+            return Selection(np.arange(start, end, dtype=np.int64), "n", n, total_rows)
         rng = np.random.default_rng(seed)
-        idx = rng.choice(total_rows, size=n, replace=False, shuffle=False)
-        return Selection(np.sort(idx.astype(np.int64)), "n", n, total_rows)
+        idx = rng.choice(available, size=n, replace=False, shuffle=False)
+        return Selection(np.sort(idx.astype(np.int64)) + start, "n", n, total_rows)
     if p is not None:
         parts = []
-        for start in range(0, total_rows, 1 << 22):
-            chunk = np.arange(start, min(start + (1 << 22), total_rows), dtype=np.int64)
+        for lo in range(start, end, 1 << 22):
+            chunk = np.arange(lo, min(lo + (1 << 22), end), dtype=np.int64)
             parts.append(chunk[keep_with_probability(chunk, p, seed)])
         idx = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         return Selection(idx, "p", None, total_rows)
-    return Selection(np.arange(total_rows, dtype=np.int64), "all", None, total_rows)
+    return Selection(np.arange(start, end, dtype=np.int64), "all", None, total_rows)

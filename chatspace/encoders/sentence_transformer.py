@@ -175,7 +175,8 @@ class SentenceTransformerEncoder(Encoder):
         t1 = time.perf_counter()
         if self.cfg.compile_model:
             self._compile_base = CompileCounters.now()
-            self._forward = torch.compile(model, dynamic=None)
+            mode = {"mode": self.cfg.compile_mode} if self.cfg.compile_mode else {}
+            self._forward = torch.compile(model, dynamic=None, **mode)
         stats.oom_splits += self._warm_up()
         if self.cfg.compile_model:
             self.compile_counters = CompileCounters.now() - self._compile_base

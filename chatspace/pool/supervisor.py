@@ -24,6 +24,7 @@ from chatspace.data.sampling import select_rows
 from chatspace.data.sources import Source, check_fields, open_source
 from chatspace.devices import Device, cpu_count, parse_device_labels
 from chatspace.errors import ChatspaceError, RunInterrupted, describe_os_error
+from chatspace.logs import plural
 from chatspace.plan import num_units, plan_units
 from chatspace.pool.executors import LocalExecutor
 from chatspace.pool.output import prepare_output, switch_into_place
@@ -156,7 +157,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     # Logging goes to the console until the run id is known; then to logs/ as well.
     t0 = time.perf_counter()
     source = open_source(
-        cfg.dataset, split=cfg.split, subset=cfg.subset, source=cfg.source, cache_dir=final.datasets_dir
+        cfg.dataset, split=cfg.base_split, subset=cfg.subset, source=cfg.source, cache_dir=final.datasets_dir
     )
     check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
     check_holds_conversations(source, cfg.text_field, cfg.extract)
@@ -164,7 +165,14 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         from chatspace.pool.ray_executor import resolve_ray_address
 
         resolve_ray_address(cfg.ray_address)  # a dead cluster fails now, before any output is touched
-    selection = select_rows(source.num_rows, n=cfg.n, p=cfg.p, seed=cfg.seed)
+    selection = select_rows(
+        source.num_rows,
+        n=cfg.n,
+        p=cfg.p,
+        seed=cfg.seed,
+        row_range=cfg.split_spec.row_range(source.num_rows),
+        max_rows=cfg.max_rows,
+    )
     total_units = num_units(len(selection.indices), cfg.rows_per_shard)
     plan_sizes = [u.size for u in plan_units(selection.indices, cfg.rows_per_shard)]
     t_plan = time.perf_counter() - t0
@@ -230,13 +238,13 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     try:
         with _Signals():
             log.info(
-                "run %s: %d of %d rows selected (%s, seed %d) -> %d units of %d rows; %d already done",
+                "run %s: %d of %d rows selected (%s, seed %d) -> %s of %d rows; %d already done",
                 run_id,
                 len(selection.indices),
                 source.num_rows,
                 selection.method,
                 cfg.seed,
-                total_units,
+                plural(total_units, "unit"),
                 cfg.rows_per_shard,
                 len(done),
             )

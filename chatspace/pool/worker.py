@@ -187,7 +187,7 @@ class WorkerLoop:
     # --- the three overlapped stages ---------------------------------------------------------------
 
     def _pipeline(self) -> bool:
-        prepared_q: queue.Queue = queue.Queue(maxsize=3)
+        prepared_q: queue.Queue = queue.Queue(maxsize=self.cfg.prefetch_batches or 3)
         write_q: queue.Queue = queue.Queue(maxsize=2)
         reader = threading.Thread(
             target=self._guard, args=("reading data", self._reader, prepared_q), daemon=True
@@ -280,7 +280,7 @@ class WorkerLoop:
                 text_field=self.cfg.text_field,
                 mode=self.cfg.extract,
                 id_field=self.cfg.id_field,
-                split=self.cfg.split,
+                split=self.cfg.base_split,
                 skipped=unit.skipped,
             )
             for k, rid, text in usable:
@@ -402,7 +402,7 @@ class WorkerLoop:
                         pa.array([unit.ids[i] for i in keep], pa.string()),
                         pa.array([spec.source.source] * n, pa.string()),
                         pa.array([spec.source.dataset] * n, pa.string()),
-                        pa.array([cfg.split] * n, pa.string()),
+                        pa.array([cfg.base_split] * n, pa.string()),
                         pa.array([unit.texts[i] for i in keep], pa.string()),
                         pa.array(meta_json, pa.string()),
                         pa.FixedSizeListArray.from_arrays(

@@ -55,6 +55,7 @@ def check_against_source(paths: list[Path], source, id_field: str) -> dict[str, 
     import pyarrow.parquet as pq
 
     from chatspace.data.extract import Skip, row_id
+    from chatspace.data.fields import columns_for
 
     if not paths:
         return None
@@ -67,7 +68,7 @@ def check_against_source(paths: list[Path], source, id_field: str) -> dict[str, 
     if twice:
         raise ChatspaceError(f"rows embedded more than once: {', '.join(twice[:3])}; rerun with --overwrite")
     index = sorted({r for rs in rows.values() for r in rs})
-    found = dict(zip(index, source.read(index, [id_field]), strict=True))
+    found = dict(zip(index, source.read(index, columns_for(id_field)), strict=True))  # dotted paths too
 
     def id_at(r: int) -> str | None:
         try:

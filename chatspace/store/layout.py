@@ -1,9 +1,13 @@
 """The fixed output layout under one root, with names made safe so nothing lands outside it.
 
-embeddings/{model}/{dataset}/{split}/shard-NNNNN.parquet
-indexes/{model}/{dataset}/{split}/manifest.json   (+ units/unit-NNNNN.json completion records)
+embeddings/{model}/{dataset}/{run folder}/shard-NNNNN.parquet
+indexes/{model}/{dataset}/{run folder}/manifest.json   (+ units/unit-NNNNN.json completion records)
 datasets/  cache/  logs/
-.staging/{model}--{dataset}--{split}/{embeddings,index}/   an --overwrite being built, out of readers' way
+.staging/{model}--{dataset}--{run folder}/{embeddings,index}/   an --overwrite being built, out of readers' way
+
+The run folder is the split (`train`; `train.start..1000` for the slice `train[:1000]`), followed by
+`__{text field}[__{extraction}]` when the text is not the plain `text` field, or `__{--run-name}`:
+several extractions of one dataset live side by side.
 """
 
 from __future__ import annotations
@@ -50,6 +54,22 @@ def path_is_dir(path: Path) -> bool:
         return False
 
 
+def run_folder(cfg) -> str:
+    """The split part of a run's paths, with what was extracted (or --run-name) when not plain text."""
+    folder = cfg.split_spec.folder
+    if cfg.run_name:
+        return f"{folder}__{cfg.run_name}"
+    if cfg.text_field == "text" and cfg.extract == "text":
+        return folder  # where every run of the plain text field has always lived
+    return f"{folder}__{cfg.text_field}" + (f"__{cfg.extract}" if cfg.extract != "text" else "")
+
+
+def check_run_name(name: str) -> None:
+    """A --run-name is one path component as written: letters, digits and . _ - + = only."""
+    if not name or slug(name) != name or "__" in name:
+        raise UsageError(f"--run-name {name!r}: use letters, digits and . _ - + = (no '__', no leading dot)")
+
+
 @dataclass(frozen=True)
 class RunLayout:
     root: Path
@@ -72,7 +92,7 @@ class RunLayout:
         from chatspace.data.sources import dataset_label, is_local
 
         label = dataset_label(cfg.dataset, is_local(cfg.dataset, cfg.source))
-        return cls.for_run(root or cfg.output_root, cfg.model, label, cfg.subset, cfg.split)
+        return cls.for_run(root or cfg.output_root, cfg.model, label, cfg.subset, run_folder(cfg))
 
     def _parts(self) -> tuple[str, str, str]:
         return slug(self.model), slug(self.dataset), slug(self.split)

@@ -99,6 +99,9 @@ def _describe(manifest_path: Path, m: dict[str, Any]) -> dict[str, Any]:
         "dataset_label": ds.get("label"),
         "subset": ds.get("subset", cfg.get("subset")),
         "split": ds.get("split") or cfg.get("split"),
+        "text_field": cfg.get("text_field"),
+        "extract": cfg.get("extract"),
+        "run_name": cfg.get("run_name"),
         "source": ds.get("source"),
         "rows": totals.get("rows"),
         "selected_rows": totals.get("selected_rows"),
@@ -217,21 +220,32 @@ def _fmt_dataset(r: dict[str, Any]) -> str:
     return name
 
 
+def _fmt_text(r: dict[str, Any]) -> str:
+    """What was embedded: the text field, its extraction, and the run name when one was given."""
+    text = str(r.get("text_field") or "-")
+    if r.get("extract") not in (None, "text"):
+        text += f" ({r['extract']})"
+    if r.get("run_name"):
+        text += f" [{r['run_name']}]"
+    return text
+
+
 def format_runs(runs: Sequence[dict[str, Any]]) -> str:
     """A plain text table of `list_runs` output, one run per line."""
     if not runs:
         return "no runs found"
-    header = ("MODEL", "DATASET", "SPLIT", "ROWS", "DIM", "STATUS", "WHEN", "RUN ID")
+    header = ("MODEL", "DATASET", "SPLIT", "TEXT", "ROWS", "DIM", "STATUS", "WHEN", "RUN ID")
     lines = []
     for r in runs:
         if r.get("status") == "unreadable":
-            lines.append(("-", "-", "-", "-", "-", "unreadable", "-", r.get("manifest", "")))
+            lines.append(("-", "-", "-", "-", "-", "-", "unreadable", "-", r.get("manifest", "")))
             continue
         lines.append(
             (
                 str(r.get("model") or "-"),
                 _fmt_dataset(r),
                 str(r.get("split") or "-"),
+                _fmt_text(r),
                 _fmt_int(r.get("rows")),
                 _fmt_int(r.get("dimension")),
                 _fmt_status(r),
@@ -240,7 +254,7 @@ def format_runs(runs: Sequence[dict[str, Any]]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    right = {3, 4}  # numbers align right
+    right = {4, 5}  # numbers align right
 
     def fmt(row: Sequence[str]) -> str:
         cells = [
@@ -286,6 +300,7 @@ def _select(
     split: str | None,
     subset: str | None,
     run_id: str | None,
+    what: dict[str, str | None] | None = None,
 ) -> list[tuple[Path, dict[str, Any]]]:
     runs = find_runs(root)
     if not runs:
@@ -308,6 +323,9 @@ def _select(
             continue
         if run_id is not None and run_id != m.get("run_id"):
             continue
+        cfg = m.get("config", {})
+        if any(v is not None and v != cfg.get(k) for k, v in (what or {}).items()):
+            continue
         chosen.append((path, m))
     if not chosen:
         asked = ", ".join(
@@ -318,6 +336,7 @@ def _select(
                 ("split", split),
                 ("subset", subset),
                 ("run_id", run_id),
+                *(what or {}).items(),
             )
             if v is not None
         )
@@ -360,8 +379,17 @@ def _check_compatible(chosen: list[tuple[Path, dict[str, Any]]], include_incompl
 
 def _ordered(chosen: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:
     def key(item):
-        ds = item[1].get("dataset", {})
-        return (str(ds.get("label") or ""), str(ds.get("subset") or ""), str(ds.get("split") or ""))
+        ds, cfg = item[1].get("dataset", {}), item[1].get("config", {})
+        return tuple(
+            str(v or "")
+            for v in (
+                ds.get("label"),
+                ds.get("subset"),
+                ds.get("split"),
+                cfg.get("text_field"),
+                cfg.get("extract"),
+            )
+        )
 
     return sorted(chosen, key=key)
 
@@ -379,6 +407,9 @@ def shard_paths(
     *,
     subset: str | None = None,
     run_id: str | None = None,
+    text_field: str | None = None,
+    extract: str | None = None,
+    run_name: str | None = None,
     include_incomplete: bool = False,
 ) -> list[str]:
     """The shard files of the matching runs, as their manifests list them (same rules as load_embeddings).
@@ -386,7 +417,8 @@ def shard_paths(
     For readers that take paths, e.g. `polars.scan_parquet(shard_paths(root))`,
     `duckdb.read_parquet(shard_paths(root))`, `datasets.load_dataset("parquet", data_files=...)`.
     """
-    chosen = _select(root, model, dataset, split, subset, run_id)
+    what = {"text_field": text_field, "extract": extract, "run_name": run_name}
+    chosen = _select(root, model, dataset, split, subset, run_id, what)
     _check_compatible(chosen, include_incomplete)
     return [str(p) for path, m in _ordered(chosen) for p, _ in _shards(path, m)]
 
@@ -420,6 +452,9 @@ def load_embeddings(
     *,
     subset: str | None = None,
     run_id: str | None = None,
+    text_field: str | None = None,
+    extract: str | None = None,
+    run_name: str | None = None,
     include_incomplete: bool = False,
     as_: str | None = None,
 ) -> Any:
@@ -427,7 +462,8 @@ def load_embeddings(
 
     `model` matches the model's hub id or local folder name (or its slug, as in the output paths);
     `dataset` the hub id, the local path or its label (a file's stem, a folder's name); `split` and
-    `subset` exactly. Leave a filter out to match any. Rows come shard by shard in unit order, as the
+    `subset` exactly; `text_field`, `extract` and `run_name` pick one of several extractions of the same
+    dataset (as `chatspace runs` lists them). Leave a filter out to match any. Rows come shard by shard in unit order, as the
     manifest lists the shards; each shard's row count is checked against the manifest.
 
     Several matching runs of one model (same dimension and stored dtype) are concatenated, ordered by
@@ -455,7 +491,8 @@ def load_embeddings(
         unknown = [c for c in columns if c not in COLUMNS]
         if unknown:
             raise UsageError(f"unknown column(s) {', '.join(unknown)}; columns are: {', '.join(COLUMNS)}")
-    chosen = _select(root, model, dataset, split, subset, run_id)
+    what = {"text_field": text_field, "extract": extract, "run_name": run_name}
+    chosen = _select(root, model, dataset, split, subset, run_id, what)
     _check_compatible(chosen, include_incomplete)
     tables: list[pa.Table] = []
     for path, m in _ordered(chosen):
