@@ -68,8 +68,12 @@ def _data_options(f):
         click.option(
             "--id-field", help="Column to use as row id (default: a stable id from the split and row index)."
         ),
-        click.option("--n", "n", type=int, help="Sample exactly N rows uniformly without replacement."),
-        click.option("--p", "p", type=float, help="Keep each row independently with probability P."),
+        click.option(
+            "--n", "n", type=int, help="Sample exactly N rows uniformly without replacement. Excludes --p."
+        ),
+        click.option(
+            "--p", "p", type=float, help="Keep each row independently with probability P. Excludes --n."
+        ),
         click.option(
             "--max-rows",
             type=int,
@@ -93,9 +97,15 @@ def _data_options(f):
             help="Folder name for this run under the split, instead of the text field and extraction "
             "(keeps several runs of one dataset and model side by side).",
         ),
-        click.option("--resume", is_flag=True, help="Finish a run of the same config that stopped early."),
         click.option(
-            "--overwrite", is_flag=True, help="Replace an existing run of this model/dataset/split."
+            "--resume",
+            is_flag=True,
+            help="Finish a run of the same config that stopped early. Excludes --overwrite.",
+        ),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace an existing run of this model/dataset/split. Excludes --resume.",
         ),
         click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar."),
         click.option(
