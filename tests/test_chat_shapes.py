@@ -383,3 +383,16 @@ def test_several_extractions_of_one_dataset_live_side_by_side(tmp_path, texts, s
 
     proc = _embed(path, out, *common, "--run-name", "../escape")
     assert proc.returncode == 2 and "--run-name '../escape'" in proc.stderr
+
+
+def test_embed_dataset_dry_run_reads_nested_paths(tmp_path, texts):
+    answers = mt_bench_answers(texts)
+    path = write_jsonl(tmp_path / "answers.jsonl", answers)
+    proc = run_cli(
+        "embed-dataset", "--dataset", str(path), "--text-field", "choices.0.turns", "--id-field", "answer_id",
+        "--output-root", str(tmp_path / "out"), env={"OPENAI_API_KEY": "sk-test-not-used"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"selected: {len(answers)} rows; {len(answers)} to embed; skipped: none" in " ".join(
+        proc.stdout.split()
+    ), proc.stdout
