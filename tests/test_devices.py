@@ -170,3 +170,24 @@ def test_threads_are_shared_out_across_local_workers(monkeypatch):
     assert (
         supervisor._threads_for(gpus, RunConfig(dataset="x", output_root="/tmp/x", threads_per_worker=3)) == 3
     )
+
+
+def _from_device_flag(device: str) -> list[str]:
+    gpus, devs = devices.device_flags(None, None, device)
+    return [d.label for d in devices.resolve_devices(gpus, devs)]
+
+
+def test_original_device_flag_maps_onto_the_pool(four_gpus):
+    assert _from_device_flag("cuda") == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]  # every visible GPU
+    assert _from_device_flag("cuda:2") == ["cuda:2"]
+    assert _from_device_flag("cpu") == ["cpu:0"]
+    assert _from_device_flag("auto") == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+
+
+def test_device_auto_without_gpus_is_the_cpu(monkeypatch):
+    monkeypatch.setattr(devices, "_nvml_device_count", lambda: 0)
+    assert _from_device_flag("auto") == ["cpu:0"]
+    with pytest.raises(UsageError, match="no GPU is visible"):
+        _from_device_flag("cuda")
+    with pytest.raises(UsageError, match="one of --device, --gpus or --devices"):
+        devices.device_flags("0", None, "cpu")
