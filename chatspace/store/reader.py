@@ -431,11 +431,15 @@ def select_runs(
     *,
     subset: str | None = None,
     run_id: str | None = None,
+    text_field: str | None = None,
+    extract: str | None = None,
+    run_name: str | None = None,
     include_incomplete: bool = False,
 ) -> list[tuple[Path, dict[str, Any], list[tuple[Path, int]]]]:
     """(manifest path, manifest, [(shard path, rows), ...]) of each matching run, in load_embeddings'
     order and under its rules, for readers that stream the shards themselves."""
-    chosen = _select(root, model, dataset, split, subset, run_id)
+    what = {"text_field": text_field, "extract": extract, "run_name": run_name}
+    chosen = _select(root, model, dataset, split, subset, run_id, what)
     _check_compatible(chosen, include_incomplete)
     return [(path, m, _shards(path, m)) for path, m in _ordered(chosen)]
 
