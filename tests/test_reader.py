@@ -121,6 +121,7 @@ def test_list_runs_and_the_runs_command(run_root, manifest_path):
         "MODEL",
         "DATASET",
         "SPLIT",
+        "TEXT",
         "ROWS",
         "DIM",
         "STATUS",
@@ -131,7 +132,7 @@ def test_list_runs_and_the_runs_command(run_root, manifest_path):
     proc = run_cli("runs", str(run_root), timeout=60)
     assert proc.returncode == 0, proc.stderr
     row = proc.stdout.splitlines()[1].split()
-    assert row[:6] == [MODEL, "notes", "train", "120", "384", "complete"] and row[-1] == m["run_id"]
+    assert row[:7] == [MODEL, "notes", "train", "text", "120", "384", "complete"] and row[-1] == m["run_id"]
     proc = run_cli("runs", str(run_root), "--json", timeout=60)
     assert orjson.loads(proc.stdout)["rows"] == 120
 
