@@ -396,3 +396,14 @@ def test_embed_dataset_dry_run_reads_nested_paths(tmp_path, texts):
     assert f"selected: {len(answers)} rows; {len(answers)} to embed; skipped: none" in " ".join(
         proc.stdout.split()
     ), proc.stdout
+
+
+@pytest.mark.slow
+def test_a_chat_shape_with_no_usable_text_fails_naming_the_field_and_reasons(tmp_path, texts):
+    """MT-bench turns are a list of strings, not a conversation: --extract first-user finds nothing."""
+    path = write_jsonl(tmp_path / "question.jsonl", mt_bench_questions(texts, 6))
+    proc = _embed(path, tmp_path / "out", "--text-field", "turns", "--extract", "first-user")
+    assert proc.returncode != 0, proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "nothing embedded" in last and "not_conversation: 6" in last and "'turns'" in last
+    assert "Traceback" not in proc.stderr
