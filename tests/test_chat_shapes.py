@@ -400,10 +400,16 @@ def test_embed_dataset_dry_run_reads_nested_paths(tmp_path, texts):
 
 @pytest.mark.slow
 def test_a_chat_shape_with_no_usable_text_fails_naming_the_field_and_reasons(tmp_path, texts):
-    """MT-bench turns are a list of strings, not a conversation: --extract first-user finds nothing."""
-    path = write_jsonl(tmp_path / "question.jsonl", mt_bench_questions(texts, 6))
-    proc = _embed(path, tmp_path / "out", "--text-field", "turns", "--extract", "first-user")
+    """A ShareGPT dump of unanswered prompts: conversations, but no assistant turn to embed."""
+    dump = [{"id": r["id"], "conversations": r["conversations"][:1]} for r in sharegpt_dump(texts, 6)]
+    dump = [{**r, "conversations": [{"from": "human", "value": texts[500 + i]}]} for i, r in enumerate(dump)]
+    path = write_jsonl(tmp_path / "unanswered.jsonl", dump)
+    proc = _embed(path, tmp_path / "out", "--text-field", "conversations", "--extract-first-assistant")
     assert proc.returncode != 0, proc.stdout
     last = proc.stderr.strip().splitlines()[-1]
-    assert "nothing embedded" in last and "not_conversation: 6" in last and "'turns'" in last
+    assert "nothing embedded" in last and "no_matching_turn: 6" in last and "'conversations'" in last
     assert "Traceback" not in proc.stderr
+    # MT-bench turns are a list of strings, not a conversation: refused before any work, naming the field.
+    questions = write_jsonl(tmp_path / "question.jsonl", mt_bench_questions(texts, 6))
+    proc = _embed(questions, tmp_path / "out2", "--text-field", "turns", "--extract", "first-user")
+    assert proc.returncode == 2 and "'turns'" in proc.stderr and "not conversations" in proc.stderr
