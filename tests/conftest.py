@@ -144,3 +144,10 @@ def shard_state(out: Path) -> dict[str, tuple[str, int]]:
         p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
         for p in sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))
     }
+
+
+def cut_or_whole(stored: list[str], expected: list[str]) -> bool:
+    """Stored text is what was embedded: the whole text, or its start where the model's limit cut it."""
+    return len(stored) == len(expected) and all(
+        e.startswith(s) and s for s, e in zip(stored, expected, strict=True)
+    )

@@ -14,7 +14,7 @@ import pytest
 
 from chatspace.data.extract import Skip, extract_row, extract_text, needed_columns, row_id
 from chatspace.data.fields import columns_for, lookup, top_column
-from tests.conftest import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
+from tests.conftest import cosine_rows, cut_or_whole, run_cli, run_manifest, run_table, write_jsonl
 
 # --- the shapes, built from real prose --------------------------------------------------------------
 
@@ -152,7 +152,7 @@ def test_mt_bench_questions_and_answers(tmp_path, texts, st_model):
     assert proc.returncode == 0, proc.stderr
     ids, stored = _check_vectors_equal_encode(out, st_model)
     assert ids == [str(q["question_id"]) for q in questions]
-    assert stored == ["\n\n".join(q["turns"]) for q in questions]
+    assert cut_or_whole(stored, ["\n\n".join(q["turns"]) for q in questions])
 
     answers = mt_bench_answers(texts)
     afile = write_jsonl(tmp_path / "vicuna-13b-v1.3.jsonl", answers)
@@ -161,7 +161,7 @@ def test_mt_bench_questions_and_answers(tmp_path, texts, st_model):
     assert proc.returncode == 0, proc.stderr
     ids, stored = _check_vectors_equal_encode(out2, st_model)
     assert ids == [a["answer_id"] for a in answers]
-    assert stored == ["\n\n".join(a["choices"][0]["turns"]) for a in answers]
+    assert cut_or_whole(stored, ["\n\n".join(a["choices"][0]["turns"]) for a in answers])
     meta = orjson.loads(run_table(out2).column("metadata")[0].as_py())
     assert meta["field"] == "choices.0.turns"
 
@@ -180,7 +180,7 @@ def test_sharegpt_json_array_dump(tmp_path, texts, st_model):
         for r in dump
         if any(m["from"] == "gpt" for m in r["conversations"])
     ]
-    assert list(zip(ids, stored, strict=True)) == expected
+    assert ids == [i for i, _ in expected] and cut_or_whole(stored, [t for _, t in expected])
     manifest = run_manifest(out)
     assert manifest["skipped"] == {"no_matching_turn": 4}
     # Provenance names the user's file, not the converted copy chatspace reads from.
@@ -215,14 +215,14 @@ def test_openai_logs_with_nested_fields(tmp_path, texts, st_model, fmt):
     assert proc.returncode == 0, proc.stderr
     ids, stored = _check_vectors_equal_encode(out, st_model)
     assert ids == [r["metadata"]["user"]["uid"] for r in logs]
-    assert stored == [r["response"]["choices"][0]["message"]["content"] for r in logs]
+    assert cut_or_whole(stored, [r["response"]["choices"][0]["message"]["content"] for r in logs])
 
     # A conversation nested in a struct, with an extraction mode.
     out2 = tmp_path / "out2"
     proc = _embed(dataset, out2, "--text-field", "request.messages", "--extract", "first-user")
     assert proc.returncode == 0, proc.stderr
     _, stored = _check_vectors_equal_encode(out2, st_model)
-    assert stored == [r["request"]["messages"][1]["content"] for r in logs]
+    assert cut_or_whole(stored, [r["request"]["messages"][1]["content"] for r in logs])
 
 
 @pytest.mark.slow
@@ -374,7 +374,8 @@ def test_several_extractions_of_one_dataset_live_side_by_side(tmp_path, texts, s
     named = load_embeddings(out, run_name="users-v2")
     answers = load_embeddings(out, extract="first-assistant")
     firsts = {r["id"]: next(m["value"] for m in r["conversations"] if m["from"] == "human") for r in dump}
-    assert dict(zip(named.column("id").to_pylist(), named.column("text").to_pylist(), strict=True)) == firsts
+    got = dict(zip(named.column("id").to_pylist(), named.column("text").to_pylist(), strict=True))
+    assert sorted(got) == sorted(firsts) and cut_or_whole([got[k] for k in firsts], list(firsts.values()))
     assert answers.num_rows == 16
     for table in (named, answers):
         stored = table.column("text").to_pylist()
