@@ -53,6 +53,17 @@ class UsageError(ChatspaceError):
     exit_code = 2
 
 
+class TerminationSignal(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+    """SIGTERM, raised in the supervisor's main thread.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (a logging handler's
+    emit, a library's retry loop) can swallow it; the supervisor turns it into RunInterrupted."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class RunInterrupted(ChatspaceError):
     """SIGINT/SIGTERM arrived; the run stopped cleanly and can be resumed."""
 

@@ -114,7 +114,9 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
 
     from tests.conftest import run_manifest, start_cli, wait_for_units
 
-    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:160])]
+    # Enough work (120 units) that the run is still going when the kill lands, even on a fast machine:
+    # cross-unit batching lets two workers finish a small dataset before the manifest shows their pids.
+    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(1200)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
     proc = start_cli(
@@ -126,13 +128,13 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
         ]
     )
     try:
-        wait_for_units(out, 2, proc, timeout=300)
+        wait_for_units(out, 1, proc, timeout=300)
         deadline = time.monotonic() + 60
         pids: list[int] = []
         while time.monotonic() < deadline and len(pids) < 2:  # the manifest is rewritten every 5 s
             m = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
             pids = [w["pid"] for w in m["workers"] if w.get("pid")]
-            time.sleep(0.5)
+            time.sleep(0.2)
         assert len(pids) == 2
         os.kill(pids[0], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=400)

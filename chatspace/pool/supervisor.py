@@ -23,7 +23,7 @@ from chatspace.data.extract import check_holds_conversations
 from chatspace.data.sampling import select_rows
 from chatspace.data.sources import Source, check_fields, open_source
 from chatspace.devices import Device, cpu_count, parse_device_labels
-from chatspace.errors import ChatspaceError, RunInterrupted, describe_os_error
+from chatspace.errors import ChatspaceError, RunInterrupted, TerminationSignal, describe_os_error
 from chatspace.logs import plural
 from chatspace.plan import num_units, plan_units
 from chatspace.pool.executors import LocalExecutor
@@ -53,7 +53,7 @@ class _Signals:
         self._old = signal.getsignal(signal.SIGTERM)
 
         def _raise(signum, _frame):
-            raise RunInterrupted(signum)
+            raise TerminationSignal(signum)
 
         try:
             signal.signal(signal.SIGTERM, _raise)
@@ -269,6 +269,10 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         status = "interrupted"
         error = {"message": "interrupted by SIGINT"}
         raise RunInterrupted(signal.SIGINT) from None
+    except TerminationSignal as e:
+        interrupted = RunInterrupted(e.signum)
+        status, error = "interrupted", {"message": str(interrupted)}
+        raise interrupted from None
     except RunInterrupted as e:
         status, error = "interrupted", {"message": str(e)}
         raise
