@@ -17,7 +17,7 @@ def __getattr__(name: str):
 
         return getattr(reader, name)
     if name in ("connect", "sql"):
-        from chatspace.store import frames
+        from chatspace.store import sql
 
-        return getattr(frames, name)
+        return getattr(sql, name)
     raise AttributeError(name)

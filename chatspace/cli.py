@@ -577,7 +577,7 @@ def runs_cmd(root: str | None, as_json: bool) -> None:
 def sql_cmd(root: str, query: str, output_format: str, **filters: Any) -> None:
     """Run SQL (duckdb) over a view `embeddings` of the runs under ROOT, `embedding` typed FLOAT[dim]
     (so array_cosine_similarity works as is) and `metadata` typed JSON."""
-    from chatspace.store.frames import run_sql
+    from chatspace.store.sql import run_sql
 
     for line in run_sql(root, query, output_format, **filters):
         click.echo(line)

@@ -32,12 +32,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chatspace.errors import ChatspaceError, UsageError
+from chatspace.store.frames import FORMATS, convert, to_numpy
 from chatspace.store.layout import model_label, slug
 from chatspace.store.lock import run_is_live
 from chatspace.store.manifest import read_manifest
@@ -417,10 +417,19 @@ def shard_paths(
     For readers that take paths, e.g. `polars.scan_parquet(shard_paths(root))`,
     `duckdb.read_parquet(shard_paths(root))`, `datasets.load_dataset("parquet", data_files=...)`.
     """
-    what = {"text_field": text_field, "extract": extract, "run_name": run_name}
-    chosen = _select(root, model, dataset, split, subset, run_id, what)
-    _check_compatible(chosen, include_incomplete)
-    return [str(p) for path, m in _ordered(chosen) for p, _ in _shards(path, m)]
+    runs = select_runs(
+        root,
+        model,
+        dataset,
+        split,
+        subset=subset,
+        run_id=run_id,
+        text_field=text_field,
+        extract=extract,
+        run_name=run_name,
+        include_incomplete=include_incomplete,
+    )
+    return [str(p) for _, _, shards in runs for p, _ in shards]
 
 
 def select_runs(
@@ -486,7 +495,6 @@ def load_embeddings(
     `to_numpy(table)` for (ids, float32 matrix); for SQL without loading,
     `duckdb.sql("select * from 'ROOT/embeddings/**/*.parquet'")`.
     """
-    from chatspace.store.frames import FORMATS, convert
 
     if as_ is not None and as_ not in FORMATS:
         raise UsageError(f"as_={as_!r} is not one of {', '.join(FORMATS)}")
@@ -522,29 +530,3 @@ def _empty_table(chosen: list[tuple[Path, dict[str, Any]]], columns: Sequence[st
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
     return schema.empty_table()
-
-
-def to_numpy(table: pa.Table, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors): the `id` column as an object array and the embeddings as an [n, dim] matrix.
-
-    Vectors are float32 by default, whatever the stored precision (float16 runs are widened).
-    """
-    if "embedding" not in table.column_names:
-        raise UsageError("the table has no `embedding` column (load it with that column)")
-    ids = (
-        table.column("id").to_numpy(zero_copy_only=False)
-        if "id" in table.column_names
-        else np.empty(table.num_rows, dtype=object)
-    )
-    emb = table.column("embedding").combine_chunks()
-    if isinstance(emb, pa.ChunkedArray):  # an empty table combines to an empty chunked array
-        emb = emb.chunks[0] if emb.num_chunks else pa.array([], type=emb.type)
-    dim = emb.type.list_size if pa.types.is_fixed_size_list(emb.type) else None
-    if emb.null_count:
-        raise ChatspaceError(f"{emb.null_count} row(s) have no embedding")
-    if dim is None:  # a variable-size list (not written by chatspace, but readable)
-        vectors = np.asarray(emb.to_pylist(), dtype=dtype)
-    else:
-        values = emb.flatten().to_numpy(zero_copy_only=False)
-        vectors = values.astype(dtype, copy=False).reshape(len(emb), dim)
-    return ids, vectors

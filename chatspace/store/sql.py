@@ -1,0 +1,114 @@
+"""SQL over a run's embeddings: a duckdb view `embeddings` whose `embedding` is already `FLOAT[dim]`.
+
+Read raw, duckdb sees the vectors as `FLOAT[]`, on which `array_cosine_similarity` fails until cast.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chatspace.errors import UsageError
+from chatspace.store.frames import require_extra
+from chatspace.store.reader import select_runs
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+def connect(
+    root: str | Path,
+    model: str | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+    *,
+    subset: str | None = None,
+    run_id: str | None = None,
+    text_field: str | None = None,
+    extract: str | None = None,
+    run_name: str | None = None,
+    include_incomplete: bool = False,
+    connection: duckdb.DuckDBPyConnection | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A duckdb connection with a view `embeddings` over the matching runs' shards (as load_embeddings
+    selects them), its `embedding` column typed `FLOAT[dim]` and `metadata` typed JSON:
+
+        con = chatspace.connect("demo-output")
+        con.sql("select id, array_cosine_similarity(embedding, (select embedding from embeddings "
+                "where id = 'demo-0')) as score from embeddings order by score desc limit 5")
+
+    Nothing is loaded: duckdb reads the Parquet shards in place.
+    """
+    duck = require_extra("duckdb")
+    runs = select_runs(
+        root,
+        model,
+        dataset,
+        split,
+        subset=subset,
+        run_id=run_id,
+        text_field=text_field,
+        extract=extract,
+        run_name=run_name,
+        include_incomplete=include_incomplete,
+    )
+    m = runs[0][1]
+    dim = int(m.get("model", {}).get("dimension") or m.get("config", {}).get("dimensions") or 0)
+    paths = [str(p) for _, _, shards in runs for p, _ in shards]
+    con = connection if connection is not None else duck.connect()
+    if paths:
+        listing = ", ".join(_quote(p) for p in paths)
+        con.execute(
+            "create or replace view embeddings as select * replace "
+            f"(embedding::FLOAT[{dim}] as embedding, metadata::JSON as metadata) "
+            f"from read_parquet([{listing}])"
+        )
+    else:  # a run with no shard yet: the same columns, no rows
+        con.execute(
+            "create or replace view embeddings as select * from (select ''::VARCHAR as id, "
+            "''::VARCHAR as source, ''::VARCHAR as dataset, ''::VARCHAR as split, ''::VARCHAR as text, "
+            f"NULL::JSON as metadata, NULL::FLOAT[{dim}] as embedding, ''::VARCHAR as model, "
+            "now()::TIMESTAMPTZ as created_at, ''::VARCHAR as run_id) where false"
+        )
+    return con
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def sql(root: str | Path, query: str, **filters: Any) -> duckdb.DuckDBPyRelation:
+    """Run `query` (SQL over the view `embeddings`) on the matching runs under `root`; a duckdb relation."""
+    return connect(root, **filters).sql(query)
+
+
+def run_sql(root: str | Path, query: str, output_format: str = "table", **filters: Any) -> list[str]:
+    """`chatspace sql`: the lines to print for `query`'s result; a duckdb error is one UsageError line."""
+    duck = require_extra("duckdb")
+    filters = {k: v for k, v in filters.items() if v is not None}
+    try:
+        relation = sql(root, query, **filters)
+        if relation is None:  # a statement with no result (e.g. `create table ...`)
+            return []
+        if output_format == "table":
+            return [str(relation).rstrip("\n")]
+        names = relation.columns
+        rows = relation.fetchall()
+    except duck.Error as e:
+        message = " ".join(str(e).split())
+        raise UsageError(f"query failed: {message}") from None
+    if output_format == "json":
+        import orjson
+
+        return [
+            orjson.dumps(dict(zip(names, row, strict=True)), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            for row in rows
+        ]
+    import csv
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names)
+    writer.writerows(rows)
+    return [buffer.getvalue().rstrip("\n")]
