@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from chatspace.data.field_survey import CONVERSATION_MODES, id_candidates, survey_fields
 from chatspace.errors import UsageError
-from chatspace.field_survey import CONVERSATION_MODES, id_candidates, survey_fields
 from chatspace.store.layout import slug
 
 log = logging.getLogger(__name__)
