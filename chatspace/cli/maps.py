@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from chatspace.cli.options import choice_option
 from chatspace.errors import UsageError
 
 MAP_EXTRA_HINT = "pip install 'chatspace[map]'"
@@ -41,12 +42,8 @@ def _need(*modules: str) -> None:
 @click.option(
     "--output", "-o", required=True, help="Coordinates file to write (.parquet; a .json sidecar beside it)."
 )
-@click.option(
-    "--method",
-    type=click.Choice(["umap", "tsne", "pca"]),
-    default="umap",
-    show_default=True,
-    help="UMAP, t-SNE (openTSNE) or PCA.",
+@choice_option(
+    "--method", choices=["umap", "tsne", "pca"], default="umap", help="UMAP, t-SNE (openTSNE) or PCA."
 )
 @click.option(
     "--n-components", type=click.IntRange(2, 3), default=2, show_default=True, help="2-D or 3-D coordinates."
@@ -60,11 +57,10 @@ def _need(*modules: str) -> None:
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of UMAP / t-SNE.")
 @click.option("--n-neighbors", type=int, default=15, show_default=True, help="UMAP neighbourhood size.")
 @click.option("--min-dist", type=float, default=0.1, show_default=True, help="UMAP minimum distance.")
-@click.option(
+@choice_option(
     "--metric",
-    type=click.Choice(["cosine", "euclidean", "manhattan", "correlation"]),
+    choices=["cosine", "euclidean", "manhattan", "correlation"],
     default="cosine",
-    show_default=True,
     help="Distance for UMAP / t-SNE neighbours.",
 )
 @click.option("--perplexity", type=float, default=30.0, show_default=True, help="t-SNE perplexity.")
@@ -168,9 +164,3 @@ def visualize_embeddings_cmd(
         from chatspace.maps.serve import serve as serve_page
 
         serve_page(page, host or "127.0.0.1", 8050 if port is None else port)
-
-
-def register(group: click.Group) -> None:
-    """Add the map commands to the main `chatspace` group."""
-    group.add_command(reduce_embeddings_cmd)
-    group.add_command(visualize_embeddings_cmd)

@@ -1,0 +1,5 @@
+"""`python -m chatspace.cli`: the same as the `chatspace` command."""
+
+from chatspace.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""`describe-dataset` (and its first name, `download-dataset`): a dataset's facts before embedding it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import click
+
+from chatspace.cli.options import choice_option
+from chatspace.config import default_output_root
+
+
+@click.command(
+    "describe-dataset",
+    epilog="""\b
+Examples:
+  chatspace describe-dataset --name chatspace/resources/demo.jsonl --output-root demo-output
+  chatspace describe-dataset --name path/to/parquet-folder --split test
+  chatspace describe-dataset --name HuggingFaceFW/fineweb --subset sample-10BT""",
+)
+@click.option("--name", "--dataset", "name", required=True, help="Hub dataset id or local path.")
+@click.option("--subset", help="Hub configuration (e.g. sample-10BT).")
+@click.option("--split", help="Only this split (default: every split).")
+@choice_option(
+    "--source",
+    choices=["auto", "huggingface", "local"],
+    default="auto",
+    help="Force hub or local; auto decides by whether the path exists.",
+)
+@click.option("--output-root", help="Root of all output (default: $CHATSPACE_ROOT, else /workspace).")
+@click.option(
+    "--sample-rows", type=int, default=200, show_default=True, help="Rows read for text-field statistics."
+)
+def describe_dataset(**params: Any) -> None:
+    """Describe a dataset without downloading it: splits, rows, files, features, fields to embed."""
+    from chatspace.describe import download_dataset as run
+
+    params["output_root"] = params.get("output_root") or default_output_root()
+    click.echo(run(**params).render())
+
+
+# The command's first name, kept working (hidden from the listing).
+download_alias = copy.copy(describe_dataset)
+download_alias.name, download_alias.hidden = "download-dataset", True
