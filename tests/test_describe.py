@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chatspace.describe import SAMPLE_BLOCKS, download_dataset
+from chatspace.data.describe.local import SAMPLE_BLOCKS
 from chatspace.errors import UsageError
+from chatspace.store.datasets import download_dataset
 from tests.conftest import run_cli, write_jsonl
 
 

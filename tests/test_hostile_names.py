@@ -161,11 +161,11 @@ def test_resume_refuses_a_manifest_whose_run_id_is_a_path(server, tmp_path):
 
 @pytest.mark.parametrize("listed", ["datasets/org/name@main/../../../../escape.jsonl", "/abs/escape.jsonl"])
 def test_a_hub_file_name_cannot_leave_the_download_cache(tmp_path, listed):
-    from chatspace.data.hub import _download
+    from chatspace.data.hub import download_hub_file
     from chatspace.errors import ChatspaceError
 
     with pytest.raises(ChatspaceError, match="leaves"):
-        _download("hf://" + listed, tmp_path / "datasets")
+        download_hub_file("hf://" + listed, tmp_path / "datasets")
     assert list(tmp_path.rglob("*")) == []
 
 

@@ -34,7 +34,7 @@ Examples:
 )
 def describe_dataset(**params: Any) -> None:
     """Describe a dataset without downloading it: splits, rows, files, features, fields to embed."""
-    from chatspace.describe import download_dataset as run
+    from chatspace.store.datasets import download_dataset as run
 
     params["output_root"] = params.get("output_root") or default_output_root()
     click.echo(run(**params).render())

@@ -106,6 +106,16 @@ def _usable_lengths(values: list[Any], mode: str) -> list[int]:
     return lengths
 
 
+def _text_usage(values: list[Any], sampled: int) -> dict[str, Any]:
+    """How many of the sampled rows give text as a plain field, and how long it is."""
+    lengths = _usable_lengths(values, "text")
+    return {
+        "usable": len(lengths),
+        "fraction": round(len(lengths) / sampled, 3),
+        "chars": length_stats(lengths),
+    }
+
+
 def survey_fields(
     rows: list[dict], columns: list[str], features: dict[str, dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -136,16 +146,13 @@ def survey_fields(
             if why and why.startswith("short labels"):  # tags: ["docs", "python"] on every row
                 left_out.append({"field": path, "why": why})
                 continue
-            lengths = _usable_lengths(values, "text")
             fields.append(
                 {
                     **base,
                     "kind": "list",
                     "lists": len(lists),
                     "strings_per_row": length_stats([len(v) for v in lists]),
-                    "usable": len(lengths),
-                    "fraction": round(len(lengths) / len(rows), 3),
-                    "chars": length_stats(lengths),
+                    **_text_usage(values, len(rows)),
                 }
             )
         elif strings and len(strings) * 2 >= len(values):
@@ -153,17 +160,7 @@ def survey_fields(
             if why:
                 left_out.append({"field": path, "why": why})
                 continue
-            lengths = _usable_lengths(values, "text")
-            fields.append(
-                {
-                    **base,
-                    "kind": "text",
-                    "strings": len(strings),
-                    "usable": len(lengths),
-                    "fraction": round(len(lengths) / len(rows), 3),
-                    "chars": length_stats(lengths),
-                }
-            )
+            fields.append({**base, "kind": "text", "strings": len(strings), **_text_usage(values, len(rows))})
     fields.sort(key=_rank)
     return fields, left_out
 

@@ -8,8 +8,11 @@ formats (JSONL, CSV) are fetched once into `datasets/hub/` under the output root
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+from chatspace.data.formats import FileEntry, format_name, open_local_file, parquet_entry
+from chatspace.data.identity import hub_identity
 from chatspace.errors import ChatspaceError, UsageError
 
 log = logging.getLogger(__name__)
@@ -25,7 +28,7 @@ def resolve_hub_files(dataset: str, subset: str | None, split: str) -> list[str]
         raise UsageError(f"cannot open Hugging Face dataset {dataset!r}: {str(e).splitlines()[0]}") from None
     data_files = builder.config.data_files or {}
     if split not in data_files:
-        files = _parquet_conversion_files(dataset, subset, split)
+        files = parquet_conversion_files(dataset, subset, split)
         if files:
             return files
         have = ", ".join(data_files) or "none found"
@@ -33,7 +36,7 @@ def resolve_hub_files(dataset: str, subset: str | None, split: str) -> list[str]
     return [str(f) for f in data_files[split]]
 
 
-def _parquet_conversion_files(dataset: str, subset: str | None, split: str) -> list[str]:
+def parquet_conversion_files(dataset: str, subset: str | None, split: str) -> list[str]:
     """The Hub's auto-converted Parquet copy, for datasets whose own files are not listed."""
     try:
         from huggingface_hub import HfFileSystem
@@ -45,7 +48,8 @@ def _parquet_conversion_files(dataset: str, subset: str | None, split: str) -> l
         return []
 
 
-def _download(url: str, cache_dir: Path) -> Path:
+def download_hub_file(url: str, cache_dir: Path) -> Path:
+    """One `hf://` file, fetched once into `{cache_dir}/hub/` (a partial download is never taken as whole)."""
     from huggingface_hub import HfFileSystem
 
     rel = url.removeprefix("hf://")
@@ -60,43 +64,40 @@ def _download(url: str, cache_dir: Path) -> Path:
     return dest
 
 
-def open_hub_source(dataset: str, *, subset: str | None, split: str, cache_dir: Path):
-    from chatspace.data.sources import SourceSpec, _open_local_file, _parquet_entry
+@dataclass(frozen=True)
+class HubFiles:
+    """The opened files of one split of a Hub dataset, ready to become a source."""
 
+    entries: tuple[FileEntry, ...]
+    columns: tuple[str, ...]
+    filesystem: str  # hf: Parquet read in place; local: fetched into the cache
+    identity: dict  # chatspace.data.identity: what a resume checks
+
+
+def open_hub_files(dataset: str, *, subset: str | None, split: str, cache_dir: Path) -> HubFiles:
+    """The files of one split with their row counts: Parquet footers read remotely, others fetched once."""
     urls = resolve_hub_files(dataset, subset, split)
     if not urls:
         raise UsageError(f"{dataset} ({split}) lists no data files")
     entries = []
     columns: set[str] = set()
-    remote_parquet = all(u.lower().endswith(".parquet") for u in urls) and all(
-        u.startswith("hf://") for u in urls
-    )
+    remote_parquet = all(format_name(u) == "parquet" and u.startswith("hf://") for u in urls)
     if remote_parquet:
         from huggingface_hub import HfFileSystem
 
         fs = HfFileSystem()
         for u in urls:
-            entry, cols = _parquet_entry(u.removeprefix("hf://"), fs)
+            entry, cols = parquet_entry(u.removeprefix("hf://"), fs)
             entries.append(entry)
             columns |= cols
         filesystem = "hf"
     else:
         for u in urls:
-            local = _download(u, cache_dir) if u.startswith("hf://") else Path(u)
-            entry, cols = _open_local_file(local, cache_dir)
+            local = download_hub_file(u, cache_dir) if u.startswith("hf://") else Path(u)
+            entry, cols = open_local_file(local, cache_dir)
             entries.append(entry)
             columns |= cols
         filesystem = "local"
     log.info("hub dataset %s (%s): %d files", dataset, split, len(entries))
-    from chatspace.data.identity import hub_identity
-
-    return SourceSpec(
-        dataset,
-        "huggingface",
-        split,
-        subset,
-        tuple(entries),
-        tuple(sorted(columns)),
-        filesystem=filesystem,
-        identity=hub_identity(urls, [e.num_rows for e in entries]),
-    )
+    identity = hub_identity(urls, [e.num_rows for e in entries])
+    return HubFiles(tuple(entries), tuple(sorted(columns)), filesystem, identity)

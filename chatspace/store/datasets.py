@@ -1,0 +1,41 @@
+"""The `datasets/raw/` part of an output root: what `describe-dataset` found, kept beside the caches.
+
+`{output_root}/datasets/raw/{source}/{dataset}/{subset or split or "default"}/info.json`, plus
+`summary.txt` (the printed text). Describing is `chatspace.data.describe`; this is where it is kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chatspace.data.describe import FORMAT, DatasetReport, check_request, inspect_dataset
+from chatspace.data.sources import dataset_label
+from chatspace.store.layout import ensure_writable_root, slug
+from chatspace.store.manifest import now_iso, write_json_atomic
+
+
+def download_dataset(
+    name: str,
+    subset: str | None = None,
+    split: str | None = None,
+    source: str = "auto",
+    output_root: str | Path = "/workspace",
+    sample_rows: int = 200,
+) -> DatasetReport:
+    """Describe a Hub dataset or a local path and write the description under `output_root`.
+
+    `split` limits the report to one split (all splits otherwise); `sample_rows` rows of one split (the
+    one asked for, else `train`, else the first) are read for the text-field statistics.
+    """
+    check_request(source, sample_rows)
+    root = ensure_writable_root(output_root)
+    info = inspect_dataset(name, subset, split, source, sample_rows, cache_dir=root / "datasets")
+    local = info["source"] == "local"
+    label = dataset_label(name, local) if local else name
+    part = (subset if not local else None) or split or "default"
+    out_dir = root / "datasets" / "raw" / info["source"] / slug(label) / slug(part)
+    info = {"format": FORMAT, "inspected_at": now_iso(), **info}
+    report = DatasetReport(info, out_dir / "info.json")
+    write_json_atomic(out_dir / "info.json", info)
+    (out_dir / "summary.txt").write_text(report.render() + "\n")
+    return report
