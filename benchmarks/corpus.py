@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from chatspace.sample_text import MODULES, docstring, walk
+from sample_text import MODULES, docstring, walk
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 VERSION = 1  # bump when the corpus recipe changes

@@ -73,7 +73,7 @@ def sync() -> None:
 
 
 def texts(n: int) -> list[str]:
-    from chatspace.sample_text import unique_docstrings
+    from sample_text import unique_docstrings
 
     docs = [doc for _, doc in unique_docstrings(min_chars=20)]
     return [docs[i % len(docs)] for i in range(n)]

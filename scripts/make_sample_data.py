@@ -30,9 +30,11 @@ import json
 import sys
 from pathlib import Path
 
-from chatspace.sample_text import unique_docstrings
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "chatspace" / "resources" / "demo.jsonl"
+sys.path.insert(0, str(REPO / "benchmarks"))  # the text source the benchmarks and tests share
 
-OUT = Path(__file__).resolve().parent.parent / "chatspace" / "resources" / "demo.jsonl"
+from sample_text import unique_docstrings  # noqa: E402
 
 # A smaller set of well-known modules than the benchmark corpus uses.
 DEMO_MODULES = (

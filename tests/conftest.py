@@ -24,7 +24,7 @@ CHATSPACE = [sys.executable, "-m", "chatspace.cli"]
 
 def real_texts(limit: int | None = None) -> list[str]:
     """Real documentation prose of many lengths: standard-library docstrings, in a fixed order."""
-    from chatspace.sample_text import unique_docstrings
+    from benchmarks.sample_text import unique_docstrings
 
     texts = [doc for _, doc in unique_docstrings(min_chars=20)]
     return texts[:limit] if limit else texts

@@ -1,7 +1,8 @@
 """Real English prose that every Python installation carries offline: standard-library docstrings.
 
-The shipped demo dataset (scripts/make_sample_data.py), the benchmark corpus (benchmarks/corpus.py) and
-the tests all draw their text from here, so each walks the same objects in the same fixed order.
+The shipped demo dataset (scripts/make_sample_data.py), the benchmark corpus (corpus.py beside this
+file) and the tests all draw their text from here, so each walks the same objects in the same fixed
+order. Not part of the package: only these tools use it.
 """
 
 from __future__ import annotations
