@@ -1,0 +1,149 @@
+"""What the tests share: real text, small datasets, the real `chatspace` CLI run in a subprocess (in the
+foreground or under faults), and readers of a run's shards and manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CHATSPACE = [sys.executable, "-m", "chatspace.cli"]
+
+
+def real_texts(limit: int | None = None) -> list[str]:
+    """Real documentation prose of many lengths: standard-library docstrings, in a fixed order."""
+    from benchmarks.sample_text import unique_docstrings
+
+    texts = [doc for _, doc in unique_docstrings(min_chars=20)]
+    return texts[:limit] if limit else texts
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    with open(path, "wb") as fh:
+        for r in rows:
+            fh.write(orjson.dumps(r) + b"\n")
+    return path
+
+
+def run_cli(
+    *args: str,
+    env: dict | None = None,
+    unset: tuple[str, ...] = (),
+    timeout: float = 240,
+    check: bool = False,
+):
+    """Run `chatspace ARGS` as a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    for name in unset:
+        full_env.pop(name, None)
+    proc = subprocess.run(
+        [*CHATSPACE, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"chatspace {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def run_table(out: Path):
+    """Every shard of the (single) run under output root `out`, as one pyarrow Table."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetDataset(sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))).read()
+
+
+def run_manifest(out: Path) -> dict:
+    return orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
+
+
+def run_vectors(out: Path) -> dict[str, np.ndarray]:
+    """id -> embedding of the run under `out`."""
+    table = run_table(out)
+    return dict(
+        zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist()), strict=True)
+    )
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# --- runs under faults: a CLI started in the background, its workers, its shards ---------------------
+
+
+def start_cli(args, env: dict | None = None) -> subprocess.Popen:
+    """`chatspace ARGS` started in its own session (signals reach only what the test aims at)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.Popen(
+        [*CHATSPACE, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_units(out: Path, count: int, proc: subprocess.Popen, timeout: float = 180, pattern=None) -> None:
+    """Wait until `count` unit records exist under `out` (default: of the visible run)."""
+    pattern = pattern or "indexes/*/*/*/units/unit-*.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list(out.glob(pattern))) >= count:
+            return
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.1)
+    raise AssertionError("the run made no progress")
+
+
+def worker_processes(proc: subprocess.Popen):
+    import psutil
+
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    return [k for k in kids if "resource_tracker" not in " ".join(k.cmdline())]
+
+
+def assert_all_gone(procs, timeout: float = 10) -> None:
+    import psutil
+
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    assert not alive, f"orphaned processes: {[p.pid for p in alive]}"
+
+
+def shard_state(out: Path) -> dict[str, tuple[str, int]]:
+    """Each shard of the run under `out`: (sha256, mtime_ns), to show which were rewritten."""
+    return {
+        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(out.glob("embeddings/*/*/*/shard-*.parquet"))
+    }
+
+
+def cut_or_whole(stored: list[str], expected: list[str]) -> bool:
+    """Stored text is what was embedded: the whole text, or its start where the model's limit cut it."""
+    return len(stored) == len(expected) and all(
+        e.startswith(s) and s for s, e in zip(stored, expected, strict=True)
+    )
+
+
+def embed_args(path: Path, out: Path, *extra: str, devices: str | None = None) -> list[str]:
+    """`embed-hf` over the JSONL corpus at `path` (ids in its `id` field) into `out`, quietly."""
+    args = ["embed-hf", "--dataset", str(path), "--id-field", "id", "--output-root", str(out)]
+    if devices is not None:
+        args += ["--devices", devices, "--rows-per-shard", "16"]
+    return [*args, "--no-progress", *extra]
+
+
+def write_corpus(folder: Path, texts: list[str], count: int) -> tuple[Path, list[dict]]:
+    """`count` rows `{"id": "doc-N", "text": ...}` of real text as `folder/corpus.jsonl`."""
+    rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(texts[:count])]
+    return write_jsonl(folder / "corpus.jsonl", rows), rows

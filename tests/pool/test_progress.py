@@ -1,0 +1,65 @@
+"""Progress that tells the truth: rates over the recent window of encoding (model loading does not
+drag them down), an ETA, skipped rows, and plain progress lines when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import chatspace.progress as progress_module
+from chatspace.progress import Progress
+from tests.helpers import run_cli, write_jsonl
+
+LINE = re.compile(
+    r"progress: ([\d,]+)/([\d,]+) rows \(([\d.]+)%\), ([\d.,]+) rows/s, ([\d,]+) tok/s, ETA (\S+), ([\d,]+) skipped"
+)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rates_leave_out_model_loading_and_follow_the_recent_window(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(progress_module.time, "monotonic", clock)
+    p = Progress(enabled=False)
+    p.start(total=1000, workers=1)
+    clock.now += 119.0  # two minutes of model loading: no rows
+    p.worker_ready(1, 1)
+    clock.now += 1.0
+    for _ in range(11):  # then 10 rows (200 tokens) a second
+        p.update(10, 200)
+        clock.now += 1.0
+    rows_per_s, tokens_per_s = p.rates()
+    assert rows_per_s == pytest.approx(110 / 11) and tokens_per_s == pytest.approx(2200 / 11)
+    p.skipped(3)
+    match = LINE.search(p.status())
+    assert match and match.group(1) == "110" and match.group(2) == "1,000" and match.group(7) == "3"
+    assert match.group(6) == "1m29s"  # 890 rows left at 10 rows/s
+    for _ in range(60):  # it slows down to 1 row a second: the window forgets the fast start
+        p.update(1, 20)
+        clock.now += 1.0
+    assert p.rates()[0] == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.slow
+def test_a_piped_run_prints_progress_lines_with_an_eta(tmp_path, texts):
+    rows = [{"id": f"r{i}", "text": t if i % 50 else ""} for i, t in enumerate(texts[:300])]
+    data = write_jsonl(tmp_path / "notes.jsonl", rows)
+    proc = run_cli(
+        "embed-hf", "--dataset", str(data), "--id-field", "id", "--devices", "cpu", "--rows-per-shard", "100",
+        "--output-root", str(tmp_path / "out"), env={"CHATSPACE_PROGRESS_EVERY": "0.5"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    found = [LINE.search(line) for line in proc.stderr.splitlines()]
+    found = [m for m in found if m]
+    assert found, proc.stderr  # stderr is a pipe here, as under nohup or a batch scheduler
+    done = [int(m.group(1).replace(",", "")) for m in found]
+    assert done == sorted(done) and all(0 < d <= 300 for d in done)
+    assert all(m.group(2) == "300" for m in found)
+    assert any(m.group(6) not in ("?",) for m in found)  # an ETA once there is a rate

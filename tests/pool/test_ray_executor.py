@@ -1,0 +1,151 @@
+"""The same workers as Ray tasks on a local Ray cluster give the same output as local workers."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import cosine_rows, run_cli, run_table, write_jsonl
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def stale_ray_tmpdir():
+    """A Ray temp dir whose `ray_current_cluster` names a cluster that died (nothing listens there).
+
+    Short path on purpose: Ray puts unix sockets under it."""
+    path = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    with open(f"{path}/ray_current_cluster", "w") as fh:
+        fh.write(f"127.0.0.1:{_closed_port()}")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
+    """Also: a dead cluster recorded in Ray's temp dir is never attached to; a local one is started."""
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:200])])
+    common = [
+        "--dataset",
+        str(data),
+        "--id-field",
+        "id",
+        "--n",
+        "90",
+        "--rows-per-shard",
+        "30",
+        "--no-progress",
+    ]
+    local = run_cli("embed-hf", *common, "--devices", "cpu", "--output-root", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    ray = run_cli(
+        "embed-hf",
+        *common,
+        "--executor",
+        "ray",
+        "--ray-workers",
+        "2",
+        "--ray-device",
+        "cpu",
+        "--threads-per-worker",
+        "1",
+        "--output-root",
+        str(tmp_path / "ray"),
+        timeout=300,
+        env={"RAY_TMPDIR": stale_ray_tmpdir},
+        unset=("RAY_ADDRESS",),
+    )
+    assert ray.returncode == 0, ray.stderr
+    a, b = run_table(tmp_path / "local").sort_by("id"), run_table(tmp_path / "ray").sort_by("id")
+    assert a.column("id").to_pylist() == b.column("id").to_pylist()
+    ea = np.asarray(a.column("embedding").to_pylist())
+    eb = np.asarray(b.column("embedding").to_pylist())
+    assert cosine_rows(ea, eb).min() >= 0.9999
+    assert run_cli("verify", str(tmp_path / "ray")).returncode == 0
+
+
+def test_ray_needs_a_worker_count(tmp_path):
+    proc = run_cli("embed-hf", "--dataset", "x.jsonl", "--executor", "ray", "--output-root", str(tmp_path))
+    assert proc.returncode == 2 and "--ray-workers" in proc.stderr
+
+
+@pytest.mark.parametrize("how", ["option", "env", "auto"])
+def test_a_ray_cluster_that_does_not_answer_fails_fast(tmp_path, stale_ray_tmpdir, how):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello"}])
+    dead = f"127.0.0.1:{_closed_port()}"
+    args = ["embed-hf", "--dataset", str(data), "--executor", "ray", "--ray-workers", "1"]
+    args += ["--ray-device", "cpu", "--output-root", str(tmp_path / "out"), "--no-progress"]
+    env = {"RAY_TMPDIR": stale_ray_tmpdir}
+    if how == "option":
+        args += ["--ray-address", dead]
+    elif how == "env":
+        env["RAY_ADDRESS"] = dead
+    else:
+        args += ["--ray-address", "auto"]  # the stale cluster file names a dead address
+    t0 = time.monotonic()
+    proc = run_cli(*args, env=env, unset=() if how == "env" else ("RAY_ADDRESS",), timeout=120)
+    assert time.monotonic() - t0 < 60, "a dead cluster must be reported within seconds, not minutes"
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("chatspace: error: the Ray cluster at 127.0.0.1:")
+    assert "does not answer" in lines[-1] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "indexes").exists() or not any(
+        (tmp_path / "out" / "indexes").rglob("*.json")
+    )
+
+
+def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tmp_path):
+    import os
+    import signal
+
+    import orjson
+
+    from tests.helpers import run_manifest, start_cli, wait_for_units
+
+    # Enough work (120 units) that the run is still going when the kill lands, even on a fast machine:
+    # cross-unit batching lets two workers finish a small dataset before the manifest shows their pids.
+    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(1200)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "out"
+    proc = start_cli(
+        [
+            "embed-hf",
+            *("--dataset", str(data), "--id-field", "id", "--rows-per-shard", "10", "--no-progress"),
+            *("--executor", "ray", "--ray-workers", "2", "--ray-device", "cpu", "--threads-per-worker", "1"),
+            *("--output-root", str(out)),
+        ]
+    )
+    try:
+        wait_for_units(out, 1, proc, timeout=300)
+        deadline = time.monotonic() + 60
+        pids: list[int] = []
+        while time.monotonic() < deadline and len(pids) < 2:  # the manifest is rewritten every 5 s
+            m = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
+            pids = [w["pid"] for w in m["workers"] if w.get("pid")]
+            time.sleep(0.2)
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "starting a new worker" in stderr
+    got = run_table(out).column("id").to_pylist()
+    assert sorted(got) == sorted(r["id"] for r in rows)
+    m = run_manifest(out)
+    (lost,) = m["lost_workers"]
+    assert lost["restarted"] is True and m["status"] == "complete"
+    assert run_cli("verify", str(out)).returncode == 0
