@@ -235,7 +235,7 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
 @click.pass_context
 def embed_dataset(ctx: click.Context, **params: Any) -> None:
     """Embed a dataset through the OpenAI embeddings API (or an OpenAI-compatible server)."""
-    from chatspace.openai_env import load_dotenv
+    from chatspace.encoders.openai.settings import load_dotenv
 
     params = apply_config_file(ctx, params)
     _setup_console_logging(params["verbose"])
@@ -254,14 +254,14 @@ def embed_dataset(ctx: click.Context, **params: Any) -> None:
         request_max_inputs=params["batch_size"],
     )
     if not cfg.execute:
-        from chatspace.openai_dry_run import dry_run
-        from chatspace.store.layout import ensure_writable_root
+        from chatspace.encoders.openai.dry_run import dry_run
+        from chatspace.store.layout import RunLayout, ensure_writable_root
 
         # Even a dry run writes (the line index of a JSONL file, a converted CSV) under the root.
-        report = dry_run(cfg, ensure_writable_root(cfg.output_root) / "datasets")
+        report = dry_run(cfg, RunLayout.for_config(cfg, ensure_writable_root(cfg.output_root)))
         click.echo(report.render())
         return
-    from chatspace.openai_env import openai_settings
+    from chatspace.encoders.openai.settings import openai_settings
     from chatspace.pool.supervisor import run_embedding
 
     openai_settings(require_key=True)  # one clear line now if the key is missing

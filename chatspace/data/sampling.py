@@ -81,3 +81,15 @@ def select_rows(
         idx = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         return Selection(idx, "p", None, total_rows)
     return Selection(np.arange(start, end, dtype=np.int64), "all", None, total_rows)
+
+
+def select_run_rows(cfg, num_rows: int) -> Selection:
+    """The rows a run of `cfg` (a RunConfig) embeds out of `num_rows`: its split's slice, then its sample."""
+    return select_rows(
+        num_rows,
+        n=cfg.n,
+        p=cfg.p,
+        seed=cfg.seed,
+        row_range=cfg.split_spec.row_range(num_rows),
+        max_rows=cfg.max_rows,
+    )

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from chatspace.data.extract import check_holds_conversations
 from chatspace.data.fields import top_column
 from chatspace.data.formats import READERS, SUFFIXES, SUPPORTED, FileEntry, format_name, open_local_file
 from chatspace.data.identity import local_identity
@@ -264,3 +265,18 @@ def open_source(
     if spec.num_rows == 0:
         raise UsageError(f"dataset {dataset} ({split}) has no rows")
     return Source(spec)
+
+
+def open_run_source(cfg, cache_dir: Path) -> Source:
+    """The source a run of `cfg` (a RunConfig) reads, checked before any work starts: its text and id
+    fields exist, and a turn extraction finds conversations in the text field (usage errors otherwise)."""
+    source = open_source(
+        cfg.dataset, split=cfg.base_split, subset=cfg.subset, source=cfg.source, cache_dir=cache_dir
+    )
+    try:
+        check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
+        check_holds_conversations(source, cfg.text_field, cfg.extract)
+    except BaseException:
+        source.close()
+        raise
+    return source

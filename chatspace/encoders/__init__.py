@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def build_encoder(cfg: RunConfig, device: Device, threads: int | None) -> Encoder:
     """The encoder for one worker; imports the heavy libraries only here, inside the worker."""
     if cfg.mode == "openai":
-        from chatspace.encoders.openai_api import OpenAIEncoder
+        from chatspace.encoders.openai.encoder import OpenAIEncoder
 
         return OpenAIEncoder(cfg)
     from chatspace.encoders.sentence_transformer import SentenceTransformerEncoder

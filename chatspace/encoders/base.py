@@ -16,6 +16,10 @@ import numpy as np
 
 from chatspace.metrics import WorkerStats
 
+#: Rows a worker hands to one prepare/encode call: the grain of progress reports and of the overlap
+#: of tokenizing with encoding. An encoder's requests never span two calls (the OpenAI dry run counts so).
+CHUNK_ROWS = 1024
+
 
 @dataclass
 class Prepared:

@@ -19,9 +19,8 @@ from typing import Any
 
 from chatspace import __version__
 from chatspace.config import RunConfig
-from chatspace.data.extract import check_holds_conversations
-from chatspace.data.sampling import select_rows
-from chatspace.data.sources import Source, check_fields, open_source
+from chatspace.data.sampling import select_run_rows
+from chatspace.data.sources import Source, open_run_source
 from chatspace.devices import Device, cpu_count, parse_device_labels
 from chatspace.errors import ChatspaceError, RunInterrupted, TerminationSignal, describe_os_error
 from chatspace.logs import plural
@@ -156,23 +155,12 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         _check_model(cfg)  # a misspelled model fails here, before any worker or output exists
     # Logging goes to the console until the run id is known; then to logs/ as well.
     t0 = time.perf_counter()
-    source = open_source(
-        cfg.dataset, split=cfg.base_split, subset=cfg.subset, source=cfg.source, cache_dir=final.datasets_dir
-    )
-    check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
-    check_holds_conversations(source, cfg.text_field, cfg.extract)
+    source = open_run_source(cfg, final.datasets_dir)
     if cfg.executor == "ray":
         from chatspace.pool.ray_executor import resolve_ray_address
 
         resolve_ray_address(cfg.ray_address)  # a dead cluster fails now, before any output is touched
-    selection = select_rows(
-        source.num_rows,
-        n=cfg.n,
-        p=cfg.p,
-        seed=cfg.seed,
-        row_range=cfg.split_spec.row_range(source.num_rows),
-        max_rows=cfg.max_rows,
-    )
+    selection = select_run_rows(cfg, source.num_rows)
     total_units = num_units(len(selection.indices), cfg.rows_per_shard)
     plan_sizes = [u.size for u in plan_units(selection.indices, cfg.rows_per_shard)]
     t_plan = time.perf_counter() - t0

@@ -26,7 +26,7 @@ from chatspace.data.extract import extract_rows, needed_columns
 from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
 from chatspace.devices import Device
-from chatspace.encoders.base import Prepared
+from chatspace.encoders.base import CHUNK_ROWS, Prepared
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
 from chatspace.metrics import WorkerStats, telemetry_for
 from chatspace.redact import redact
@@ -37,7 +37,6 @@ from chatspace.store.shards import write_shard
 
 log = logging.getLogger("chatspace.worker")
 
-CHUNK_ROWS = 1024  # rows tokenized/encoded at a time: the grain of progress reports and overlap
 _STOP = object()
 
 

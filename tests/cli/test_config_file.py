@@ -39,8 +39,8 @@ def _effective(monkeypatch, *args: str, command: str = "embed-hf") -> RunConfig:
 
         monkeypatch.setattr(supervisor, "run_embedding", capture)
     else:
-        import chatspace.openai_dry_run as dry
-        import chatspace.openai_env as openai_env
+        import chatspace.encoders.openai.dry_run as dry
+        import chatspace.encoders.openai.settings as openai_env
 
         monkeypatch.setattr(dry, "dry_run", capture)
         monkeypatch.setattr(openai_env, "load_dotenv", lambda *a, **k: None)

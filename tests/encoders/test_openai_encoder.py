@@ -12,19 +12,23 @@ import numpy as np
 import pytest
 
 from chatspace.config import RunConfig
-from chatspace.encoders import openai_api
-from chatspace.encoders.openai_api import (
-    MAX_INPUT_TOKENS,
-    OpenAIEncoder,
-    RequestPlan,
-    parse_retry_after,
-    plan_requests,
-    token_counter,
+from chatspace.encoders.openai import client as openai_client
+from chatspace.encoders.openai.client import parse_retry_after
+from chatspace.encoders.openai.dry_run import dry_run
+from chatspace.encoders.openai.encoder import OpenAIEncoder
+from chatspace.encoders.openai.models import MAX_INPUT_TOKENS
+from chatspace.encoders.openai.planning import RequestPlan, plan_requests
+from chatspace.encoders.openai.settings import (
+    OpenAISettings,
+    load_dotenv,
+    openai_settings,
+    parse_dotenv,
+    safe_url,
 )
+from chatspace.encoders.openai.tokens import token_counter
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.metrics import WorkerStats
-from chatspace.openai_dry_run import dry_run
-from chatspace.openai_env import OpenAISettings, load_dotenv, openai_settings, parse_dotenv, safe_url
+from chatspace.store.layout import RunLayout
 from tests.helpers.openai_fake_server import FakeEmbeddingServer, fake_vector
 
 KEY = "sk-test-SECRET-0123456789abcdef"
@@ -39,8 +43,8 @@ def _isolated(monkeypatch, tmp_path):
     for var in ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(openai_api, "BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(openai_api, "BACKOFF_MAX_S", 0.05)
+    monkeypatch.setattr(openai_client, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(openai_client, "BACKOFF_MAX_S", 0.05)
 
 
 @pytest.fixture
@@ -141,7 +145,7 @@ def test_retry_after_pauses_other_requests_too(server):
     # retry after ~0.1 s; the Retry-After holds back every request of the encoder, theirs too.
     server.script("429:0.5", "500", "500")  # given out in arrival order
     enc = make_encoder(server, request_max_inputs=1, concurrency=3)
-    enc.backoff_base = 0.1
+    enc.client.backoff_base = 0.1
     texts = ["a", "b", "c"]
     vectors, _, stats = run(enc, texts)
     np.testing.assert_array_equal(vectors, expected(texts))
@@ -261,12 +265,12 @@ def test_connection_refused_fails_after_a_couple_of_quick_tries(max_retries):
     url = f"http://127.0.0.1:{_closed_port()}/v1"
     settings = OpenAISettings(api_key=KEY, base_url=url, timeout=5.0)
     enc = OpenAIEncoder(make_cfg(max_retries=max_retries), settings=settings)
-    enc.backoff_base = 30.0  # a backed-off retry would be obvious: the test would take minutes
+    enc.client.backoff_base = 30.0  # a backed-off retry would be obvious: the test would take minutes
     enc.load(stats := WorkerStats())
     with pytest.raises(ChatspaceError, match="cannot reach the embeddings API at http://127.0.0.1") as info:
         enc.encode(enc.prepare(["a"], stats), stats)
     assert "connection refused" in str(info.value) and "OPENAI_BASE_URL" in str(info.value)
-    assert stats.requests == 1 + min(openai_api.UNREACHABLE_RETRIES, max_retries)
+    assert stats.requests == 1 + min(openai_client.UNREACHABLE_RETRIES, max_retries)
 
 
 def test_a_host_name_that_does_not_resolve_fails_at_once():
@@ -281,19 +285,19 @@ def test_a_host_name_that_does_not_resolve_fails_at_once():
         pytest.skip("this resolver takes seconds to say no (no DNS server reachable): nothing to test")
     settings = OpenAISettings(api_key=KEY, base_url=f"http://{host}/v1", timeout=5.0)
     enc = OpenAIEncoder(make_cfg(max_retries=6), settings=settings)
-    enc.backoff_base = 30.0
+    enc.client.backoff_base = 30.0
     enc.load(stats := WorkerStats())
     with pytest.raises(ChatspaceError, match=f"cannot reach the embeddings API at http://{host}/v1"):
         enc.encode(enc.prepare(["a"], stats), stats)
-    assert stats.requests == 1 + openai_api.UNREACHABLE_RETRIES
+    assert stats.requests == 1 + openai_client.UNREACHABLE_RETRIES
 
 
 def test_float_encoding_and_unknown_model_probe(server):
     enc = make_encoder(server, model="my-local-model", dimensions=None)
     assert enc.dimension == 8  # learnt from one probe request
-    assert len(server.requests) == 1 and server.requests[0].inputs == [openai_api.PROBE_TEXT]
+    assert len(server.requests) == 1 and server.requests[0].inputs == [openai_client.PROBE_TEXT]
     assert "dimensions" not in server.requests[0].body
-    enc._encoding_format = "float"
+    enc.client.encoding_format = "float"
     vectors, _, _ = run(enc, ["p", "q"])
     np.testing.assert_array_equal(vectors, expected(["p", "q"]))
     d = enc.describe()
@@ -472,7 +476,7 @@ def test_dry_run_sends_nothing_and_counts_real_tokens(server, tmp_path, monkeypa
         rows_per_shard=25,
         output_root=str(tmp_path / "out"),
     )
-    report = dry_run(cfg, tmp_path / "cache")
+    report = dry_run(cfg, RunLayout.for_config(cfg))
     assert server.requests == []
     real = [t for t in texts if isinstance(t, str) and t.strip()]
     truncated_long = n_tokens(CL100K.decode(CL100K.encode_ordinary(LONG)[:MAX_INPUT_TOKENS]))
@@ -495,7 +499,7 @@ def test_dry_run_unknown_model_cost_unknown_and_skip_mode(tmp_path):
     data = tmp_path / "d.jsonl"
     _write_jsonl(data, ["abcdefgh", "x" * 40_000])
     cfg = RunConfig(dataset=str(data), mode="openai", model="local/bge", on_long="skip", n=2)
-    report = dry_run(cfg, tmp_path / "cache", settings=OpenAISettings(api_key=None))
+    report = dry_run(cfg, RunLayout.for_config(cfg, tmp_path), settings=OpenAISettings(api_key=None))
     assert report.exact_tokens is False and report.estimated_cost is None
     assert report.tokens == 2 and report.skipped == {"too_long": 1} and report.requests == 1
     text = report.render()
@@ -507,7 +511,8 @@ def test_dry_run_plans_like_the_encoder(server, tmp_path):
     data = tmp_path / "d.jsonl"
     _write_jsonl(data, texts)
     kw = dict(request_max_inputs=50, request_max_tokens=400, rows_per_shard=1000, dimensions=8)
-    report = dry_run(make_cfg(dataset=str(data), **kw), tmp_path / "cache")
+    cfg = make_cfg(dataset=str(data), **kw)
+    report = dry_run(cfg, RunLayout.for_config(cfg, tmp_path))
     enc = make_encoder(server, **kw)
     _, prepared, stats = run(enc, texts)
     plan: RequestPlan = prepared.payload
@@ -530,7 +535,7 @@ def test_dry_run_plans_per_worker_chunk(tmp_path):
     data = tmp_path / "d.jsonl"
     _write_jsonl(data, [f"row {i}" for i in range(2500)])
     cfg = RunConfig(dataset=str(data), mode="openai", model="text-embedding-3-small", rows_per_shard=5000)
-    report = dry_run(cfg, tmp_path / "cache", settings=OpenAISettings(api_key=None))
+    report = dry_run(cfg, RunLayout.for_config(cfg, tmp_path), settings=OpenAISettings(api_key=None))
     # The worker hands the encoder 1024 rows at a time: 1024, 1024, 452 -> 4 requests each.
     assert (report.rows, report.shards, report.requests) == (2500, 1, 12)
 
@@ -540,4 +545,4 @@ def test_dry_run_unknown_field_is_a_usage_error(tmp_path):
     _write_jsonl(data, ["a"])
     cfg = RunConfig(dataset=str(data), mode="openai", text_field="body")
     with pytest.raises(UsageError, match="--text-field 'body'"):
-        dry_run(cfg, tmp_path / "cache", settings=OpenAISettings(api_key=None))
+        dry_run(cfg, RunLayout.for_config(cfg, tmp_path), settings=OpenAISettings(api_key=None))

@@ -10,25 +10,31 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from chatspace.config import RunConfig
-from chatspace.data.extract import check_holds_conversations, extract_rows, needed_columns
-from chatspace.data.sampling import select_rows
-from chatspace.data.sources import check_fields, open_source
-from chatspace.encoders.openai_api import OpenAIEncoder, RequestPlan, price_per_million
+from chatspace.data.extract import extract_rows, needed_columns
+from chatspace.data.sampling import select_run_rows
+from chatspace.data.sources import Source, open_run_source
+from chatspace.encoders.base import CHUNK_ROWS, Prepared
+from chatspace.encoders.openai.encoder import OpenAIEncoder
+from chatspace.encoders.openai.models import price_per_million
+from chatspace.encoders.openai.planning import RequestPlan
+from chatspace.encoders.openai.settings import OpenAISettings, openai_settings
 from chatspace.errors import ChatspaceError
 from chatspace.metrics import WorkerStats
-from chatspace.openai_env import OpenAISettings, openai_settings
-from chatspace.pool.worker import CHUNK_ROWS
-from chatspace.store.layout import RunLayout
 
 READ_CHUNK = 8192
+#: The run's options a report repeats as they are.
+RUN_OPTIONS = ("dataset", "split", "subset", "model", "request_max_inputs", "request_max_tokens", "on_long")
 
 
 @dataclass
 class DryRunReport:
+    """What an --execute run would send and cost; `render()` is the printed summary."""
+
     dataset: str
     split: str
     subset: str | None
@@ -36,9 +42,9 @@ class DryRunReport:
     base_url: str
     tokenizer: str
     exact_tokens: bool  # False: counts are an approximation (the model's encoding is unknown)
-    source_rows: int
-    selected: int
-    rows: int  # rows that would be embedded
+    source_rows: int = 0
+    selected: int = 0
+    rows: int = 0  # rows that would be embedded
     skipped: dict[str, int] = field(default_factory=dict)
     tokens: int = 0  # tokens that would be sent (after truncation)
     truncated: int = 0
@@ -58,6 +64,18 @@ class DryRunReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def count(self, prepared: Prepared, skipped: Counter[str]) -> None:
+        """Add one prepared chunk: what its requests would carry, and the rows the encoder skips."""
+        plan: RequestPlan = prepared.payload
+        skipped.update(prepared.skipped.values())
+        kept = prepared.token_counts[plan.rows]
+        self.rows += len(plan.rows)
+        self.tokens += int(kept.sum())
+        self.truncated += int(prepared.truncated.sum())
+        self.requests += len(plan.requests)
+        if len(kept):
+            self.longest_input_tokens = max(self.longest_input_tokens, int(kept.max()))
 
     def render(self) -> str:
         approx = "" if self.exact_tokens else " (approximate: the model's tokenizer is unknown)"
@@ -100,94 +118,66 @@ class DryRunReport:
         return "\n".join(lines)
 
 
-def dry_run(cfg: RunConfig, cache_dir: Path, *, settings: OpenAISettings | None = None) -> DryRunReport:
-    """Count what an OpenAI-mode run of `cfg` would send; never contacts the embeddings API."""
+def dry_run(cfg: RunConfig, layout: Any, *, settings: OpenAISettings | None = None) -> DryRunReport:
+    """Count what an OpenAI-mode run of `cfg` would send; never contacts the embeddings API.
+
+    `layout` is where the run would write (a chatspace.store.layout.RunLayout): the report names its
+    output and manifest, and the dataset's line index or converted copy goes to its datasets/ folder.
+    """
     if settings is None:
         settings = openai_settings(require_key=False)
     encoder = OpenAIEncoder(cfg.replace(execute=False), settings=settings)
-    source = open_source(
-        cfg.dataset, split=cfg.base_split, subset=cfg.subset, source=cfg.source, cache_dir=cache_dir
-    )
-    try:
-        check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
-        check_holds_conversations(source, cfg.text_field, cfg.extract)
-        selection = select_rows(
-            source.num_rows,
-            n=cfg.n,
-            p=cfg.p,
-            seed=cfg.seed,
-            row_range=cfg.split_spec.row_range(source.num_rows),
-            max_rows=cfg.max_rows,
-        )
-        columns = needed_columns(cfg.text_field, cfg.id_field)
-        skipped: Counter[str] = Counter()
-        stats = WorkerStats()
-        rows = tokens = truncated = requests = longest = shards = 0
-        indices = selection.indices
-        # Read, extract and plan as a worker does: per shard, then per chunk of its extracted texts
-        # (requests never span two encode calls).
-        for shard_start in range(0, len(indices), cfg.rows_per_shard):
-            shards += 1
-            shard = indices[shard_start : shard_start + cfg.rows_per_shard]
-            texts: list[str] = []
-            for start in range(0, len(shard), READ_CHUNK):
-                chunk = shard[start : start + READ_CHUNK]
-                read = source.read(chunk, columns)
-                if len(read) != len(chunk):
-                    raise ChatspaceError(
-                        f"{cfg.dataset}: read {len(read)} rows where {len(chunk)} were asked for"
-                    )
-                usable = extract_rows(
-                    chunk.tolist(),
-                    read,
-                    text_field=cfg.text_field,
-                    mode=cfg.extract,
-                    id_field=cfg.id_field,
-                    split=cfg.base_split,
-                    skipped=skipped,
-                )
-                texts.extend(text for _, _, text in usable)
-            for start in range(0, len(texts), CHUNK_ROWS):
-                prepared = encoder.prepare(texts[start : start + CHUNK_ROWS], stats)
-                plan: RequestPlan = prepared.payload
-                skipped.update(prepared.skipped.values())
-                kept = prepared.token_counts[plan.rows]
-                rows += len(plan.rows)
-                tokens += int(kept.sum())
-                truncated += int(prepared.truncated.sum())
-                requests += len(plan.requests)
-                if len(kept):
-                    longest = max(longest, int(kept.max()))
-    finally:
-        source.close()
-
     price = price_per_million(cfg.model)
-    layout = RunLayout.for_config(cfg)
-    return DryRunReport(
-        dataset=cfg.dataset,
-        split=cfg.split,
-        subset=cfg.subset,
-        model=cfg.model,
+    report = DryRunReport(
+        **{name: getattr(cfg, name) for name in RUN_OPTIONS},
         base_url=settings.display_url,
+        api_key_set=bool(settings.api_key),
         tokenizer=encoder.tokenizer_name,
         exact_tokens=encoder.exact_token_counts,
-        source_rows=source.num_rows,
-        selected=len(selection.indices),
-        rows=rows,
-        skipped=dict(skipped),
-        tokens=tokens,
-        truncated=truncated,
         max_input_tokens=encoder.max_tokens,
-        longest_input_tokens=longest,
-        requests=requests,
-        shards=shards,
-        request_max_inputs=cfg.request_max_inputs,
-        request_max_tokens=cfg.request_max_tokens,
         dimension=encoder.describe()["dimension"],
         price_per_million=price,
-        estimated_cost=None if price is None else tokens / 1_000_000 * price,
         output_dir=str(layout.embeddings_dir),
         manifest_path=str(layout.manifest_path),
-        on_long=cfg.on_long,
-        api_key_set=bool(settings.api_key),
     )
+    source = open_run_source(cfg, layout.datasets_dir)
+    try:
+        selection = select_run_rows(cfg, source.num_rows)
+        report.source_rows, report.selected = source.num_rows, len(selection.indices)
+        skipped: Counter[str] = Counter()
+        stats = WorkerStats()
+        for shard_start in range(0, len(selection.indices), cfg.rows_per_shard):
+            report.shards += 1
+            texts = _shard_texts(
+                cfg, source, selection.indices[shard_start : shard_start + cfg.rows_per_shard], skipped
+            )
+            # Plan as a worker does: per chunk of the shard's texts (requests never span two chunks).
+            for start in range(0, len(texts), CHUNK_ROWS):
+                report.count(encoder.prepare(texts[start : start + CHUNK_ROWS], stats), skipped)
+    finally:
+        source.close()
+    report.skipped = dict(skipped)
+    report.estimated_cost = None if price is None else report.tokens / 1_000_000 * price
+    return report
+
+
+def _shard_texts(cfg: RunConfig, source: Source, shard: np.ndarray, skipped: Counter[str]) -> list[str]:
+    """The texts a worker would extract from one shard's rows (skips counted by reason)."""
+    texts: list[str] = []
+    columns = needed_columns(cfg.text_field, cfg.id_field)
+    for start in range(0, len(shard), READ_CHUNK):
+        chunk = shard[start : start + READ_CHUNK]
+        read = source.read(chunk, columns)
+        if len(read) != len(chunk):
+            raise ChatspaceError(f"{cfg.dataset}: read {len(read)} rows where {len(chunk)} were asked for")
+        usable = extract_rows(
+            chunk.tolist(),
+            read,
+            text_field=cfg.text_field,
+            mode=cfg.extract,
+            id_field=cfg.id_field,
+            split=cfg.base_split,
+            skipped=skipped,
+        )
+        texts.extend(text for _, _, text in usable)
+    return texts
