@@ -81,9 +81,9 @@ def texts(n: int) -> list[str]:
 
 def encoder(model: str, **options):
     from chatspace.config import RunConfig
-    from chatspace.devices import Device
     from chatspace.encoders.sentence_transformer import SentenceTransformerEncoder
-    from chatspace.metrics import WorkerStats
+    from chatspace.hardware.devices import Device
+    from chatspace.stats import WorkerStats
 
     cfg = RunConfig(dataset="unused", output_root="/tmp/unused", model=model, **options)
     device = Device("cuda", "cuda:0", "0") if DEVICE == "cuda" else Device("cpu", "cpu:0")
@@ -97,7 +97,7 @@ def stream(enc, rows: list[str], chunk: int = 1024):
     """Tokenize first, then time the encoder alone as a worker drives it (chunks in, chunks out)."""
     import numpy as np
 
-    from chatspace.metrics import WorkerStats
+    from chatspace.stats import WorkerStats
 
     stats = WorkerStats()
     prepared = [enc.prepare(rows[s : s + chunk], stats) for s in range(0, len(rows), chunk)]
@@ -183,7 +183,7 @@ def step_versions(args) -> dict:
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         out["driver"] = None
-    from chatspace.devices import visible_gpus
+    from chatspace.hardware.devices import visible_gpus
 
     out["visible_gpus"] = visible_gpus()
     return out
@@ -254,7 +254,7 @@ def step_qwen3_ref(args) -> dict:
         ("bfloat16", {"dtype": "bfloat16"}, 0.99),
     ]:
         enc, _ = encoder(path, tokens_per_batch=BUDGET, **options)
-        from chatspace.metrics import WorkerStats
+        from chatspace.stats import WorkerStats
 
         prepared = enc.prepare(rows, WorkerStats())
         ragged_ok = len(prepared.token_counts) == len(rows) and prepared.token_counts.tolist() == counts
@@ -309,7 +309,7 @@ def step_oom(args) -> dict:
 def _speed(model: str, rows: list[str], flops_per_token) -> dict:
     import torch
 
-    from chatspace.metrics import GpuTelemetry, cuda_device_uuid
+    from chatspace.hardware.telemetry import GpuTelemetry, cuda_device_uuid
 
     peak = _bf16_peak()
     out = {"peak_bf16_tflops": peak / 1e12}

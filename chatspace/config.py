@@ -61,7 +61,7 @@ class RunConfig:
     max_rows: int | None = None  # the first N selected rows, in dataset order (quick tests)
     seed: int = 42
     model: str = DEFAULT_MODEL
-    devices: tuple[str, ...] = ("cpu:0",)  # labels: cpu:N, cuda:N (see chatspace.devices)
+    devices: tuple[str, ...] = ("cpu:0",)  # labels: cpu:N, cuda:N (see chatspace.hardware.devices)
     threads_per_worker: int | None = None
     executor: str = "local"  # local (spawned processes) | ray
     stall_timeout: float = 1800.0  # seconds a ready worker may go without finishing a chunk; 0: never

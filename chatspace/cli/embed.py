@@ -157,7 +157,7 @@ def _print_run_summary(result) -> None:
 @click.pass_context
 def embed_hf(ctx: click.Context, **params: Any) -> None:
     """Embed a dataset with a SentenceTransformer, one spawned worker per device."""
-    from chatspace.devices import device_flags, resolve_devices
+    from chatspace.hardware.devices import device_flags, resolve_devices
 
     params = apply_config_file(ctx, params)
     _setup_console_logging(params["verbose"])

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from chatspace.config import RunConfig
-    from chatspace.devices import Device
     from chatspace.encoders.base import Encoder
+    from chatspace.hardware.devices import Device
 
 
 def build_encoder(cfg: RunConfig, device: Device, threads: int | None) -> Encoder:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from chatspace.metrics import WorkerStats
+from chatspace.stats import WorkerStats
 
 #: Rows a worker hands to one prepare/encode call: the grain of progress reports and of the overlap
 #: of tokenizing with encoding. An encoder's requests never span two calls (the OpenAI dry run counts so).

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from chatspace.config import DEFAULT_MODEL, RunConfig
-from chatspace.devices import Device
 from chatspace.encoders.base import Encoder, Prepared
 from chatspace.encoders.batching import Batch, BatchPlanner, length_buckets
 from chatspace.encoders.encode_options import (
@@ -45,7 +44,8 @@ from chatspace.encoders.torch_runtime import (
     set_compile_threads,
 )
 from chatspace.errors import ChatspaceError
-from chatspace.metrics import WorkerStats
+from chatspace.hardware.devices import Device
+from chatspace.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from chatspace.config import RunConfig
 from chatspace.errors import ChatspaceError
-from chatspace.plan import WorkUnit
 from chatspace.pool.executors import TASKS_PER_WORKER
+from chatspace.pool.plan import WorkUnit
 from chatspace.store.manifest import ManifestBuilder, now_iso
 
 log = logging.getLogger("chatspace")

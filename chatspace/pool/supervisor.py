@@ -21,15 +21,15 @@ from chatspace import __version__
 from chatspace.config import RunConfig
 from chatspace.data.sampling import select_run_rows
 from chatspace.data.sources import Source, open_run_source
-from chatspace.devices import Device, cpu_count, parse_device_labels
 from chatspace.errors import ChatspaceError, RunInterrupted, TerminationSignal, describe_os_error
+from chatspace.hardware.devices import Device, cpu_count, parse_device_labels
 from chatspace.logs import plural
-from chatspace.plan import num_units, plan_units
 from chatspace.pool.executors import LocalExecutor
 from chatspace.pool.output import prepare_output, switch_into_place
+from chatspace.pool.plan import num_units, plan_units
+from chatspace.pool.progress import Progress
 from chatspace.pool.scheduler import TRACEBACK_LOGGER, Scheduler
 from chatspace.pool.worker import WorkerSpec
-from chatspace.progress import Progress
 from chatspace.redact import RedactingFilter
 from chatspace.store.layout import RunLayout, ensure_writable_root
 from chatspace.store.lock import acquire_output_lock

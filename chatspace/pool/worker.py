@@ -25,11 +25,12 @@ from chatspace.config import RunConfig
 from chatspace.data.extract import extract_rows, needed_columns
 from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
-from chatspace.devices import Device
 from chatspace.encoders.base import CHUNK_ROWS, Prepared
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
-from chatspace.metrics import WorkerStats, telemetry_for
+from chatspace.hardware.devices import Device
+from chatspace.hardware.telemetry import telemetry_for
 from chatspace.redact import redact
+from chatspace.stats import WorkerStats
 from chatspace.store.layout import RunLayout
 from chatspace.store.manifest import now_iso, write_json_atomic
 from chatspace.store.schema import embedding_schema

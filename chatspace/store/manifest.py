@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from chatspace.errors import ChatspaceError, describe_os_error
-from chatspace.metrics import WorkerStats
 from chatspace.redact import redact_obj
+from chatspace.stats import WorkerStats
 from chatspace.store.layout import RunLayout
 from chatspace.store.shards import sha256_file
 

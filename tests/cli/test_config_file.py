@@ -159,7 +159,7 @@ def test_missing_config_file(capsys, tmp_path):
 
 
 def test_the_shipped_configs(monkeypatch, tmp_path):
-    import chatspace.devices as devices
+    import chatspace.hardware.devices as devices
 
     monkeypatch.setattr(devices, "visible_gpus", lambda: ["0", "1"])  # the only fake: no GPUs here
     monkeypatch.setenv("CHATSPACE_ROOT", str(tmp_path))
@@ -245,7 +245,7 @@ def test_the_command_line_wins_over_excluding_options_in_the_file(
     monkeypatch, tmp_path, data, file_line, args, check
 ):
     """A file's option gives way to a command-line option that excludes it, instead of a conflict."""
-    import chatspace.devices as devices
+    import chatspace.hardware.devices as devices
 
     monkeypatch.setattr(devices, "visible_gpus", lambda: ["0", "1"])  # the only fake: no GPUs here
     path = tmp_path / "run.toml"

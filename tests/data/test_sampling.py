@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from chatspace.data.sampling import keep_with_probability, select_rows
-from chatspace.plan import num_units, plan_units
+from chatspace.pool.plan import num_units, plan_units
 
 
 def test_n_is_exact_unique_sorted_and_seeded():

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from chatspace.config import RunConfig
-from chatspace.devices import Device
 from chatspace.encoders.sentence_transformer import SentenceTransformerEncoder
-from chatspace.metrics import WorkerStats
+from chatspace.hardware.devices import Device
+from chatspace.stats import WorkerStats
 from tests.helpers import cosine_rows
 
 FLASH_KEYS = {"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx"}

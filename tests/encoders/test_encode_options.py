@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from chatspace.config import RunConfig
-from chatspace.devices import Device
 from chatspace.encoders.sentence_transformer import SentenceTransformerEncoder
-from chatspace.metrics import WorkerStats
+from chatspace.hardware.devices import Device
+from chatspace.stats import WorkerStats
 from tests.helpers import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
 
 PROMPTS = {"document": "passage: ", "query": "query: "}

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from chatspace.config import RunConfig
-from chatspace.devices import Device
 from chatspace.encoders.sentence_transformer import (
     CPU_AUTO_TOKENS_PER_BATCH,
     SentenceTransformerEncoder,
 )
-from chatspace.metrics import WorkerStats
+from chatspace.hardware.devices import Device
+from chatspace.stats import WorkerStats
 from tests.helpers import cosine_rows
 
 # --- the encoder against SentenceTransformer.encode ----------------------------------------------------

@@ -27,7 +27,7 @@ from chatspace.encoders.openai.settings import (
 )
 from chatspace.encoders.openai.tokens import token_counter
 from chatspace.errors import ChatspaceError, UsageError
-from chatspace.metrics import WorkerStats
+from chatspace.stats import WorkerStats
 from chatspace.store.layout import RunLayout
 from tests.helpers.openai_fake_server import FakeEmbeddingServer, fake_vector
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from chatspace.config import RunConfig
-from chatspace.devices import Device
 from chatspace.encoders.sentence_transformer import SentenceTransformerEncoder
-from chatspace.metrics import WorkerStats
+from chatspace.hardware.devices import Device
+from chatspace.stats import WorkerStats
 from tests.helpers import REPO, cosine_rows
 
 SMALL = {  # Qwen3-Embedding-0.6B's architecture at test size (the full shape runs in `make gpu-check`)

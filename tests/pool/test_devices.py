@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chatspace import devices
 from chatspace.errors import UsageError
+from chatspace.hardware import devices
 
 
 @pytest.fixture
@@ -129,11 +129,11 @@ def test_without_nvml_torch_counts_the_gpus(fake_nvml, monkeypatch):
 
 def test_telemetry_follows_the_uuid_cuda_reports_not_the_index(fake_nvml, monkeypatch):
     """CUDA's device 0 of a worker pinned to '1' may be NVML's device 2: the UUID decides."""
-    from chatspace import metrics
+    from chatspace.hardware import telemetry
 
     fake_nvml([(UUIDS[0], 10.0), (UUIDS[1], 20.0), (UUIDS[2], 90.0)])
-    monkeypatch.setattr(metrics, "cuda_device_uuid", lambda: UUIDS[2].removeprefix("GPU-"))
-    tel = metrics.telemetry_for(devices.Device("cuda", "cuda:1", "1"))
+    monkeypatch.setattr(telemetry, "cuda_device_uuid", lambda: UUIDS[2].removeprefix("GPU-"))
+    tel = telemetry.telemetry_for(devices.Device("cuda", "cuda:1", "1"))
     assert tel.uuid == UUIDS[2].removeprefix("GPU-") and tel.index is None
     tel.interval = 0.01
     assert tel.start()
@@ -147,15 +147,15 @@ def test_telemetry_follows_the_uuid_cuda_reports_not_the_index(fake_nvml, monkey
 
 
 def test_telemetry_without_a_cuda_uuid_uses_the_pinned_entry(fake_nvml, monkeypatch):
-    from chatspace import metrics
+    from chatspace.hardware import telemetry
 
     fake_nvml([(u, 0.0) for u in UUIDS])
-    monkeypatch.setattr(metrics, "cuda_device_uuid", lambda: None)
-    assert metrics.telemetry_for(devices.Device("cuda", "cuda:0", UUIDS[1])).uuid == UUIDS[1]
-    by_index = metrics.telemetry_for(devices.Device("cuda", "cuda:0", "2"))
+    monkeypatch.setattr(telemetry, "cuda_device_uuid", lambda: None)
+    assert telemetry.telemetry_for(devices.Device("cuda", "cuda:0", UUIDS[1])).uuid == UUIDS[1]
+    by_index = telemetry.telemetry_for(devices.Device("cuda", "cuda:0", "2"))
     assert by_index.uuid is None and by_index.index == 2
     fake_nvml([], available=False)
-    assert not metrics.GpuTelemetry(uuid=UUIDS[0]).start()  # no NVML: no telemetry, no error
+    assert not telemetry.GpuTelemetry(uuid=UUIDS[0]).start()  # no NVML: no telemetry, no error
 
 
 def test_threads_are_shared_out_across_local_workers(monkeypatch):

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-import chatspace.progress as progress_module
-from chatspace.progress import Progress
+import chatspace.pool.progress as progress_module
+from chatspace.pool.progress import Progress
 from tests.helpers import run_cli, write_jsonl
 
 LINE = re.compile(

@@ -30,8 +30,8 @@ import orjson
 
 from chatspace.encoders.openai.settings import API_KEY_VAR, BASE_URL_VAR, OpenAISettings
 from chatspace.errors import ChatspaceError
-from chatspace.metrics import WorkerStats
 from chatspace.redact import known_secrets, redact
+from chatspace.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

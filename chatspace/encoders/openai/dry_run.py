@@ -24,7 +24,7 @@ from chatspace.encoders.openai.models import price_per_million
 from chatspace.encoders.openai.planning import RequestPlan
 from chatspace.encoders.openai.settings import OpenAISettings, openai_settings
 from chatspace.errors import ChatspaceError
-from chatspace.metrics import WorkerStats
+from chatspace.stats import WorkerStats
 
 READ_CHUNK = 8192
 #: The run's options a report repeats as they are.

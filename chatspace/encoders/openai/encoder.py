@@ -21,7 +21,7 @@ from chatspace.encoders.openai.planning import RequestPlan, plan_requests
 from chatspace.encoders.openai.settings import API_KEY_VAR, OpenAISettings, openai_settings
 from chatspace.encoders.openai.tokens import get_tokenizer
 from chatspace.errors import ChatspaceError, UsageError
-from chatspace.metrics import WorkerStats
+from chatspace.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 
