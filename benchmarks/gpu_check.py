@@ -85,7 +85,7 @@ def encoder(model: str, **options):
     from chatspace.hardware.devices import Device
     from chatspace.stats import WorkerStats
 
-    cfg = RunConfig(dataset="unused", output_root="/tmp/unused", model=model, **options)
+    cfg = RunConfig.from_options(dataset="unused", output_root="/tmp/unused", model=model, **options)
     device = Device("cuda", "cuda:0", "0") if DEVICE == "cuda" else Device("cpu", "cpu:0")
     enc = SentenceTransformerEncoder(cfg, device, None)
     stats = WorkerStats()

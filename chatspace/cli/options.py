@@ -1,115 +1,78 @@
-"""Options the embedding commands share, and how --config and the flags become one RunConfig's keywords."""
+"""Options the embedding commands share, derived from the config parts, and how --config and the flags
+become one RunConfig."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from chatspace.config import EXTRACT_MODES, default_output_root, load_config_file
+from chatspace.config import RunConfig, load_config_file, part_of
+from chatspace.config.base import ConfigPart, option_name
 from chatspace.errors import UsageError
 
 
+def config_option(name: str, *param_decls: str, help: str, part: type[ConfigPart] | None = None) -> Any:
+    """A click option for one field of a config part (by default the part that holds `name`), its type,
+    default and choices taken from the part, so they are written once, in config/."""
+    part = part or part_of(name)
+    decls = param_decls or (option_name(name),)
+    value_type, default = part.value_type(name), part.default(name)
+    if value_type is bool:
+        return click.option(*decls, is_flag=True, default=default, help=help)
+    if part.choices(name):
+        return choice_option(*decls, choices=part.choices(name), default=default, help=help)
+    value_type = None if value_type is str else value_type
+    return click.option(*decls, type=value_type, default=default, show_default=default is not None, help=help)
+
+
+# The options every embedding command takes, in --help order: a config field's help, or an option of
+# the command line's own.
+SHARED_OPTIONS: dict[str, str | Callable] = {
+    "config_file": click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help="TOML or YAML file of options (long names); the command line overrides it.",
+    ),
+    "dataset": "Hugging Face dataset id, or a local .parquet/.jsonl/.json/.csv file or folder (incl. save_to_disk folders).",
+    "subset": "Hub configuration (e.g. sample-10BT).",
+    "split": "Split to read; a `datasets` slice such as train[:1000] or train[10%:20%] reads part of it.",
+    "source": "Force hub or local; auto decides by whether the path exists.",
+    "text_field": "Column holding the text or the conversation.",
+    "extract": "Plain text, or which turn(s) of a conversation to embed.",
+    "extract_first_assistant": click.option(
+        "--extract-first-assistant", is_flag=True, help="Same as --extract first-assistant."
+    ),
+    "id_field": "Column to use as row id (default: a stable id from the split and row index).",
+    "n": "Sample exactly N rows uniformly without replacement. Excludes --p.",
+    "p": "Keep each row independently with probability P. Excludes --n.",
+    "max_rows": "Compatibility option: only the first N rows, in dataset order (quick tests). "
+    "Excludes --n and --p.",
+    "seed": "Seed of the sample (--n / --p).",
+    "output_root": "Root of all output (default: $CHATSPACE_ROOT, else /workspace).",
+    "rows_per_shard": "Rows per work unit and per output shard.",
+    "run_id": "Name of this run (default: timestamp + random suffix).",
+    "run_name": "Folder name for this run under the split, instead of the text field and extraction "
+    "(keeps several runs of one dataset and model side by side).",
+    "resume": "Finish a run of the same config that stopped early. Excludes --overwrite.",
+    "overwrite": "Replace an existing run of this model/dataset/split. Excludes --resume.",
+    "no_progress": click.option(
+        "--no-progress", is_flag=True, help="Plain log lines instead of a progress bar."
+    ),
+    "stall_timeout": "Stop the run when a worker finishes no chunk for this many seconds (0: never).",
+    "max_worker_restarts": "Replace a lost worker (killed, crashed) this many times per device; "
+    "0: stop the run instead.",
+    "verbose": click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
+}
+
+
 def data_options(f):
-    options = [
-        click.option(
-            "--config",
-            "config_file",
-            type=click.Path(dir_okay=False),
-            help="TOML or YAML file of options (long names); the command line overrides it.",
-        ),
-        click.option(
-            "--dataset",
-            help="Hugging Face dataset id, or a local .parquet/.jsonl/.json/.csv file or folder (incl. save_to_disk folders).",
-        ),
-        click.option("--subset", help="Hub configuration (e.g. sample-10BT)."),
-        click.option(
-            "--split",
-            default="train",
-            show_default=True,
-            help="Split to read; a `datasets` slice such as train[:1000] or train[10%:20%] reads part of it.",
-        ),
-        choice_option(
-            "--source",
-            choices=["auto", "huggingface", "local"],
-            default="auto",
-            help="Force hub or local; auto decides by whether the path exists.",
-        ),
-        click.option(
-            "--text-field",
-            default="text",
-            show_default=True,
-            help="Column holding the text or the conversation.",
-        ),
-        choice_option(
-            "--extract",
-            choices=EXTRACT_MODES,
-            default="text",
-            help="Plain text, or which turn(s) of a conversation to embed.",
-        ),
-        click.option("--extract-first-assistant", is_flag=True, help="Same as --extract first-assistant."),
-        click.option(
-            "--id-field", help="Column to use as row id (default: a stable id from the split and row index)."
-        ),
-        click.option(
-            "--n", "n", type=int, help="Sample exactly N rows uniformly without replacement. Excludes --p."
-        ),
-        click.option(
-            "--p", "p", type=float, help="Keep each row independently with probability P. Excludes --n."
-        ),
-        click.option(
-            "--max-rows",
-            type=int,
-            help="Compatibility option: only the first N rows, in dataset order (quick tests). "
-            "Excludes --n and --p.",
-        ),
-        click.option(
-            "--seed", type=int, default=42, show_default=True, help="Seed of the sample (--n / --p)."
-        ),
-        click.option("--output-root", help="Root of all output (default: $CHATSPACE_ROOT, else /workspace)."),
-        click.option(
-            "--rows-per-shard",
-            type=int,
-            default=10_000,
-            show_default=True,
-            help="Rows per work unit and per output shard.",
-        ),
-        click.option("--run-id", help="Name of this run (default: timestamp + random suffix)."),
-        click.option(
-            "--run-name",
-            help="Folder name for this run under the split, instead of the text field and extraction "
-            "(keeps several runs of one dataset and model side by side).",
-        ),
-        click.option(
-            "--resume",
-            is_flag=True,
-            help="Finish a run of the same config that stopped early. Excludes --overwrite.",
-        ),
-        click.option(
-            "--overwrite",
-            is_flag=True,
-            help="Replace an existing run of this model/dataset/split. Excludes --resume.",
-        ),
-        click.option("--no-progress", is_flag=True, help="Plain log lines instead of a progress bar."),
-        click.option(
-            "--stall-timeout",
-            type=float,
-            default=1800.0,
-            show_default=True,
-            help="Stop the run when a worker finishes no chunk for this many seconds (0: never).",
-        ),
-        click.option(
-            "--max-worker-restarts",
-            type=int,
-            default=2,
-            show_default=True,
-            help="Replace a lost worker (killed, crashed) this many times per device; 0: stop the run instead.",
-        ),
-        click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
-    ]
-    for option in reversed(options):
-        f = option(f)
+    """Add SHARED_OPTIONS to a command."""
+    for name, option in reversed(SHARED_OPTIONS.items()):
+        f = config_option(name, help=option)(f) if isinstance(option, str) else option(f)
     return f
 
 
@@ -163,35 +126,18 @@ def apply_config_file(ctx: click.Context, params: dict[str, Any]) -> dict[str, A
     return params
 
 
-def common_config(params: dict[str, Any]) -> dict[str, Any]:
+def build_run_config(mode: str, params: dict[str, Any], **resolved: Any) -> RunConfig:
+    """The RunConfig of a command's options: those named like a config field pass as they are; `resolved`
+    holds what the command worked out itself (device labels, the model named by the environment)."""
     if not params.get("dataset"):
         raise UsageError("--dataset is required (or set `dataset` in --config)")
-    extract = params["extract"]
+    fields = RunConfig.option_names(mode)
+    options = {name: value for name, value in params.items() if name in fields}
     if params.get("extract_first_assistant"):
-        extract = "first-assistant"
-    return {
-        "dataset": params["dataset"],
-        "subset": params.get("subset"),
-        "split": params["split"],
-        "source": params["source"],
-        "text_field": params["text_field"],
-        "extract": extract,
-        "id_field": params.get("id_field"),
-        "n": params.get("n"),
-        "p": params.get("p"),
-        "max_rows": params.get("max_rows"),
-        "seed": params["seed"],
-        "output_root": params.get("output_root") or default_output_root(),
-        "rows_per_shard": params["rows_per_shard"],
-        "run_id": params.get("run_id"),
-        "run_name": params.get("run_name"),
-        "resume": params["resume"],
-        "overwrite": params["overwrite"],
-        "progress": not params["no_progress"],
-        "stall_timeout": params["stall_timeout"],
-        "max_worker_restarts": params["max_worker_restarts"],
-        "config_file": params.get("_config_file"),
-    }
+        options["extract"] = "first-assistant"
+    options["progress"] = not params["no_progress"]
+    options["config_file"] = params.get("_config_file")
+    return RunConfig.from_options(mode=mode, **{**options, **resolved})
 
 
 def choice_option(*param_decls: str, choices, default: Any = None, help: str) -> Any:

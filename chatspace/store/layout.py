@@ -64,12 +64,6 @@ def run_folder(cfg) -> str:
     return f"{folder}__{cfg.text_field}" + (f"__{cfg.extract}" if cfg.extract != "text" else "")
 
 
-def check_run_name(name: str) -> None:
-    """A --run-name is one path component as written: letters, digits and . _ - + = only."""
-    if not name or slug(name) != name or "__" in name:
-        raise UsageError(f"--run-name {name!r}: use letters, digits and . _ - + = (no '__', no leading dot)")
-
-
 @dataclass(frozen=True)
 class RunLayout:
     root: Path

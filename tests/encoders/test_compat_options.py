@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from chatspace.config import RunConfig
+from chatspace.config.splits import parse_split
 from chatspace.data.sampling import select_rows
-from chatspace.data.splits import parse_split
 from chatspace.errors import UsageError
 from tests.helpers import cosine_rows, cut_or_whole, run_cli, run_manifest, run_table, write_jsonl
 
@@ -68,11 +68,11 @@ def test_split_specs_that_are_refused():
     assert parse_split("train[10%:20%]").folder == "train.10pct..20pct"
     assert parse_split("validation").folder == "validation"
     # The slice is part of the run's identity: a sliced run never resumes into a full one.
-    base = RunConfig(dataset="d", output_root="/tmp/x")
+    base = RunConfig.from_options(dataset="d", output_root="/tmp/x")
     assert base.replace(split="train[:5]").output_hash() != base.output_hash()
     assert base.replace(max_rows=5).output_hash() != base.output_hash()
     with pytest.raises(UsageError, match="--max-rows or --n/--p"):
-        RunConfig(dataset="d", output_root="/tmp/x", max_rows=5, n=3)
+        RunConfig.from_options(dataset="d", output_root="/tmp/x", max_rows=5, n=3)
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ def library(prompted_model):
 
 
 def _encoder(model: Path, **options) -> SentenceTransformerEncoder:
-    cfg = RunConfig(dataset="unused", output_root="/tmp/unused", model=str(model), **options)
+    cfg = RunConfig.from_options(dataset="unused", output_root="/tmp/unused", model=str(model), **options)
     enc = SentenceTransformerEncoder(cfg, Device("cpu", "cpu:0"), None)
     enc.load(WorkerStats())
     return enc
@@ -131,9 +131,12 @@ def test_unknown_prompt_name_and_oversized_truncation(prompted_model):
 
 
 def test_encode_options_are_part_of_the_run_identity():
-    base = RunConfig(dataset="d", output_root="/tmp/x")
+    base = RunConfig.from_options(dataset="d", output_root="/tmp/x")
     # Runs made before these options existed keep their hash: defaults stay out of it.
-    assert base.output_hash() == RunConfig(dataset="d", output_root="/tmp/x", normalize=False).output_hash()
+    assert (
+        base.output_hash()
+        == RunConfig.from_options(dataset="d", output_root="/tmp/x", normalize=False).output_hash()
+    )
     changed = [
         base.replace(prompt="query: "),
         base.replace(prompt=""),

@@ -56,7 +56,7 @@ def server():
 def make_cfg(**kw) -> RunConfig:
     base = dict(dataset="unused", mode="openai", model="text-embedding-3-small", dimensions=8, execute=True)
     base.update(kw)
-    return RunConfig(**base)
+    return RunConfig.from_options(**base)
 
 
 def make_encoder(server: FakeEmbeddingServer, timeout: float = 5.0, **kw) -> OpenAIEncoder:
@@ -468,7 +468,7 @@ def test_dry_run_sends_nothing_and_counts_real_tokens(server, tmp_path, monkeypa
     texts = [f"row {i}: " + "lorem ipsum dolor " * (i % 5) for i in range(40)] + [LONG, None, "   "]
     data = tmp_path / "data.jsonl"
     _write_jsonl(data, texts)
-    cfg = RunConfig(
+    cfg = RunConfig.from_options(
         dataset=str(data),
         mode="openai",
         model="text-embedding-3-small",
@@ -498,7 +498,7 @@ def test_dry_run_sends_nothing_and_counts_real_tokens(server, tmp_path, monkeypa
 def test_dry_run_unknown_model_cost_unknown_and_skip_mode(tmp_path):
     data = tmp_path / "d.jsonl"
     _write_jsonl(data, ["abcdefgh", "x" * 40_000])
-    cfg = RunConfig(dataset=str(data), mode="openai", model="local/bge", on_long="skip", n=2)
+    cfg = RunConfig.from_options(dataset=str(data), mode="openai", model="local/bge", on_long="skip", n=2)
     report = dry_run(cfg, RunLayout.for_config(cfg, tmp_path), settings=OpenAISettings(api_key=None))
     assert report.exact_tokens is False and report.estimated_cost is None
     assert report.tokens == 2 and report.skipped == {"too_long": 1} and report.requests == 1
@@ -534,7 +534,9 @@ def test_a_batch_is_spread_over_concurrent_requests(server):
 def test_dry_run_plans_per_worker_chunk(tmp_path):
     data = tmp_path / "d.jsonl"
     _write_jsonl(data, [f"row {i}" for i in range(2500)])
-    cfg = RunConfig(dataset=str(data), mode="openai", model="text-embedding-3-small", rows_per_shard=5000)
+    cfg = RunConfig.from_options(
+        dataset=str(data), mode="openai", model="text-embedding-3-small", rows_per_shard=5000
+    )
     report = dry_run(cfg, RunLayout.for_config(cfg, tmp_path), settings=OpenAISettings(api_key=None))
     # The worker hands the encoder 1024 rows at a time: 1024, 1024, 452 -> 4 requests each.
     assert (report.rows, report.shards, report.requests) == (2500, 1, 12)
@@ -543,6 +545,6 @@ def test_dry_run_plans_per_worker_chunk(tmp_path):
 def test_dry_run_unknown_field_is_a_usage_error(tmp_path):
     data = tmp_path / "d.jsonl"
     _write_jsonl(data, ["a"])
-    cfg = RunConfig(dataset=str(data), mode="openai", text_field="body")
+    cfg = RunConfig.from_options(dataset=str(data), mode="openai", text_field="body")
     with pytest.raises(UsageError, match="--text-field 'body'"):
         dry_run(cfg, RunLayout.for_config(cfg, tmp_path), settings=OpenAISettings(api_key=None))

@@ -164,11 +164,14 @@ def test_threads_are_shared_out_across_local_workers(monkeypatch):
 
     monkeypatch.setattr(supervisor, "cpu_count", lambda: 16)
     gpus = tuple(devices.Device("cuda", f"cuda:{i}", str(i)) for i in range(4))
-    cfg = RunConfig(dataset="x", output_root="/tmp/x")
+    cfg = RunConfig.from_options(dataset="x", output_root="/tmp/x")
     assert supervisor._threads_for(gpus, cfg) == 4  # torch, tokenizer and compile pools: 16 cores / 4
     assert supervisor._threads_for((devices.Device("cpu", "cpu:0"),) * 2, cfg) == 8
     assert (
-        supervisor._threads_for(gpus, RunConfig(dataset="x", output_root="/tmp/x", threads_per_worker=3)) == 3
+        supervisor._threads_for(
+            gpus, RunConfig.from_options(dataset="x", output_root="/tmp/x", threads_per_worker=3)
+        )
+        == 3
     )
 
 
