@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from chatspace.cli.options import choice_option
+from chatspace.cli.options import choice_option, run_filter_options
 from chatspace.errors import UsageError
 
 MAP_EXTRA_HINT = "pip install 'chatspace[map]'"
@@ -70,12 +70,7 @@ def _need(*modules: str) -> None:
     show_default=True,
     help="Keep each row's full text (the map's click panel shows it); a 200-character preview is always kept.",
 )
-@click.option("--model", help="With output roots: only runs of this model.")
-@click.option("--dataset", help="With output roots: only runs of this dataset (hub id, path or label).")
-@click.option("--split", help="With output roots: only this split.")
-@click.option("--subset", help="With output roots: only this hub configuration.")
-@click.option("--run-id", help="With output roots: only this run.")
-@click.option("--include-incomplete", is_flag=True, help="Also read the finished shards of unfinished runs.")
+@run_filter_options("With output roots: ")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def reduce_embeddings_cmd(more_dirs: tuple[str, ...], embedding_dirs: tuple[str, ...], **params: Any) -> None:
     """Project a sample of embedded runs to 2-D or 3-D (UMAP, t-SNE or PCA) for a map."""

@@ -149,3 +149,28 @@ def choice_option(*param_decls: str, choices, default: Any = None, help: str) ->
         show_default=default is not None,
         help=help,
     )
+
+
+# What selects runs under an output root (`sql`, and `reduce-embeddings` given roots).
+RUN_FILTERS = {
+    "--model": "runs of this model (hub id, folder name or its last part)",
+    "--dataset": "runs of this dataset (hub id, local path or label)",
+    "--split": "runs of this split",
+    "--subset": "runs of this hub configuration",
+    "--run-id": "this run",
+}
+
+
+def run_filter_options(scope: str = ""):
+    """Add RUN_FILTERS and --include-incomplete to a command; `scope` opens each help line."""
+
+    def add(f):
+        f = click.option(
+            "--include-incomplete", is_flag=True, help="Also read the finished shards of unfinished runs."
+        )(f)
+        for flag, selects in reversed(RUN_FILTERS.items()):
+            text = f"{scope}only {selects}." if scope else f"Only {selects}."
+            f = click.option(flag, help=text)(f)
+        return f
+
+    return add

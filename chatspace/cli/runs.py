@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from chatspace.cli.options import choice_option
+from chatspace.cli.options import choice_option, run_filter_options
 from chatspace.config import default_output_root
 from chatspace.errors import ChatspaceError, UsageError
 
@@ -57,12 +57,7 @@ def runs_cmd(root: str | None, as_json: bool) -> None:
 @click.command("sql")
 @click.argument("root")
 @click.argument("query")
-@click.option("--model", help="Only runs of this model (hub id, folder name or its last part).")
-@click.option("--dataset", help="Only runs of this dataset (hub id, local path or label).")
-@click.option("--split", help="Only runs of this split.")
-@click.option("--subset", help="Only runs of this hub configuration.")
-@click.option("--run-id", help="Only this run.")
-@click.option("--include-incomplete", is_flag=True, help="Also read the finished shards of unfinished runs.")
+@run_filter_options()
 @choice_option(
     "--format",
     "output_format",
