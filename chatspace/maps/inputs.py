@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.store import reader
+from chatspace.store.layout import INDEXES_DIR, MANIFEST_NAME
 
 # Columns carried from the shards into the sample (the embedding is turned into a matrix on the way).
 CARRIED = ("id", "dataset", "split", "model", "run_id", "text")
@@ -110,8 +111,8 @@ def _shard(path: Path, origin: str, expected_rows: int | None, manifest: str | N
 def _has_manifests(p: Path) -> bool:
     """An output root, a run's index folder, or a manifest file (read through load_embeddings' rules)."""
     if p.is_file():
-        return p.name == "manifest.json"
-    return (p / "manifest.json").is_file() or (p / "indexes").is_dir()
+        return p.name == MANIFEST_NAME
+    return (p / MANIFEST_NAME).is_file() or (p / INDEXES_DIR).is_dir()
 
 
 def resolve_shards(inputs: Sequence[str | Path], selection: Selection = Selection()) -> list[Shard]:

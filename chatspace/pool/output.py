@@ -8,10 +8,8 @@ the replacement loses nothing and readers see the old run until then.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,10 +22,10 @@ from chatspace.store.layout import RunLayout
 from chatspace.store.manifest import (
     failed_before_any_unit,
     load_unit_records,
+    read_json,
     read_manifest,
     remove_stale_json_temporaries,
     unit_is_intact,
-    write_json_atomic,
 )
 from chatspace.store.shards import remove_stale_temporaries
 
@@ -54,8 +52,9 @@ def prepare_output(
     finish_interrupted_switch(final)
     staging = final.staging
     if cfg.overwrite:
-        shutil.rmtree(staging.stage_dir, ignore_errors=True)
-        if final.index_dir.exists() or final.embeddings_dir.exists():
+        output = final.output
+        output.remove_tree(staging.stage_dir)
+        if output.exists(final.index_dir) or output.exists(final.embeddings_dir):
             log.warning(
                 "--overwrite: building the new run aside; the previous run in %s stays in place (and "
                 "readable) until the new one is complete",
@@ -63,7 +62,7 @@ def prepare_output(
             )
             return OutputState(staging, cfg.run_id or new_run_id(), {})
         return OutputState(final, cfg.run_id or new_run_id(), {})
-    if staging.stage_dir.exists():
+    if final.output.exists(staging.stage_dir):
         if _holds_run_of(staging, cfg):
             if not cfg.resume:
                 raise UsageError(
@@ -79,7 +78,7 @@ def prepare_output(
 
 
 def _holds_run_of(layout: RunLayout, cfg: RunConfig) -> bool:
-    manifest = read_manifest(layout.manifest_path)
+    manifest = read_manifest(layout.output, layout.manifest_path)
     if manifest is not None:
         return manifest.get("config_hash") == cfg.output_hash()
     return any(r.get("config_hash") == cfg.output_hash() for r in load_unit_records(layout).values())
@@ -88,10 +87,10 @@ def _holds_run_of(layout: RunLayout, cfg: RunConfig) -> bool:
 def _resume_or_start(
     layout: RunLayout, cfg: RunConfig, identity: dict | None, plan_sizes: list[int]
 ) -> OutputState:
-    existing = read_manifest(layout.manifest_path)
+    existing = read_manifest(layout.output, layout.manifest_path)
     on_disk = load_unit_records(layout)
     if existing is None:
-        unreadable = layout.manifest_path.exists() or bool(on_disk)
+        unreadable = layout.output.exists(layout.manifest_path) or bool(on_disk)
         if not unreadable:
             return OutputState(layout, cfg.run_id or new_run_id(), {})
         if not cfg.resume:
@@ -162,8 +161,9 @@ def _intact_records(
     on_disk: dict[int, dict[str, Any]],
 ) -> dict[int, dict[str, Any]]:
     """The records that agree with the plan and whose shards agree with them; the rest are removed."""
-    removed = remove_stale_temporaries(layout.embeddings_dir)
-    removed += remove_stale_json_temporaries(layout.index_dir)
+    output = layout.output
+    removed = remove_stale_temporaries(output, layout.embeddings_dir)
+    removed += remove_stale_json_temporaries(output, layout.index_dir)
     if removed:
         log.info("removed %d partial file(s) left by the interrupted run", removed)
     done: dict[int, dict[str, Any]] = {}
@@ -173,16 +173,15 @@ def _intact_records(
             done[unit] = rec
             continue
         log.warning("unit %d: %s; it will be redone", unit, problem)
-        layout.unit_record_path(unit).unlink(missing_ok=True)
+        output.remove(layout.unit_record_path(unit))
     # A shard with no trusted record is not output: it is redone (or, outside the plan, removed).
-    if layout.embeddings_dir.is_dir():
-        for shard in layout.embeddings_dir.glob("shard-*.parquet"):
-            try:
-                unit = int(shard.stem.split("-")[1])
-            except (IndexError, ValueError):
-                continue
-            if unit not in done:
-                shard.unlink(missing_ok=True)
+    for shard in output.glob(layout.embeddings_dir, "shard-*.parquet"):
+        try:
+            unit = int(shard.stem.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if unit not in done:
+            output.remove(shard)
     return done
 
 
@@ -227,31 +226,43 @@ def record_problem(
 
 def switch_into_place(final: RunLayout) -> None:
     """Move a complete staged run over the previous one: a marker first, so a kill mid-way rolls forward."""
-    write_json_atomic(final.stage_dir / SWITCH_MARKER, {"complete": True})
+    final.output.write_json(final.stage_dir / SWITCH_MARKER, {"complete": True, "steps": []})
     finish_interrupted_switch(final)
 
 
 def finish_interrupted_switch(final: RunLayout) -> None:
-    """Complete a switch that was killed half-way (idempotent; nothing to do without the marker)."""
-    stage = final.stage_dir
-    if not (stage / SWITCH_MARKER).exists():
-        return
+    """Complete a switch that was killed half-way (idempotent; nothing to do without the marker).
+
+    Each finished step is added to the marker: on an object store a folder's move is a copy of every key
+    and then their removal, so a move cut short is redone from its start, never mistaken for done."""
+    output, stage = final.output, final.stage_dir
+    marker_path = stage / SWITCH_MARKER
+    try:
+        marker = read_json(output, marker_path)
+    except (OSError, ValueError):
+        return  # no marker (or a torn one, written before the switch began): nothing was moved yet
+    steps: list[str] = list(marker.get("steps", [])) if isinstance(marker, dict) else []
+
+    def step_done(name: str) -> None:
+        steps.append(name)
+        output.write_json(marker_path, {"complete": True, "steps": steps})
+
     staged = final.staging
-    for new, target, old in (
-        (staged.embeddings_dir, final.embeddings_dir, stage / "old-embeddings"),
-        (staged.index_dir, final.index_dir, stage / "old-index"),
+    for name, new, target, old in (
+        ("embeddings", staged.embeddings_dir, final.embeddings_dir, stage / "old-embeddings"),
+        ("index", staged.index_dir, final.index_dir, stage / "old-index"),
     ):
-        if not new.exists():
+        if f"{name}:placed" in steps or not output.exists(new):
             continue  # already moved
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        new.rename(target)
-    (stage / SWITCH_MARKER).unlink(missing_ok=True)
-    shutil.rmtree(stage, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        stage.parent.rmdir()  # .staging itself, when nothing else is staged
+        if f"{name}:set-aside" not in steps and output.exists(target):
+            output.remove_tree(old)
+            output.rename(target, old)
+            step_done(f"{name}:set-aside")
+        output.rename(new, target)
+        step_done(f"{name}:placed")
+    output.remove(marker_path)
+    output.remove_tree(stage)
+    output.remove_empty_dir(stage.parent)  # .staging itself, when nothing else is staged
 
 
 def _checked_run_id(run_id: object, where) -> str:

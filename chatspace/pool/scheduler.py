@@ -22,6 +22,7 @@ from chatspace.errors import ChatspaceError
 from chatspace.pool.executors import TASKS_PER_WORKER
 from chatspace.pool.plan import WorkUnit
 from chatspace.store.manifest import ManifestBuilder, now_iso
+from chatspace.store.shards import remove_stale_temporaries
 
 log = logging.getLogger("chatspace")
 
@@ -291,8 +292,8 @@ class Scheduler:
         """A shard the lost worker was writing is a hidden temporary; it will never be finished."""
         pid = self.builder.workers.get(rank, {}).get("pid")
         if pid:
-            for tmp in self.builder.layout.embeddings_dir.glob(f".shard-*.parquet.tmp-{pid}"):
-                tmp.unlink(missing_ok=True)
+            layout = self.builder.layout
+            remove_stale_temporaries(layout.output, layout.embeddings_dir, pid)
 
     def poison(self, unit: int) -> None:
         rows = self.units[unit].rows

@@ -31,7 +31,7 @@ from chatspace.pool.progress import Progress
 from chatspace.pool.scheduler import TRACEBACK_LOGGER, Scheduler
 from chatspace.pool.worker import WorkerSpec
 from chatspace.redact import RedactingFilter
-from chatspace.store.layout import RunLayout, ensure_writable_root
+from chatspace.store.layout import RunLayout, ensure_writable_output
 from chatspace.store.lock import acquire_output_lock
 from chatspace.store.manifest import ManifestBuilder, ManifestWriteError, git_sha, library_versions, now_iso
 
@@ -67,7 +67,7 @@ class _Signals:
 
 def _setup_run_logging(layout: RunLayout, run_id: str, progress: Progress):
     """Console + the run's log file under logs/; workers' records are handed to the returned sink."""
-    layout.logs_dir.mkdir(parents=True, exist_ok=True)
+    layout.output.makedirs(layout.logs_dir)
     log_path = layout.logs_dir / f"{run_id}.log"
     fmt = logging.Formatter("%(asctime)s %(levelname)s [%(device)s] %(message)s", "%Y-%m-%d %H:%M:%S")
     file_handler = _RunLogFile(log_path)
@@ -149,7 +149,7 @@ def _threads_for(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
 def run_embedding(cfg: RunConfig) -> RunResult:
     """Embed the sampled dataset across `cfg.devices`; the Python API behind `chatspace embed-hf`."""
     t_start = time.perf_counter()
-    root = ensure_writable_root(cfg.output_root)
+    root = ensure_writable_output(cfg.output_root)
     final = RunLayout.for_config(cfg, root)
     if cfg.mode == "hf":
         _check_model(cfg)  # a misspelled model fails here, before any worker or output exists
@@ -211,7 +211,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             },
             "plan": {"units": total_units, "rows_per_shard": cfg.rows_per_shard},
             "layout": {
-                "root": str(root),
+                "root": root.url(),
                 "embeddings_dir": final.relative(final.embeddings_dir),
                 "index_dir": final.relative(final.index_dir),
                 "log": final.relative(log_path),
@@ -332,7 +332,7 @@ def _record_duplicate_ids(cfg, layout: RunLayout, source: Source, records, build
     from chatspace.store.duplicates import check_against_source
 
     paths = [layout.shard_path(u) for u, r in sorted(records.items()) if r.get("shard")]
-    found = check_against_source(paths, source, cfg.id_field)
+    found = check_against_source(layout.output, paths, source, cfg.id_field)
     if found:
         builder.base["duplicate_ids"] = found
         log.warning(

@@ -32,9 +32,8 @@ from chatspace.hardware.telemetry import telemetry_for
 from chatspace.redact import redact
 from chatspace.stats import WorkerStats
 from chatspace.store.layout import RunLayout
-from chatspace.store.manifest import now_iso, write_json_atomic
-from chatspace.store.schema import embedding_schema
-from chatspace.store.shards import write_shard
+from chatspace.store.manifest import now_iso
+from chatspace.store.shards import ShardRows, build_table, write_shard
 
 log = logging.getLogger("chatspace.worker")
 
@@ -369,8 +368,6 @@ class WorkerLoop:
             self.channel.send({"type": "unit_done", "rank": self.spec.rank, "record": record})
 
     def _write_unit(self, unit: _UnitInProgress) -> dict[str, Any]:
-        import pyarrow as pa
-
         spec, cfg = self.spec, self.cfg
         layout = spec.layout
         with unit.stats.busy("write"):
@@ -392,30 +389,21 @@ class WorkerLoop:
                 emb = emb[keep].astype(np.float32, copy=False)
                 if not np.isfinite(emb).all():
                     raise FloatingPointError(f"unit {unit.unit}: the encoder produced non-finite values")
-                n = len(keep)
-                stored = emb.astype(np.float16) if cfg.embedding_dtype == "float16" else emb
-                schema = embedding_schema(self.encoder.dimension, cfg.embedding_dtype)
                 common = {"field": cfg.text_field, "extract": cfg.extract}
-                meta_json = [orjson.dumps({**common, **unit.meta[i]}).decode() for i in keep]
-                table = pa.Table.from_arrays(
-                    [
-                        pa.array([unit.ids[i] for i in keep], pa.string()),
-                        pa.array([spec.source.source] * n, pa.string()),
-                        pa.array([spec.source.dataset] * n, pa.string()),
-                        pa.array([cfg.base_split] * n, pa.string()),
-                        pa.array([unit.texts[i] for i in keep], pa.string()),
-                        pa.array(meta_json, pa.string()),
-                        pa.FixedSizeListArray.from_arrays(
-                            pa.array(stored.reshape(-1), schema.field("embedding").type.value_type),
-                            self.encoder.dimension,
-                        ),
-                        pa.array([self.encoder.model_name] * n, pa.string()),
-                        pa.array([now] * n, pa.timestamp("us", tz="UTC")),
-                        pa.array([spec.run_id] * n, pa.string()),
-                    ],
-                    schema=schema,
+                rows = ShardRows(
+                    ids=[unit.ids[i] for i in keep],
+                    texts=[unit.texts[i] for i in keep],
+                    metadata_json=[orjson.dumps({**common, **unit.meta[i]}).decode() for i in keep],
+                    embeddings=emb.astype(np.float16) if cfg.embedding_dtype == "float16" else emb,
+                    source=spec.source.source,
+                    dataset=spec.source.dataset,
+                    split=cfg.base_split,
+                    model=self.encoder.model_name,
+                    run_id=spec.run_id,
+                    created_at=now,
                 )
-                info = write_shard(layout.shard_path(unit.unit), table, emb)
+                table = build_table(rows, cfg.embedding_dtype)
+                info = write_shard(layout.output, layout.shard_path(unit.unit), table, emb)
                 unit.stats.bytes_written += info.bytes
                 shard = {
                     "path": layout.shard_relpath(unit.unit),
@@ -441,9 +429,9 @@ class WorkerLoop:
         record["stats"] = unit.stats.to_dict()
         # The record is the unit's completion marker: written only after the shard is in place.
         try:
-            write_json_atomic(layout.unit_record_path(unit.unit), record)
+            layout.output.write_json(layout.unit_record_path(unit.unit), record)
         except OSError:
             if shard is not None:  # a shard without its record would be read as output by a glob
-                layout.shard_path(unit.unit).unlink(missing_ok=True)
+                layout.output.remove(layout.shard_path(unit.unit))
             raise
         return record

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 import orjson
 
 from chatspace.errors import ChatspaceError
+from chatspace.store.root import OutputRoot
+from chatspace.store.shards import read_shard
 
 
 def repeated(counts: Counter) -> dict[str, int]:
@@ -28,16 +30,15 @@ def digest(repeats: dict[str, int]) -> str:
     return hashlib.sha256(orjson.dumps(sorted(repeats.items()))).hexdigest()
 
 
-def rows_of(paths: Iterable[Path], ids: set[str]) -> dict[str, list[int]]:
+def rows_of(output: OutputRoot, paths: Iterable[PurePath], ids: set[str]) -> dict[str, list[int]]:
     """The dataset row index of every output row whose id is in `ids`."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     out: dict[str, list[int]] = {}
     wanted = pa.array(sorted(ids), pa.string())
     for path in paths:
-        table = pq.read_table(path, columns=["id", "metadata"])
+        table = read_shard(output, path, columns=["id", "metadata"])
         hit = table.filter(pc.is_in(table.column("id"), value_set=wanted))
         for rid, meta in zip(hit.column("id").to_pylist(), hit.column("metadata").to_pylist(), strict=True):
             out.setdefault(rid, []).append(int(orjson.loads(meta)["row"]))
@@ -50,20 +51,22 @@ def twice_embedded(rows: dict[str, list[int]]) -> list[str]:
     ]
 
 
-def check_against_source(paths: list[Path], source, id_field: str) -> dict[str, Any] | None:
+def check_against_source(
+    output: OutputRoot, paths: list[PurePath], source, id_field: str
+) -> dict[str, Any] | None:
     """What to record about repeated ids (None when there are none); raises when they are not the data's."""
-    import pyarrow.parquet as pq
-
     from chatspace.data.extract import Skip, row_id
     from chatspace.data.fields import columns_for
 
     if not paths:
         return None
-    counts = Counter(pq.ParquetDataset(paths).read(columns=["id"]).column("id").to_pylist())
+    counts: Counter = Counter()
+    for path in paths:
+        counts.update(read_shard(output, path, columns=["id"]).column("id").to_pylist())
     repeats = repeated(counts)
     if not repeats:
         return None
-    rows = rows_of(paths, set(repeats))
+    rows = rows_of(output, paths, set(repeats))
     twice = twice_embedded(rows)
     if twice:
         raise ChatspaceError(f"rows embedded more than once: {', '.join(twice[:3])}; rerun with --overwrite")

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from chatspace.errors import UsageError
+from chatspace.store.root import OutputRoot, is_url
 
 STAGING_DIR = ".staging"
+#: Where every run's index folder (manifest, unit records) lives under the root.
+INDEXES_DIR = "indexes"
+MANIFEST_NAME = "manifest.json"
 #: The folders every output root holds.
-ROOT_FOLDERS = ("embeddings", "indexes", "datasets", "cache", "logs")
+ROOT_FOLDERS = ("embeddings", INDEXES_DIR, "datasets", "cache", "logs")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -66,7 +69,7 @@ def run_folder(cfg) -> str:
 
 @dataclass(frozen=True)
 class RunLayout:
-    root: Path
+    output: OutputRoot
     model: str  # label (hub id or folder name)
     dataset: str  # label (hub id or file stem), subset joined in
     split: str
@@ -75,36 +78,42 @@ class RunLayout:
 
     @classmethod
     def for_run(
-        cls, root: str | Path, model: str, dataset_label: str, subset: str | None, split: str
+        cls, root: str | Path | OutputRoot, model: str, dataset_label: str, subset: str | None, split: str
     ) -> RunLayout:
         dataset = dataset_label if not subset else f"{dataset_label}__{subset}"
-        return cls(Path(root).expanduser().resolve(), model_label(model), dataset, split)
+        output = root if isinstance(root, OutputRoot) else OutputRoot(root)
+        return cls(output, model_label(model), dataset, split)
 
     @classmethod
-    def for_config(cls, cfg, root: str | Path | None = None) -> RunLayout:
+    def for_config(cls, cfg, root: str | Path | OutputRoot | None = None) -> RunLayout:
         """The layout a RunConfig writes to (under `root`, default cfg.output_root)."""
         from chatspace.data.sources import dataset_label, is_local
 
         label = dataset_label(cfg.dataset, is_local(cfg.dataset, cfg.source))
         return cls.for_run(root or cfg.output_root, cfg.model, label, cfg.subset, run_folder(cfg))
 
+    @property
+    def root(self) -> PurePath:
+        """The root's path inside its filesystem (a `Path` when local)."""
+        return self.output.path
+
     def _parts(self) -> tuple[str, str, str]:
         return slug(self.model), slug(self.dataset), slug(self.split)
 
     @property
-    def embeddings_dir(self) -> Path:
+    def embeddings_dir(self) -> PurePath:
         if self.staged:
             return self.stage_dir / "embeddings"
         return self.root.joinpath("embeddings", *self._parts())
 
     @property
-    def index_dir(self) -> Path:
+    def index_dir(self) -> PurePath:
         if self.staged:
             return self.stage_dir / "index"
-        return self.root.joinpath("indexes", *self._parts())
+        return self.root.joinpath(INDEXES_DIR, *self._parts())
 
     @property
-    def stage_dir(self) -> Path:
+    def stage_dir(self) -> PurePath:
         """Where an --overwrite builds its run: outside embeddings/ and indexes/, so no reader sees it."""
         return self.root / STAGING_DIR / "--".join(self._parts())
 
@@ -117,67 +126,98 @@ class RunLayout:
         return dataclasses.replace(self, staged=True)
 
     @property
-    def manifest_path(self) -> Path:
+    def manifest_path(self) -> PurePath:
         return self.index_dir / "manifest.json"
 
     @property
-    def units_dir(self) -> Path:
+    def units_dir(self) -> PurePath:
         return self.index_dir / "units"
 
     @property
-    def logs_dir(self) -> Path:
+    def logs_dir(self) -> PurePath:
         return self.root / "logs"
 
     @property
-    def cache_dir(self) -> Path:
+    def cache_dir(self) -> PurePath:
         return self.root / "cache"
 
     @property
-    def datasets_dir(self) -> Path:
+    def datasets_dir(self) -> PurePath:
         return self.root / "datasets"
 
     @property
-    def lock_path(self) -> Path:
+    def lock_path(self) -> PurePath:
         return lock_path_of(self.final.index_dir)
 
-    def shard_path(self, unit: int) -> Path:
+    def shard_path(self, unit: int) -> PurePath:
         return self.embeddings_dir / f"shard-{unit:05d}.parquet"
 
     def shard_relpath(self, unit: int) -> str:
         """Where the shard of `unit` is recorded (relative to the root): its final place, even when staged."""
         return self.final.relative(self.final.shard_path(unit))
 
-    def unit_record_path(self, unit: int) -> Path:
+    def unit_record_path(self, unit: int) -> PurePath:
         return self.units_dir / f"unit-{unit:05d}.json"
 
-    def relative(self, path: Path) -> str:
+    def relative(self, path: PurePath) -> str:
         return path.relative_to(self.root).as_posix()
 
 
-def lock_path_of(index_dir: Path) -> Path:
+def lock_path_of(index_dir: PurePath) -> PurePath:
     """The output lock of a run's index folder (indexes/{model}/{dataset}/{split}): one file beside them."""
-    index_dir = Path(index_dir)
     model, dataset, split = index_dir.parts[-3:]
     return index_dir.parents[2] / f".{model}--{dataset}--{split}.lock"
 
 
-def ensure_writable_root(root: str | Path) -> Path:
-    """Create the output root and check it can be written; one clear error if not."""
-    p = Path(root).expanduser()
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / f".chatspace-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(
-            f"output root {p} is not writable ({e.strerror or e}); set --output-root or $CHATSPACE_ROOT"
-        ) from None
+def manifest_paths(root: OutputRoot, target: PurePath | None = None) -> list[PurePath]:
+    """The manifests under an output root, or the one named: a manifest file or a run's index folder."""
+    p = root.path if target is None else target
+    if root.is_file(p):
+        return [p]
+    if root.is_file(p / MANIFEST_NAME):
+        return [p / MANIFEST_NAME]
+    return root.find(p / INDEXES_DIR, MANIFEST_NAME)
+
+
+def run_root_of(manifest_path: PurePath, manifest: dict) -> PurePath:
+    """The output root a manifest's relative paths start from: its index folder's depth up.
+
+    Worked out from where the manifest is (not the recorded root), so a moved or copied root still reads.
+    """
+    index_dir = manifest.get("layout", {}).get("index_dir")
+    depth = len(PurePath(index_dir).parts) if index_dir else 4
+    return manifest_path.parents[depth]
+
+
+def open_root(location: str | Path) -> tuple[OutputRoot, PurePath]:
+    """The output root holding `location` (a root, a run's index folder or a manifest) and the path of
+    `location` inside it; UsageError when there is nothing there."""
+    if is_url(location):
+        root = OutputRoot(location)
+        if not root.exists(root.path):
+            raise UsageError(f"output root {root.url()} does not exist")
+        return root, root.path
+    p = Path(location).expanduser()
+    if not p.exists():
+        raise UsageError(f"output root {p} does not exist")
+    return OutputRoot(p), p.resolve()
+
+
+def ensure_writable_root(root: str | Path | OutputRoot) -> PurePath:
+    """Create the output root and check it can be written; one clear error if not. Its path (a `Path`
+    when local); `ensure_writable_output` gives the OutputRoot itself."""
+    return ensure_writable_output(root).path
+
+
+def ensure_writable_output(root: str | Path | OutputRoot) -> OutputRoot:
+    """The OutputRoot at `root`, created and checked writable; one clear error if not."""
+    output = root if isinstance(root, OutputRoot) else OutputRoot(root)
+    output.ensure_writable()
     for name in ROOT_FOLDERS:
         # A file named like one of the root's folders would fail the run later, deep in a worker.
-        if (p / name).exists() and not (p / name).is_dir():
+        if output.is_file(output.join(name)):
             raise UsageError(
-                f"output root {p} has a file named {name!r} where its {name}/ folder belongs; "
+                f"output root {output.url()} has a file named {name!r} where its {name}/ folder belongs; "
                 "move it away or choose another --output-root"
             )
-    return p.resolve()
+    return output

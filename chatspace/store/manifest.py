@@ -8,12 +8,11 @@ into `manifest.json`, whose `status` is `complete` only when every planned unit 
 from __future__ import annotations
 
 import errno
-import os
 import platform
 import subprocess
 import time
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import orjson
@@ -22,7 +21,7 @@ from chatspace.errors import ChatspaceError, describe_os_error
 from chatspace.redact import redact_obj
 from chatspace.stats import WorkerStats
 from chatspace.store.layout import RunLayout
-from chatspace.store.shards import sha256_file
+from chatspace.store.root import OutputRoot
 
 FORMAT = "chatspace.manifest/1"
 
@@ -32,55 +31,28 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write a temporary copy, then rename it over `path`; a failed write leaves no temporary behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write JSON atomically to a local file outside any run (a dataset's description, say)."""
+    OutputRoot(Path(path).parent).write_json(path, data)
+
+
+def read_json(root: OutputRoot, path: PurePath) -> Any:
+    return orjson.loads(root.read_bytes(path))
+
+
+def read_manifest(root: OutputRoot, path: PurePath) -> dict[str, Any] | None:
     try:
-        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def overwrite_json_in_place(path: Path, data: Any) -> bool:
-    """Last resort on a full disk: rewrite `path` compactly within the space it already holds.
-
-    Needs no new blocks, so it works when a temporary copy cannot be written; not atomic, so only used
-    when the alternative is a manifest that says something false. False when it would not fit."""
-    payload = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
-    try:
-        with open(path, "r+b") as fh:
-            if len(payload) > os.fstat(fh.fileno()).st_size:
-                return False
-            fh.write(payload)
-            fh.truncate()
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError:
-        return False
-    return True
-
-
-def remove_stale_json_temporaries(directory: Path) -> int:
-    """`.manifest.json.tmp-PID` / `.unit-N.json.tmp-PID` left by a killed run (or an old full disk)."""
-    if not directory.exists():
-        return 0
-    stale = [*directory.glob(".*.json.tmp-*"), *directory.glob("units/.*.json.tmp-*")]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return len(stale)
-
-
-def read_json(path: Path) -> Any:
-    return orjson.loads(path.read_bytes())
-
-
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        data = read_json(path)
+        data = read_json(root, path)
     except (OSError, orjson.JSONDecodeError):
         return None
     return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def remove_stale_json_temporaries(root: OutputRoot, index_dir: PurePath) -> int:
+    """`.manifest.json.tmp-PID` / `.unit-N.json.tmp-PID` left by a killed run (or an old full disk)."""
+    stale = [*root.glob(index_dir, ".*.json.tmp-*"), *root.glob(index_dir / "units", ".*.json.tmp-*")]
+    for p in stale:
+        root.remove(p)
+    return len(stale)
 
 
 # --- unit records ---------------------------------------------------------------------------------
@@ -88,11 +60,9 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 def load_unit_records(layout: RunLayout) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
-    if not layout.units_dir.exists():
-        return out
-    for p in sorted(layout.units_dir.glob("unit-*.json")):
+    for p in layout.output.glob(layout.units_dir, "unit-*.json"):
         try:
-            rec = read_json(p)
+            rec = read_json(layout.output, p)
             out[int(rec["unit"])] = rec
         except (OSError, orjson.JSONDecodeError, KeyError, ValueError, TypeError):
             continue  # a torn record is no record: the unit is redone
@@ -106,11 +76,11 @@ def unit_is_intact(layout: RunLayout, record: dict[str, Any], check_checksum: bo
         return record.get("rows", 0) == 0
     path = layout.shard_path(int(record["unit"]))  # where it is, even while staged
     try:
-        if path.stat().st_size != shard["bytes"]:
+        if layout.output.size(path) != shard["bytes"]:
             return False
     except OSError:
         return False
-    return not check_checksum or sha256_file(path) == shard["sha256"]
+    return not check_checksum or layout.output.sha256(path) == shard["sha256"]
 
 
 # --- provenance ---------------------------------------------------------------------------------------
@@ -170,7 +140,7 @@ def library_versions(names: tuple[str, ...] = ()) -> dict[str, str | None]:
 class ManifestWriteError(ChatspaceError):
     """The manifest could not be written (a full or read-only disk): one line, never a traceback."""
 
-    def __init__(self, path: Path, error: OSError):
+    def __init__(self, path: str, error: OSError):
         self.os_error = error
         cause = describe_os_error(OSError(error.errno, error.strerror or str(error)))
         super().__init__(f"cannot write the run's manifest {path}: {cause}")
@@ -262,15 +232,17 @@ class ManifestBuilder:
         self, records: dict[int, dict[str, Any]], status: str, error: dict | None = None
     ) -> dict[str, Any]:
         manifest = self.build(records, status, error)
+        output, path = self.layout.output, self.layout.manifest_path
         try:
-            write_json_atomic(self.layout.manifest_path, manifest)
+            output.write_json(path, manifest)
         except OSError as e:
             # No room for a second copy: a manifest that still said "running" would be wrong, so
             # rewrite the old one in place if the new one fits; otherwise one clear error.
             if not (e.errno in (errno.ENOSPC, errno.EDQUOT) and status != "running"):
-                raise ManifestWriteError(self.layout.manifest_path, e) from None
-            if not overwrite_json_in_place(self.layout.manifest_path, manifest):
-                raise ManifestWriteError(self.layout.manifest_path, e) from None
+                raise ManifestWriteError(output.url(path), e) from None
+            compact = orjson.dumps(manifest, option=orjson.OPT_SERIALIZE_NUMPY)
+            if not output.overwrite_in_place(path, compact):
+                raise ManifestWriteError(output.url(path), e) from None
         return manifest
 
 

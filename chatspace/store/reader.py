@@ -27,23 +27,22 @@ together is an error that lists them, so pass `model=`. A run that did not finis
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, TypedDict
 
-import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from chatspace.errors import ChatspaceError, UsageError
+from chatspace.store.catalog import find_runs, format_runs, list_runs
 from chatspace.store.frames import FORMATS, convert, to_numpy
-from chatspace.store.layout import model_label, slug
-from chatspace.store.lock import run_is_live
-from chatspace.store.manifest import read_manifest
+from chatspace.store.layout import model_label, run_root_of, slug
+from chatspace.store.root import OutputRoot
 from chatspace.store.schema import COLUMNS, embedding_schema
+from chatspace.store.shards import read_shard
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "list_runs",
@@ -54,215 +53,6 @@ __all__ = [
     "to_numpy",
     "find_runs",
 ]
-
-
-# --- finding runs -------------------------------------------------------------------------------------
-
-
-def _manifest_paths(root: Path) -> list[Path]:
-    """Manifests under an output root (or the one named: a manifest file or a run's index folder)."""
-    if root.is_file():
-        return [root]
-    if (root / "manifest.json").is_file():
-        return [root / "manifest.json"]
-    indexes = root / "indexes"
-    return sorted(indexes.rglob("manifest.json")) if indexes.is_dir() else []
-
-
-def _run_root(manifest_path: Path, manifest: dict[str, Any]) -> Path:
-    """The output root a manifest's relative shard paths start from: its index folder's depth up.
-
-    Worked out from where the manifest is (not the recorded absolute root), so a moved or copied
-    output root still reads.
-    """
-    index_dir = manifest.get("layout", {}).get("index_dir")
-    depth = len(Path(index_dir).parts) if index_dir else 4
-    return manifest_path.resolve().parents[depth]
-
-
-def _check_root(root: str | Path) -> Path:
-    p = Path(root).expanduser()
-    if not p.exists():
-        raise UsageError(f"output root {p} does not exist")
-    return p
-
-
-def _describe(manifest_path: Path, m: dict[str, Any]) -> dict[str, Any]:
-    cfg = m.get("config", {})
-    ds = m.get("dataset", {})
-    model = m.get("model", {})
-    totals = m.get("totals", {})
-    status = m.get("status")
-    return {
-        "model": model.get("name") or cfg.get("model"),
-        "dataset": ds.get("name") or cfg.get("dataset"),
-        "dataset_label": ds.get("label"),
-        "subset": ds.get("subset", cfg.get("subset")),
-        "split": ds.get("split") or cfg.get("split"),
-        "text_field": cfg.get("text_field"),
-        "extract": cfg.get("extract"),
-        "run_name": cfg.get("run_name"),
-        "source": ds.get("source"),
-        "rows": totals.get("rows"),
-        "selected_rows": totals.get("selected_rows"),
-        "skipped_rows": totals.get("skipped_rows"),
-        "dimension": model.get("dimension") or cfg.get("dimensions"),
-        "embedding_dtype": cfg.get("embedding_dtype", "float32"),
-        "status": status,
-        "units_done": totals.get("units_done"),
-        "units_planned": totals.get("units_planned"),
-        "shards": totals.get("shards", len(m.get("shards", []))),
-        "bytes": totals.get("bytes"),
-        "mode": cfg.get("mode"),
-        "run_id": m.get("run_id"),
-        "created_at": m.get("created_at"),
-        "finished_at": m.get("finished_at"),
-        "updated_at": m.get("updated_at"),
-        "when": m.get("finished_at") or m.get("updated_at") or m.get("created_at"),
-        "config_file": cfg.get("config_file"),
-        "manifest": str(manifest_path),
-        "root": str(_run_root(manifest_path, m)),
-    }
-
-
-def _as_found(manifest_path: Path, m: dict[str, Any]) -> dict[str, Any]:
-    """A manifest says `running` until its supervisor ends the run. When no live supervisor holds the
-    output's lock, it was killed outright: the run is `interrupted`, with what its unit records show done."""
-    if m.get("status") != "running" or run_is_live(manifest_path.parent):
-        return m
-    root = _run_root(manifest_path, m)
-    shards, units, rows = [], 0, 0
-    for rec_path in sorted((manifest_path.parent / "units").glob("unit-*.json")):
-        try:
-            rec = orjson.loads(rec_path.read_bytes())
-            shard = rec.get("shard")
-            if rec.get("run_id") != m.get("run_id"):
-                continue
-            if shard is not None and (root / shard["path"]).stat().st_size != shard["bytes"]:
-                continue
-            units += 1
-            rows += int(rec.get("rows", 0))
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
-        if shard is not None:
-            shards.append(
-                {"unit": rec["unit"], **shard, "device": rec.get("device"), "run_id": rec["run_id"]}
-            )
-    totals = {
-        **m.get("totals", {}),
-        "units_done": units,
-        "rows": rows,
-        "shards": len(shards),
-        "bytes": sum(s["bytes"] for s in shards),
-    }
-    return {**m, "status": "interrupted", "shards": shards, "totals": totals}
-
-
-def find_runs(root: str | Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(manifest path, manifest) of every readable run under `root`; unreadable ones are logged."""
-    out = []
-    for path in _manifest_paths(_check_root(root)):
-        m = read_manifest(path)
-        if m is None:
-            log.warning("%s: not a readable chatspace manifest; skipped", path)
-            continue
-        out.append((path, _as_found(path, m)))
-    return out
-
-
-def list_runs(root: str | Path) -> list[dict[str, Any]]:
-    """One dict per run under an output root, from its manifest: model, dataset, split, rows, dimension,
-    status, when (finished, else last updated), plus run id, shard count, units, manifest path.
-
-    A manifest that cannot be read is listed with status "unreadable" (and None elsewhere).
-    Ordered by model, dataset, subset, split.
-    """
-    runs = []
-    for path in _manifest_paths(_check_root(root)):
-        m = read_manifest(path)
-        if m is None:
-            runs.append({"status": "unreadable", "manifest": str(path)})
-            continue
-        runs.append(_describe(path, _as_found(path, m)))
-    runs.sort(
-        key=lambda r: (
-            str(r.get("model") or ""),
-            str(r.get("dataset_label") or r.get("dataset") or ""),
-            str(r.get("subset") or ""),
-            str(r.get("split") or ""),
-        )
-    )
-    return runs
-
-
-def _fmt_int(v: Any) -> str:
-    return f"{v:,}" if isinstance(v, int) else "-"
-
-
-def _fmt_status(r: dict[str, Any]) -> str:
-    status = r.get("status") or "-"
-    if status not in ("complete", "unreadable") and r.get("units_planned") is not None:
-        return f"{status} ({r.get('units_done', 0)}/{r['units_planned']} units)"
-    return status
-
-
-def _fmt_when(v: Any) -> str:
-    if not isinstance(v, str):
-        return "-"
-    return v.replace("T", " ").removesuffix("Z")[:16] + (" UTC" if v.endswith("Z") else "")
-
-
-def _fmt_dataset(r: dict[str, Any]) -> str:
-    name = r.get("dataset_label") or r.get("dataset") or "-"
-    # The label joins the subset in as `name__subset`; show it the way it was asked for.
-    if r.get("subset") and name.endswith(f"__{r['subset']}"):
-        name = f"{name[: -len(r['subset']) - 2]} ({r['subset']})"
-    return name
-
-
-def _fmt_text(r: dict[str, Any]) -> str:
-    """What was embedded: the text field, its extraction, and the run name when one was given."""
-    text = str(r.get("text_field") or "-")
-    if r.get("extract") not in (None, "text"):
-        text += f" ({r['extract']})"
-    if r.get("run_name"):
-        text += f" [{r['run_name']}]"
-    return text
-
-
-def format_runs(runs: Sequence[dict[str, Any]]) -> str:
-    """A plain text table of `list_runs` output, one run per line."""
-    if not runs:
-        return "no runs found"
-    header = ("MODEL", "DATASET", "SPLIT", "TEXT", "ROWS", "DIM", "STATUS", "WHEN", "RUN ID")
-    lines = []
-    for r in runs:
-        if r.get("status") == "unreadable":
-            lines.append(("-", "-", "-", "-", "-", "-", "unreadable", "-", r.get("manifest", "")))
-            continue
-        lines.append(
-            (
-                str(r.get("model") or "-"),
-                _fmt_dataset(r),
-                str(r.get("split") or "-"),
-                _fmt_text(r),
-                _fmt_int(r.get("rows")),
-                _fmt_int(r.get("dimension")),
-                _fmt_status(r),
-                _fmt_when(r.get("when")),
-                str(r.get("run_id") or "-"),
-            )
-        )
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    right = {4, 5}  # numbers align right
-
-    def fmt(row: Sequence[str]) -> str:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        return "  ".join(cells).rstrip()
-
-    return "\n".join([fmt(header), *(fmt(row) for row in lines)])
 
 
 # --- selecting runs -----------------------------------------------------------------------------------
@@ -293,18 +83,37 @@ def _matches(value: str | None, names: set[str]) -> bool:
     return value is None or value in names or slug(value) in names
 
 
+class RunFilters(TypedDict, total=False):
+    """The filters that pick runs besides model, dataset and split (as `chatspace runs` lists them)."""
+
+    subset: str | None
+    run_id: str | None
+    text_field: str | None
+    extract: str | None
+    run_name: str | None
+    include_incomplete: bool
+
+
+_EXTRACTION = ("text_field", "extract", "run_name")  # matched against the run's config
+
+
+def _check_filters(filters: dict[str, Any]) -> None:
+    unknown = sorted(set(filters) - set(RunFilters.__annotations__))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+
+
 def _select(
     root: str | Path,
     model: str | None,
     dataset: str | None,
     split: str | None,
-    subset: str | None,
-    run_id: str | None,
-    what: dict[str, str | None] | None = None,
-) -> list[tuple[Path, dict[str, Any]]]:
-    runs = find_runs(root)
+    filters: RunFilters,
+) -> tuple[OutputRoot, list[tuple[PurePath, dict[str, Any]]]]:
+    output, runs = find_runs(root)
     if not runs:
         raise UsageError(f"no chatspace runs under {root} (looked for indexes/**/manifest.json)")
+    subset, run_id = filters.get("subset"), filters.get("run_id")
     chosen = []
     for path, m in runs:
         ds = m.get("dataset", {})
@@ -324,24 +133,17 @@ def _select(
         if run_id is not None and run_id != m.get("run_id"):
             continue
         cfg = m.get("config", {})
-        if any(v is not None and v != cfg.get(k) for k, v in (what or {}).items()):
+        if any(filters.get(k) is not None and filters.get(k) != cfg.get(k) for k in _EXTRACTION):
             continue
         chosen.append((path, m))
     if not chosen:
         asked = ", ".join(
             f"{k}={v!r}"
-            for k, v in (
-                ("model", model),
-                ("dataset", dataset),
-                ("split", split),
-                ("subset", subset),
-                ("run_id", run_id),
-                *(what or {}).items(),
-            )
-            if v is not None
+            for k, v in (("model", model), ("dataset", dataset), ("split", split), *filters.items())
+            if v is not None and k != "include_incomplete"
         )
         raise UsageError(f"no run under {root} matches {asked}; runs there:\n{format_runs(list_runs(root))}")
-    return chosen
+    return output, chosen
 
 
 def _one_line(m: dict[str, Any]) -> str:
@@ -352,7 +154,7 @@ def _one_line(m: dict[str, Any]) -> str:
     )
 
 
-def _check_compatible(chosen: list[tuple[Path, dict[str, Any]]], include_incomplete: bool) -> None:
+def _check_compatible(chosen: list[tuple[PurePath, dict[str, Any]]], include_incomplete: bool) -> None:
     if not include_incomplete:
         unfinished = [m for _, m in chosen if m.get("status") != "complete"]
         if unfinished:
@@ -377,7 +179,7 @@ def _check_compatible(chosen: list[tuple[Path, dict[str, Any]]], include_incompl
         )
 
 
-def _ordered(chosen: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:
+def _ordered(chosen: list[tuple[PurePath, dict[str, Any]]]) -> list[tuple[PurePath, dict[str, Any]]]:
     def key(item):
         ds, cfg = item[1].get("dataset", {}), item[1].get("config", {})
         return tuple(
@@ -394,8 +196,8 @@ def _ordered(chosen: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict
     return sorted(chosen, key=key)
 
 
-def _shards(path: Path, m: dict[str, Any]) -> list[tuple[Path, int]]:
-    root = _run_root(path, m)
+def _shards(path: PurePath, m: dict[str, Any]) -> list[tuple[PurePath, int]]:
+    root = run_root_of(path, m)
     return [(root / s["path"], int(s["rows"])) for s in sorted(m.get("shards", []), key=lambda s: s["unit"])]
 
 
@@ -404,32 +206,16 @@ def shard_paths(
     model: str | None = None,
     dataset: str | None = None,
     split: str | None = None,
-    *,
-    subset: str | None = None,
-    run_id: str | None = None,
-    text_field: str | None = None,
-    extract: str | None = None,
-    run_name: str | None = None,
-    include_incomplete: bool = False,
+    **filters: Unpack[RunFilters],
 ) -> list[str]:
-    """The shard files of the matching runs, as their manifests list them (same rules as load_embeddings).
+    """The shard files of the matching runs, as their manifests list them (same rules as load_embeddings):
+    local paths, or URLs (`s3://...`) for a root on an object store.
 
     For readers that take paths, e.g. `polars.scan_parquet(shard_paths(root))`,
     `duckdb.read_parquet(shard_paths(root))`, `datasets.load_dataset("parquet", data_files=...)`.
     """
-    runs = select_runs(
-        root,
-        model,
-        dataset,
-        split,
-        subset=subset,
-        run_id=run_id,
-        text_field=text_field,
-        extract=extract,
-        run_name=run_name,
-        include_incomplete=include_incomplete,
-    )
-    return [str(p) for _, _, shards in runs for p, _ in shards]
+    output, runs = open_runs(root, model, dataset, split, filters)
+    return [output.url(p) for _, _, shards in runs for p, _ in shards]
 
 
 def select_runs(
@@ -437,20 +223,21 @@ def select_runs(
     model: str | None = None,
     dataset: str | None = None,
     split: str | None = None,
-    *,
-    subset: str | None = None,
-    run_id: str | None = None,
-    text_field: str | None = None,
-    extract: str | None = None,
-    run_name: str | None = None,
-    include_incomplete: bool = False,
-) -> list[tuple[Path, dict[str, Any], list[tuple[Path, int]]]]:
+    **filters: Unpack[RunFilters],
+) -> list[tuple[PurePath, dict[str, Any], list[tuple[PurePath, int]]]]:
     """(manifest path, manifest, [(shard path, rows), ...]) of each matching run, in load_embeddings'
-    order and under its rules, for readers that stream the shards themselves."""
-    what = {"text_field": text_field, "extract": extract, "run_name": run_name}
-    chosen = _select(root, model, dataset, split, subset, run_id, what)
-    _check_compatible(chosen, include_incomplete)
-    return [(path, m, _shards(path, m)) for path, m in _ordered(chosen)]
+    order and under its rules, for readers that stream the shards themselves. Filters: RunFilters."""
+    return open_runs(root, model, dataset, split, filters)[1]
+
+
+def open_runs(
+    root: str | Path, model: str | None, dataset: str | None, split: str | None, filters: RunFilters
+) -> tuple[OutputRoot, list[tuple[PurePath, dict[str, Any], list[tuple[PurePath, int]]]]]:
+    """The output root and `select_runs`' answer, for readers that need the root's filesystem too."""
+    _check_filters(dict(filters))
+    output, chosen = _select(root, model, dataset, split, filters)
+    _check_compatible(chosen, bool(filters.get("include_incomplete")))
+    return output, [(path, m, _shards(path, m)) for path, m in _ordered(chosen)]
 
 
 # --- loading ------------------------------------------------------------------------------------------
@@ -463,21 +250,18 @@ def load_embeddings(
     split: str | None = None,
     columns: Sequence[str] | None = None,
     *,
-    subset: str | None = None,
-    run_id: str | None = None,
-    text_field: str | None = None,
-    extract: str | None = None,
-    run_name: str | None = None,
-    include_incomplete: bool = False,
     as_: str | None = None,
+    **filters: Unpack[RunFilters],
 ) -> Any:
-    """Every embedded row of the matching run(s) under an output root, as one pyarrow Table.
+    """Every embedded row of the matching run(s) under an output root (a local path or a URL such as
+    `s3://bucket/prefix`), as one pyarrow Table.
 
     `model` matches the model's hub id or local folder name (or its slug, as in the output paths);
     `dataset` the hub id, the local path or its label (a file's stem, a folder's name); `split` and
     `subset` exactly; `text_field`, `extract` and `run_name` pick one of several extractions of the same
-    dataset (as `chatspace runs` lists them). Leave a filter out to match any. Rows come shard by shard in unit order, as the
-    manifest lists the shards; each shard's row count is checked against the manifest.
+    dataset (as `chatspace runs` lists them); `run_id` one run. Leave a filter out to match any. Rows come
+    shard by shard in unit order, as the manifest lists the shards; each shard's row count is checked
+    against the manifest.
 
     Several matching runs of one model (same dimension and stored dtype) are concatenated, ordered by
     dataset label, subset, split; runs of different models raise a UsageError that lists them. Runs
@@ -492,8 +276,7 @@ def load_embeddings(
     one dict per row in pandas); "numpy" gives (ids, float32 [n, dim] matrix) as `to_numpy` does.
 
     One-liners from here: `table.to_pandas()`, `polars.from_arrow(table)`, `datasets.Dataset(table)`,
-    `to_numpy(table)` for (ids, float32 matrix); for SQL without loading,
-    `duckdb.sql("select * from 'ROOT/embeddings/**/*.parquet'")`.
+    `to_numpy(table)` for (ids, float32 matrix); for SQL without loading, `chatspace.connect(root)`.
     """
 
     if as_ is not None and as_ not in FORMATS:
@@ -503,27 +286,27 @@ def load_embeddings(
         unknown = [c for c in columns if c not in COLUMNS]
         if unknown:
             raise UsageError(f"unknown column(s) {', '.join(unknown)}; columns are: {', '.join(COLUMNS)}")
-    what = {"text_field": text_field, "extract": extract, "run_name": run_name}
-    chosen = _select(root, model, dataset, split, subset, run_id, what)
-    _check_compatible(chosen, include_incomplete)
+    output, runs = open_runs(root, model, dataset, split, filters)
     tables: list[pa.Table] = []
-    for path, m in _ordered(chosen):
-        for shard, rows in _shards(path, m):
-            if not shard.is_file():
+    for path, _, shards in runs:
+        for shard, rows in shards:
+            if not output.is_file(shard):
                 raise ChatspaceError(
-                    f"{shard} is listed in {path} but missing; run `chatspace verify` on the output root"
+                    f"{output.url(shard)} is listed in {output.url(path)} but missing; run `chatspace "
+                    "verify` on the output root"
                 )
-            table = pq.read_table(shard, columns=columns)
+            table = read_shard(output, shard, columns=columns)
             if table.num_rows != rows:
                 raise ChatspaceError(
-                    f"{shard} holds {table.num_rows} rows, its manifest says {rows}; run `chatspace verify`"
+                    f"{output.url(shard)} holds {table.num_rows} rows, its manifest says {rows}; run "
+                    "`chatspace verify`"
                 )
             tables.append(table)
-    table = pa.concat_tables(tables) if tables else _empty_table(chosen, columns)
+    table = pa.concat_tables(tables) if tables else _empty_table([(p, m) for p, m, _ in runs], columns)
     return table if as_ is None else convert(table, as_)
 
 
-def _empty_table(chosen: list[tuple[Path, dict[str, Any]]], columns: Sequence[str] | None) -> pa.Table:
+def _empty_table(chosen: list[tuple[PurePath, dict[str, Any]]], columns: Sequence[str] | None) -> pa.Table:
     m = chosen[0][1]
     dim = m.get("model", {}).get("dimension") or m.get("config", {}).get("dimensions") or 0
     schema = embedding_schema(int(dim), m.get("config", {}).get("embedding_dtype", "float32"))

@@ -1,20 +1,24 @@
-"""Atomic shard writes: a hidden temporary name, fsync, then rename; the checksum is of the final bytes."""
+"""Shards: the Arrow table of a unit's rows, written atomically; the checksum is of the final bytes."""
 
 from __future__ import annotations
 
 import hashlib
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
+from pathlib import PurePath
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from chatspace.store.root import OutputRoot
+from chatspace.store.schema import embedding_schema
+
 
 @dataclass(frozen=True)
 class ShardInfo:
-    path: Path
+    path: PurePath
     rows: int
     bytes: int
     sha256: str
@@ -22,47 +26,70 @@ class ShardInfo:
     norm_max: float | None
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+@dataclass(frozen=True)
+class ShardRows:
+    """The rows of one shard, column by column (texts as embedded, metadata as JSON text)."""
+
+    ids: Sequence[str]
+    texts: Sequence[str]
+    metadata_json: Sequence[str]
+    embeddings: np.ndarray  # [rows, dim], in the stored dtype
+    source: str
+    dataset: str
+    split: str
+    model: str
+    run_id: str
+    created_at: datetime
 
 
-def temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def build_table(rows: ShardRows, embedding_dtype: str = "float32") -> pa.Table:
+    """The Arrow table of a shard, in the run's declared schema."""
+    n, dim = len(rows.ids), rows.embeddings.shape[1]
+    schema = embedding_schema(dim, embedding_dtype)
+    return pa.Table.from_arrays(
+        [
+            pa.array(rows.ids, pa.string()),
+            pa.array([rows.source] * n, pa.string()),
+            pa.array([rows.dataset] * n, pa.string()),
+            pa.array([rows.split] * n, pa.string()),
+            pa.array(rows.texts, pa.string()),
+            pa.array(rows.metadata_json, pa.string()),
+            pa.FixedSizeListArray.from_arrays(
+                pa.array(rows.embeddings.reshape(-1), schema.field("embedding").type.value_type), dim
+            ),
+            pa.array([rows.model] * n, pa.string()),
+            pa.array([rows.created_at] * n, pa.timestamp("us", tz="UTC")),
+            pa.array([rows.run_id] * n, pa.string()),
+        ],
+        schema=schema,
+    )
 
 
-def write_shard(path: Path, table: pa.Table, embeddings: np.ndarray) -> ShardInfo:
+def write_shard(root: OutputRoot, path: PurePath, table: pa.Table, embeddings: np.ndarray) -> ShardInfo:
     """Write `table` to `path` atomically; `embeddings` (float32, as stored) give the norm range."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
-    try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=4096)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        digest = sha256_file(tmp)
-        size = tmp.stat().st_size
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd", row_group_size=4096)
+    data = memoryview(buffer.getvalue())
+    digest = hashlib.sha256(data).hexdigest()
+    root.write_atomic(path, data, durable=True)
     norms = np.linalg.norm(embeddings.astype(np.float32), axis=1) if len(embeddings) else None
     return ShardInfo(
         path,
         table.num_rows,
-        size,
+        len(data),
         digest,
         float(norms.min()) if norms is not None else None,
         float(norms.max()) if norms is not None else None,
     )
 
 
-def remove_stale_temporaries(directory: Path) -> int:
-    """Temporary shard files left by a killed run; they never count as output."""
-    if not directory.exists():
-        return 0
-    stale = list(directory.glob(".shard-*.parquet.tmp-*"))
+def read_shard(root: OutputRoot, path: PurePath, columns: Sequence[str] | None = None) -> pa.Table:
+    return pq.read_table(str(path), columns=columns, filesystem=root.arrow_filesystem)
+
+
+def remove_stale_temporaries(root: OutputRoot, directory: PurePath, pid: int | None = None) -> int:
+    """Temporary shard files left by a killed run (of one worker `pid`, or any); never output."""
+    stale = root.glob(directory, f".shard-*.parquet.tmp-{pid if pid is not None else '*'}")
     for p in stale:
-        p.unlink(missing_ok=True)
+        root.remove(p)
     return len(stale)

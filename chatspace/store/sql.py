@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from chatspace.errors import UsageError
 from chatspace.store.frames import require_extra
-from chatspace.store.reader import select_runs
+from chatspace.store.reader import RunFilters, open_runs
 
 if TYPE_CHECKING:
     import duckdb
+    from typing_extensions import Unpack
 
 
 def connect(
@@ -23,13 +24,8 @@ def connect(
     dataset: str | None = None,
     split: str | None = None,
     *,
-    subset: str | None = None,
-    run_id: str | None = None,
-    text_field: str | None = None,
-    extract: str | None = None,
-    run_name: str | None = None,
-    include_incomplete: bool = False,
     connection: duckdb.DuckDBPyConnection | None = None,
+    **filters: Unpack[RunFilters],
 ) -> duckdb.DuckDBPyConnection:
     """A duckdb connection with a view `embeddings` over the matching runs' shards (as load_embeddings
     selects them), its `embedding` column typed `FLOAT[dim]` and `metadata` typed JSON:
@@ -41,21 +37,10 @@ def connect(
     Nothing is loaded: duckdb reads the Parquet shards in place.
     """
     duck = require_extra("duckdb")
-    runs = select_runs(
-        root,
-        model,
-        dataset,
-        split,
-        subset=subset,
-        run_id=run_id,
-        text_field=text_field,
-        extract=extract,
-        run_name=run_name,
-        include_incomplete=include_incomplete,
-    )
+    output, runs = open_runs(root, model, dataset, split, filters)
     m = runs[0][1]
     dim = int(m.get("model", {}).get("dimension") or m.get("config", {}).get("dimensions") or 0)
-    paths = [str(p) for _, _, shards in runs for p, _ in shards]
+    paths = [output.url(p) for _, _, shards in runs for p, _ in shards]
     con = connection if connection is not None else duck.connect()
     if paths:
         listing = ", ".join(_quote(p) for p in paths)

@@ -3,48 +3,31 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from chatspace.store import duplicates
+from chatspace.store.layout import manifest_paths, open_root, run_root_of
 from chatspace.store.manifest import failed_before_any_unit, read_manifest
+from chatspace.store.root import OutputRoot
 from chatspace.store.schema import embedding_schema, schema_matches
-from chatspace.store.shards import sha256_file
+from chatspace.store.shards import read_shard
 
 
-def find_manifests(target: str | Path) -> list[Path]:
-    p = Path(target).expanduser()
-    if p.is_file():
-        return [p]
-    if (p / "manifest.json").is_file():
-        return [p / "manifest.json"]
-    return sorted((p / "indexes").rglob("manifest.json")) if (p / "indexes").is_dir() else []
-
-
-def _root_of(manifest_path: Path, manifest: dict) -> Path:
-    # indexes/{model}/{dataset}/{split}/manifest.json -> the root four levels up
-    index_dir = manifest.get("layout", {}).get("index_dir")
-    if index_dir:
-        depth = len(Path(index_dir).parts)
-        return manifest_path.parent.parents[depth - 1]
-    return manifest_path.parents[4]
-
-
-def verify_manifest(manifest_path: Path) -> list[str]:
+def verify_manifest(output: OutputRoot, manifest_path: PurePath) -> list[str]:
     """Problems found in one run, one line each; empty when the run is intact and complete.
 
     Repeated ids are a problem unless they are exactly those the run found in its dataset (see
     chatspace.store.duplicates), and never when one dataset row was embedded twice.
     """
     problems: list[str] = []
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(output, manifest_path)
     if manifest is None:
-        return [f"{manifest_path}: not a readable chatspace manifest"]
-    root = _root_of(manifest_path, manifest)
-    label = manifest_path.parent.relative_to(root) if manifest_path.is_relative_to(root) else manifest_path
+        return [f"{output.url(manifest_path)}: not a readable chatspace manifest"]
+    root = run_root_of(manifest_path, manifest)
+    label = manifest_path.parent.relative_to(root)
     if failed_before_any_unit(manifest):
         return []  # it wrote nothing to check, and a plain rerun replaces it
     if manifest.get("status") != "complete":
@@ -53,23 +36,24 @@ def verify_manifest(manifest_path: Path) -> list[str]:
     emb_dtype = manifest.get("config", {}).get("embedding_dtype", "float32")
     expected = embedding_schema(dim, emb_dtype) if dim else None
     ids: Counter = Counter()
-    readable: list[Path] = []
+    readable: list[PurePath] = []
     total_rows = 0
     listed = set()
     for shard in manifest.get("shards", []):
         path = root / shard["path"]
-        listed.add(path.resolve())
+        listed.add(path)
         name = shard["path"]
-        if not path.is_file():
+        if not output.is_file(path):
             problems.append(f"{name}: missing")
             continue
-        if path.stat().st_size != shard["bytes"]:
-            problems.append(f"{name}: size {path.stat().st_size} != recorded {shard['bytes']}")
-        if sha256_file(path) != shard["sha256"]:
+        size = output.size(path)
+        if size != shard["bytes"]:
+            problems.append(f"{name}: size {size} != recorded {shard['bytes']}")
+        if output.sha256(path) != shard["sha256"]:
             problems.append(f"{name}: sha256 mismatch (the file changed after it was written)")
             continue
         try:
-            table = pq.read_table(path)
+            table = read_shard(output, path)
         except Exception as e:  # noqa: BLE001 - any read failure is a finding
             problems.append(f"{name}: unreadable: {str(e).splitlines()[0]}")
             continue
@@ -94,24 +78,25 @@ def verify_manifest(manifest_path: Path) -> list[str]:
         ids.update(table.column("id").to_pylist())
         readable.append(path)
         total_rows += table.num_rows
-    problems.extend(_duplicate_problems(label, ids, readable, manifest.get("duplicate_ids")))
+    problems.extend(_duplicate_problems(output, label, ids, readable, manifest.get("duplicate_ids")))
     totals = manifest.get("totals", {})
     if totals.get("rows") is not None and totals["rows"] != total_rows and not problems:
         problems.append(f"{label}: shards hold {total_rows} rows, manifest totals say {totals['rows']}")
     emb_dir = root / manifest.get("layout", {}).get("embeddings_dir", "")
-    if emb_dir.is_dir():
-        for extra in sorted(emb_dir.glob("shard-*.parquet")):
-            if extra.resolve() not in listed:
-                problems.append(f"{extra.relative_to(root)}: shard not listed in the manifest")
+    for extra in output.glob(emb_dir, "shard-*.parquet"):
+        if extra not in listed:
+            problems.append(f"{extra.relative_to(root).as_posix()}: shard not listed in the manifest")
     return problems
 
 
-def _duplicate_problems(label, ids: Counter, paths: list[Path], recorded: dict | None) -> list[str]:
+def _duplicate_problems(
+    output: OutputRoot, label, ids: Counter, paths: list[PurePath], recorded: dict | None
+) -> list[str]:
     repeats = duplicates.repeated(ids)
     if not repeats:
         return [] if not recorded else [f"{label}: the manifest records repeated ids, the shards hold none"]
     examples = ", ".join(repr(k) for k in sorted(repeats)[:3])
-    twice = duplicates.twice_embedded(duplicates.rows_of(paths, set(repeats)))
+    twice = duplicates.twice_embedded(duplicates.rows_of(output, paths, set(repeats)))
     if twice:
         return [f"{label}: dataset rows embedded more than once: {', '.join(twice[:3])}"]
     if not recorded:
@@ -124,9 +109,11 @@ def _duplicate_problems(label, ids: Counter, paths: list[Path], recorded: dict |
     return []
 
 
-def verify(target: str | Path) -> tuple[list[Path], list[str]]:
-    manifests = find_manifests(target)
+def verify(target: str | Path) -> tuple[list[PurePath], list[str]]:
+    """(manifests found, problems) for an output root, a run's index folder or one manifest."""
+    output, path = open_root(target)
+    manifests = manifest_paths(output, path)
     problems: list[str] = []
     for m in manifests:
-        problems.extend(verify_manifest(m))
+        problems.extend(verify_manifest(output, m))
     return manifests, problems
