@@ -184,10 +184,10 @@ def embed_dataset(ctx: click.Context, **params: Any) -> None:
     )
     if not cfg.execute:
         from chatspace.encoders.openai.dry_run import dry_run
-        from chatspace.store.layout import RunLayout, ensure_writable_root
+        from chatspace.store.layout import RunLayout, ensure_writable_output
 
         # Even a dry run writes (the line index of a JSONL file, a converted CSV) under the root.
-        report = dry_run(cfg, RunLayout.for_config(cfg, ensure_writable_root(cfg.output_root)))
+        report = dry_run(cfg, RunLayout.for_config(cfg, ensure_writable_output(cfg.output_root)))
         click.echo(report.render())
         return
     from chatspace.encoders.openai.settings import openai_settings

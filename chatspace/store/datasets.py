@@ -10,8 +10,8 @@ from pathlib import Path
 
 from chatspace.data.describe import FORMAT, DatasetReport, check_request, inspect_dataset
 from chatspace.data.sources import dataset_label
-from chatspace.store.layout import ensure_writable_root, slug
-from chatspace.store.manifest import now_iso, write_json_atomic
+from chatspace.store.layout import ensure_writable_output, local_datasets_dir, slug
+from chatspace.store.manifest import now_iso
 
 
 def download_dataset(
@@ -28,14 +28,15 @@ def download_dataset(
     one asked for, else `train`, else the first) are read for the text-field statistics.
     """
     check_request(source, sample_rows)
-    root = ensure_writable_root(output_root)
-    info = inspect_dataset(name, subset, split, source, sample_rows, cache_dir=root / "datasets")
+    output = ensure_writable_output(output_root)
+    info = inspect_dataset(name, subset, split, source, sample_rows, cache_dir=local_datasets_dir(output))
     local = info["source"] == "local"
     label = dataset_label(name, local) if local else name
     part = (subset if not local else None) or split or "default"
-    out_dir = root / "datasets" / "raw" / info["source"] / slug(label) / slug(part)
+    out_dir = output.join("datasets", "raw", info["source"], slug(label), slug(part))
     info = {"format": FORMAT, "inspected_at": now_iso(), **info}
-    report = DatasetReport(info, out_dir / "info.json")
-    write_json_atomic(out_dir / "info.json", info)
-    (out_dir / "summary.txt").write_text(report.render() + "\n")
+    info_path = out_dir / "info.json"
+    report = DatasetReport(info, info_path if output.is_local else output.url(info_path))
+    output.write_json(info_path, info)
+    output.write_atomic(out_dir / "summary.txt", (report.render() + "\n").encode())
     return report

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -142,8 +143,9 @@ class RunLayout:
         return self.root / "cache"
 
     @property
-    def datasets_dir(self) -> PurePath:
-        return self.root / "datasets"
+    def datasets_dir(self) -> Path:
+        """Where converted datasets and line indexes are cached: always a local folder."""
+        return local_datasets_dir(self.output)
 
     @property
     def lock_path(self) -> PurePath:
@@ -201,6 +203,16 @@ def open_root(location: str | Path) -> tuple[OutputRoot, PurePath]:
     if not p.exists():
         raise UsageError(f"output root {p} does not exist")
     return OutputRoot(p), p.resolve()
+
+
+def local_datasets_dir(output: OutputRoot) -> Path:
+    """The datasets cache of an output root: its `datasets/` folder when local; for an object store a
+    local folder ($CHATSPACE_CACHE, else ~/.cache/chatspace) named after the root, since readers of
+    dataset files need local paths."""
+    if output.is_local:
+        return Path(output.path) / "datasets"
+    base = Path(os.environ.get("CHATSPACE_CACHE") or "~/.cache/chatspace").expanduser()
+    return base / slug(output.url(), max_len=200) / "datasets"
 
 
 def ensure_writable_root(root: str | Path | OutputRoot) -> PurePath:

@@ -30,11 +30,6 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON atomically to a local file outside any run (a dataset's description, say)."""
-    OutputRoot(Path(path).parent).write_json(path, data)
-
-
 def read_json(root: OutputRoot, path: PurePath) -> Any:
     return orjson.loads(root.read_bytes(path))
 
