@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from chatspace.store.layout import RunLayout
-from tests.helpers import run_cli, write_jsonl
+from tests.helpers import run_cli, run_embed_dataset, write_jsonl
 from tests.helpers.openai_fake_server import FakeEmbeddingServer
 
 HOSTILE = ["..", "../../escape", "/abs/escape", "a/b", "a\\b", ".", "~", "x/../../y", "", "-x", "x" * 400]
@@ -71,19 +71,8 @@ def server():
 
 
 def _embed(server, dataset: str, out: Path, *extra: str):
-    return run_cli(
-        "embed-dataset",
-        "--dataset",
-        dataset,
-        "--output-root",
-        str(out),
-        "--dimensions",
-        "8",
-        "--execute",
-        "--no-progress",
-        *extra,
-        env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-names-0123456789"},
-    )
+    args = ("--dimensions", "8", "--execute", *extra)
+    return run_embed_dataset(server, dataset, out, *args, key="sk-test-names-0123456789")
 
 
 @pytest.mark.slow

@@ -86,6 +86,13 @@ def _embed(dataset, out, *args: str):
     )  # fmt: skip
 
 
+def _embed_equal_to_encode(dataset, out, st_model, *args: str) -> tuple[list[str], list[str]]:
+    """Embed through the CLI; every stored vector must be `encode` of its stored text. (ids, texts)"""
+    proc = _embed(dataset, out, *args)
+    assert proc.returncode == 0, proc.stderr
+    return _check_vectors_equal_encode(out, st_model)
+
+
 def _check_vectors_equal_encode(out, st_model) -> tuple[list[str], list[str]]:
     table = run_table(out)
     texts = table.column("text").to_pylist()
@@ -148,18 +155,18 @@ def test_mt_bench_questions_and_answers(tmp_path, texts, st_model):
     questions = mt_bench_questions(texts)
     qfile = write_jsonl(tmp_path / "question.jsonl", questions)
     out = tmp_path / "out"
-    proc = _embed(qfile, out, "--text-field", "turns", "--id-field", "question_id")
-    assert proc.returncode == 0, proc.stderr
-    ids, stored = _check_vectors_equal_encode(out, st_model)
+    ids, stored = _embed_equal_to_encode(
+        qfile, out, st_model, "--text-field", "turns", "--id-field", "question_id"
+    )
     assert ids == [str(q["question_id"]) for q in questions]
     assert cut_or_whole(stored, ["\n\n".join(q["turns"]) for q in questions])
 
     answers = mt_bench_answers(texts)
     afile = write_jsonl(tmp_path / "vicuna-13b-v1.3.jsonl", answers)
     out2 = tmp_path / "out2"
-    proc = _embed(afile, out2, "--text-field", "choices.0.turns", "--id-field", "answer_id")
-    assert proc.returncode == 0, proc.stderr
-    ids, stored = _check_vectors_equal_encode(out2, st_model)
+    ids, stored = _embed_equal_to_encode(
+        afile, out2, st_model, "--text-field", "choices.0.turns", "--id-field", "answer_id"
+    )
     assert ids == [a["answer_id"] for a in answers]
     assert cut_or_whole(stored, ["\n\n".join(a["choices"][0]["turns"]) for a in answers])
     meta = orjson.loads(run_table(out2).column("metadata")[0].as_py())
@@ -172,9 +179,9 @@ def test_sharegpt_json_array_dump(tmp_path, texts, st_model):
     path = tmp_path / "sharegpt_dump.json"
     path.write_bytes(orjson.dumps(dump, option=orjson.OPT_INDENT_2))
     out = tmp_path / "out"
-    proc = _embed(path, out, "--text-field", "conversations", "--extract-first-assistant", "--id-field", "id")
-    assert proc.returncode == 0, proc.stderr
-    ids, stored = _check_vectors_equal_encode(out, st_model)
+    ids, stored = _embed_equal_to_encode(
+        path, out, st_model, "--text-field", "conversations", "--extract-first-assistant", "--id-field", "id"
+    )
     expected = [
         (r["id"], next(m["value"] for m in r["conversations"] if m["from"] == "gpt"))
         for r in dump
@@ -209,19 +216,16 @@ def test_openai_logs_with_nested_fields(tmp_path, texts, st_model, fmt):
         dataset = tmp_path / "logs_saved"
         datasets.Dataset.from_list(logs).save_to_disk(str(dataset))
     out = tmp_path / "out"
-    proc = _embed(
-        dataset, out, "--text-field", "response.choices.0.message.content", "--id-field", "metadata.user.uid"
-    )
-    assert proc.returncode == 0, proc.stderr
-    ids, stored = _check_vectors_equal_encode(out, st_model)
+    fields = ("--text-field", "response.choices.0.message.content", "--id-field", "metadata.user.uid")
+    ids, stored = _embed_equal_to_encode(dataset, out, st_model, *fields)
     assert ids == [r["metadata"]["user"]["uid"] for r in logs]
     assert cut_or_whole(stored, [r["response"]["choices"][0]["message"]["content"] for r in logs])
 
     # A conversation nested in a struct, with an extraction mode.
     out2 = tmp_path / "out2"
-    proc = _embed(dataset, out2, "--text-field", "request.messages", "--extract", "first-user")
-    assert proc.returncode == 0, proc.stderr
-    _, stored = _check_vectors_equal_encode(out2, st_model)
+    _, stored = _embed_equal_to_encode(
+        dataset, out2, st_model, "--text-field", "request.messages", "--extract", "first-user"
+    )
     assert cut_or_whole(stored, [r["request"]["messages"][1]["content"] for r in logs])
 
 
@@ -236,9 +240,7 @@ def test_csv_is_flat_and_a_dotted_column_name_wins(tmp_path, texts, st_model):
         for i in range(12):
             w.writerow([f"u{i}", texts[400 + i], '{"uid": "not this"}'])
     out = tmp_path / "out"
-    proc = _embed(path, out, "--text-field", "body", "--id-field", "meta.uid")
-    assert proc.returncode == 0, proc.stderr
-    ids, _ = _check_vectors_equal_encode(out, st_model)
+    ids, _ = _embed_equal_to_encode(path, out, st_model, "--text-field", "body", "--id-field", "meta.uid")
     assert ids == [f"u{i}" for i in range(12)]
 
     proc = _embed(path, tmp_path / "out2", "--text-field", "meta.text")

@@ -12,7 +12,7 @@ import pytest
 
 from chatspace.data.sources import open_source
 from chatspace.errors import ChatspaceError
-from tests.helpers import run_cli, run_manifest, run_table
+from tests.helpers import run_embed_dataset, run_manifest, run_table
 from tests.helpers.openai_fake_server import FakeEmbeddingServer
 
 BOM = b"\xef\xbb\xbf"
@@ -48,20 +48,8 @@ def server():
 
 
 def _embed(server, dataset: Path, out: Path, *extra: str):
-    return run_cli(
-        "embed-dataset",
-        "--dataset",
-        str(dataset),
-        "--output-root",
-        str(out),
-        "--model",
-        "m",
-        "--dimensions",
-        "8",
-        "--no-progress",
-        *extra,
-        env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-input-0123456789"},
-    )
+    args = ("--model", "m", "--dimensions", "8", *extra)
+    return run_embed_dataset(server, dataset, out, *args, key="sk-test-input-0123456789")
 
 
 @pytest.mark.slow

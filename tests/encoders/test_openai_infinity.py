@@ -36,19 +36,8 @@ def test_real_server_matches_local_encoder(infinity, texts, tmp_path):
     data = write_jsonl(
         tmp_path / "docs.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:300])]
     )
-    common = [
-        "--dataset",
-        str(data),
-        "--id-field",
-        "id",
-        "--n",
-        "150",
-        "--seed",
-        "5",
-        "--rows-per-shard",
-        "50",
-        "--no-progress",
-    ]
+    common = ["--dataset", str(data), "--id-field", "id", "--n", "150", "--seed", "5"]
+    common += ["--rows-per-shard", "50", "--no-progress"]
     local = run_cli("embed-hf", *common, "--devices", "cpu", "--output-root", str(tmp_path / "hf"))
     assert local.returncode == 0, local.stderr
     env = {"OPENAI_BASE_URL": infinity.base_url, "OPENAI_API_KEY": infinity.api_key}

@@ -52,6 +52,20 @@ def run_cli(
     return proc
 
 
+def run_embed_dataset(server, dataset: str | Path, out: Path, *args: str, key: str):
+    """`chatspace embed-dataset` (OpenAI mode) of `dataset` into `out`, against the fake `server`."""
+    return run_cli(
+        "embed-dataset",
+        "--dataset",
+        str(dataset),
+        "--output-root",
+        str(out),
+        "--no-progress",
+        *args,
+        env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": key},
+    )
+
+
 def run_table(out: Path):
     """Every shard of the (single) run under output root `out`, as one pyarrow Table."""
     import pyarrow.parquet as pq

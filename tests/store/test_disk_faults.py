@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from chatspace.store.layout import RunLayout
-from tests.helpers import run_cli, write_jsonl
+from tests.helpers import run_cli, run_embed_dataset, write_jsonl
 from tests.helpers.openai_fake_server import FakeEmbeddingServer
 
 DIM = 1536  # 6 kB a row: a few dozen rows fill a small disk
@@ -77,18 +77,7 @@ def server():
 
 
 def _embed(server, dataset: Path, out: Path, *extra: str):
-    return run_cli(
-        "embed-dataset",
-        "--dataset",
-        str(dataset),
-        "--output-root",
-        str(out),
-        "--model",
-        "m",
-        "--no-progress",
-        *extra,
-        env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-test-disk-0123456789"},
-    )
+    return run_embed_dataset(server, dataset, out, "--model", "m", *extra, key="sk-test-disk-0123456789")
 
 
 # --- a full disk --------------------------------------------------------------------------------------
