@@ -1,1 +1,1 @@
-"""The machine a worker runs on: devices (discovery, labels) and GPU telemetry."""
+"""The machine a worker runs on: devices (discovery, labels), GPU telemetry and the CPU's features."""

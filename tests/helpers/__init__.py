@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from benchmarks.quality import cosine_rows  # noqa: F401 - one definition, shared with the bench
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CHATSPACE = [sys.executable, "-m", "chatspace.cli"]
@@ -83,12 +85,6 @@ def run_vectors(out: Path) -> dict[str, np.ndarray]:
     return dict(
         zip(table.column("id").to_pylist(), np.asarray(table.column("embedding").to_pylist()), strict=True)
     )
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 # --- runs under faults: a CLI started in the background, its workers, its shards ---------------------

@@ -37,7 +37,7 @@ def corpus_lengths(rows: int) -> np.ndarray:
     from transformers import AutoTokenizer
 
     from chatspace.config import DEFAULT_MODEL
-    from chatspace.encoders.sentence_transformer import resolve_model_path
+    from chatspace.encoders.locate import resolve_model_path
 
     _, texts = corpus_mod.read_corpus(corpus_mod.build_corpus(rows))
     tok = AutoTokenizer.from_pretrained(resolve_model_path(DEFAULT_MODEL))
