@@ -233,6 +233,25 @@ class BatchPlanner:
         return start + max(1, int(np.searchsorted(cost, budget, side="right")))
 
 
+def pad_batch(ids: list, types: list, length: int, pad_id: int, *, left: bool) -> dict[str, np.ndarray]:
+    """input_ids, attention_mask (and token_type_ids) padded to `length`, on the tokenizer's side."""
+    n = len(ids)
+    input_ids = np.full((n, length), pad_id, dtype=np.int64)
+    mask = np.zeros((n, length), dtype=np.int64)
+    token_types = np.zeros((n, length), dtype=np.int64) if any(t is not None for t in types) else None
+    for i, seq in enumerate(ids):
+        k = min(len(seq), length)
+        sl = slice(length - k, length) if left else slice(0, k)
+        input_ids[i, sl] = seq[:k]
+        mask[i, sl] = 1
+        if token_types is not None and types[i] is not None:
+            token_types[i, sl] = types[i][:k]
+    out = {"input_ids": input_ids, "attention_mask": mask}
+    if token_types is not None:
+        out["token_type_ids"] = token_types
+    return out
+
+
 def padding_efficiency(batches: list[Batch], *, varlen: bool = False, pad_rows_to: int = 1) -> float:
     """Real tokens / computed tokens over `batches` (rows padded up to a multiple of `pad_rows_to`)."""
     real = sum(b.real_tokens for b in batches)

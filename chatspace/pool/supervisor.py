@@ -305,8 +305,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
 
 
 def _check_model(cfg: RunConfig) -> None:
-    from chatspace.encoders.locate import check_model_available
-    from chatspace.encoders.sentence_transformer import resolve_model_path
+    from chatspace.encoders.locate import check_model_available, resolve_model_path
 
     path = resolve_model_path(cfg.model)
     check_model_available(cfg.model, path, cfg.revision, hub=cfg.executor != "ray")
