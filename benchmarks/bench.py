@@ -127,7 +127,7 @@ def environment(cores: int) -> dict:
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "git": git_sha(),
+        "git": short_sha(git_sha()),
         "load_before": loadavg(),
     }
     try:
@@ -139,6 +139,11 @@ def environment(cores: int) -> dict:
     except ImportError:
         pass
     return info
+
+
+def short_sha(sha: str | None) -> str | None:
+    """abcdef123456 or abcdef123456-dirty: enough to find the commit, short enough for a table."""
+    return None if not sha else sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")
 
 
 def main(argv: list[str] | None = None) -> int:
