@@ -46,6 +46,7 @@ from chatspace.encoders.torch_runtime import (
     set_compile_threads,
 )
 from chatspace.errors import ChatspaceError
+from chatspace.hardware.cpu import slow_dtype_warning
 from chatspace.hardware.devices import Device
 from chatspace.stats import WorkerStats
 
@@ -121,6 +122,9 @@ class SentenceTransformerEncoder(Encoder):
         torch_device = "cuda:0" if self._cuda else "cpu"
         dtype_name = self.cfg.dtype or ("bfloat16" if self._cuda else "float32")
         self._dtype_name = dtype_name
+        slow = None if self._cuda else slow_dtype_warning(dtype_name)
+        if slow:
+            log.warning(slow)
         model, self._attn = load_sentence_transformer(self.cfg, torch_device, dtype_name)
         model_max = int(model.max_seq_length or 512)
         self._max_tokens = min(self.cfg.bucket_max_tokens or model_max, model_max)

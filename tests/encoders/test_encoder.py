@@ -69,12 +69,52 @@ def test_float32_equals_sentence_transformer(options, texts200, reference):
 
 
 def test_bfloat16_close_to_float32(texts200, reference):
+    import torch
+
     enc = _encoder(dtype="bfloat16")
     assert enc.describe()["dtype"] == "bfloat16"
+    # The model really runs in bfloat16 (a silently ignored flag would leave float32 parameters) ...
+    assert {p.dtype for p in enc._model.parameters()} == {torch.bfloat16}
     emb, _ = _encode(enc, texts200)
     assert emb.dtype == np.float32 and np.isfinite(emb).all()
     cos = cosine_rows(emb, reference)
     assert cos.min() >= 0.999, f"worst row {int(cos.argmin())}: {cos.min()}"
+    # ... and its vectors differ from float32 by more than float32 rounding, but not by much.
+    assert np.abs(emb - reference).max() > 1e-3
+    assert cos.mean() < 0.99999
+
+
+def _fake_cpuinfo(tmp_path, monkeypatch, flags: str) -> None:
+    """/proc/cpuinfo as another CPU would write it (the one boundary faked)."""
+    from chatspace.hardware import cpu
+
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(cpu, "CPUINFO", path)
+    cpu.cpu_features.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("flags", "warned"),
+    [("fpu sse2 avx2 fma", True), ("avx2 avx512f avx512_bf16", False), ("avx2 amx_tile amx_bf16", False)],
+    ids=["avx2-only", "avx512-bf16", "amx"],
+)
+def test_bfloat16_on_a_cpu_without_native_bf16_warns_once(tmp_path, monkeypatch, caplog, flags, warned):
+    from chatspace.hardware import cpu
+
+    _fake_cpuinfo(tmp_path, monkeypatch, flags)
+    try:
+        with caplog.at_level("WARNING"):
+            _encoder(dtype="bfloat16")
+            _encoder(dtype="float32")
+    finally:
+        cpu.cpu_features.cache_clear()
+    lines = [r.getMessage() for r in caplog.records if "bfloat16" in r.getMessage()]
+    if warned:
+        assert len(lines) == 1 and "\n" not in lines[0], lines
+        assert "Test CPU" in lines[0] and "--dtype float32" in lines[0]
+    else:
+        assert lines == []
 
 
 def test_truncation_is_counted_and_matches(st_model, texts200):
