@@ -34,7 +34,7 @@ from chatspace.encoders.encode_options import (
 )
 from chatspace.encoders.loading import load_sentence_transformer
 from chatspace.encoders.locate import resolve_model_path
-from chatspace.encoders.tokenize import tokenize
+from chatspace.encoders.tokenize import cut_bound, tokenize, use_tokenizer_threads
 from chatspace.encoders.torch_runtime import (
     CompileCounters,
     InFlight,
@@ -97,6 +97,7 @@ class SentenceTransformerEncoder(Encoder):
         self.compile_counters = CompileCounters()  # graphs etc. compiled by warm-up
         self.gpu_busy_seconds = 0.0
         self._prompt = ResolvedPrompt(None, None, "none", None)
+        self._cut_at: int | None = None  # texts longer than this are cut before tokenizing
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class SentenceTransformerEncoder(Encoder):
         import torch
 
         t0 = time.perf_counter()
+        use_tokenizer_threads(self.threads)
         if self.threads:
             torch.set_num_threads(self.threads)
         set_compile_threads(self.threads)
@@ -129,6 +131,7 @@ class SentenceTransformerEncoder(Encoder):
         model_max = int(model.max_seq_length or 512)
         self._max_tokens = min(self.cfg.bucket_max_tokens or model_max, model_max)
         model.max_seq_length = self._max_tokens
+        self._cut_at = cut_bound(model.tokenizer, self._max_tokens)
         self._buckets = length_buckets(min(self.cfg.bucket_min_tokens, self._max_tokens), self._max_tokens)
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self._dim = check_truncate_dim(self.cfg.truncate_dim, int(get_dim()))
@@ -257,6 +260,8 @@ class SentenceTransformerEncoder(Encoder):
             "batch_size": None if budget else self._batch_size,
             "device": self.device.label,
             "threads": self.threads,
+            "tokenizer_threads": self.threads,
+            "cut_texts_over_chars": self._cut_at,
             "prompt": self._prompt.text,
             "prompt_name": self._prompt.name,
             "prompt_source": self._prompt.source,
@@ -279,7 +284,9 @@ class SentenceTransformerEncoder(Encoder):
 
     def prepare(self, texts: list[str], stats: WorkerStats) -> Prepared:
         with stats.busy("tokenize"):
-            return tokenize(self._model, texts, prompt=self._prompt.text, max_tokens=self._max_tokens)
+            return tokenize(
+                self._model, texts, prompt=self._prompt.text, max_tokens=self._max_tokens, cut_at=self._cut_at
+            )
 
     # --- encoding: rows in, batches planned across chunks, rows joined back by position ------------
 
