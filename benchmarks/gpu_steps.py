@@ -54,7 +54,7 @@ def encoder(model: str, **options):
 
     cfg = RunConfig.from_options(dataset="unused", output_root="/tmp/unused", model=model, **options)
     device = Device("cuda", "cuda:0", "0") if DEVICE == "cuda" else Device("cpu", "cpu:0")
-    enc = SentenceTransformerEncoder(cfg, device, None)
+    enc = SentenceTransformerEncoder(cfg.encoder, device, None)
     stats = WorkerStats()
     enc.load(stats)
     return enc, stats

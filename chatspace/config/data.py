@@ -23,7 +23,6 @@ class DataConfig(ConfigPart):
     text_field: str = "text"
     extract: str = choice("text", EXTRACT_MODES)
     id_field: str | None = None
-    trust_remote_code: bool = False  # lets the dataset's (and the model's) own code run
 
     def validate(self) -> None:
         if not self.dataset:

@@ -40,6 +40,7 @@ class SentenceTransformerConfig(ConfigPart):
     normalize: bool = False  # unit vectors (encode(normalize_embeddings=True))
     truncate_dim: int | None = None  # keep the first N dimensions (Matryoshka models)
     revision: str | None = None  # the model's hub revision (branch, tag or commit)
+    trust_remote_code: bool = False  # lets the model repository's own code run (and change the vectors)
     # Tuning (does not change the vectors beyond float rounding).
     batch_size: int | None = None  # None: a padded-token budget (the device's default)
     tokens_per_batch: int | None = None
@@ -50,7 +51,7 @@ class SentenceTransformerConfig(ConfigPart):
     prefetch_batches: int | None = None  # chunks a worker's reader prepares ahead of the encoder
     attn_implementation: str | None = None  # None: sdpa where the model supports it
 
-    IDENTITY = ("model", "bucket_max_tokens", *ENCODE_OPTION_FIELDS)
+    IDENTITY = ("model", "bucket_max_tokens", "trust_remote_code", *ENCODE_OPTION_FIELDS)
     ADDED_LATER = ENCODE_OPTION_DEFAULTS
 
     def validate(self) -> None:

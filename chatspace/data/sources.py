@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from chatspace.config import DataConfig
 from chatspace.data.extract import check_holds_conversations
 from chatspace.data.fields import top_column
 from chatspace.data.formats import READERS, SUFFIXES, SUPPORTED, FileEntry, format_name, open_local_file
@@ -267,8 +268,8 @@ def open_source(
     return Source(spec)
 
 
-def open_run_source(cfg, cache_dir: Path) -> Source:
-    """The source a run of `cfg` (a RunConfig) reads, checked before any work starts: its text and id
+def open_run_source(cfg: DataConfig, cache_dir: Path) -> Source:
+    """The source a run's data options (`cfg`) name, checked before any work starts: its text and id
     fields exist, and a turn extraction finds conversations in the text field (usage errors otherwise)."""
     source = open_source(
         cfg.dataset, split=cfg.base_split, subset=cfg.subset, source=cfg.source, cache_dir=cache_dir

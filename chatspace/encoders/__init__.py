@@ -15,7 +15,7 @@ def build_encoder(cfg: RunConfig, device: Device, threads: int | None) -> Encode
     if cfg.mode == "openai":
         from chatspace.encoders.openai.encoder import OpenAIEncoder
 
-        return OpenAIEncoder(cfg)
+        return OpenAIEncoder(cfg.encoder)
     from chatspace.encoders.sentence_transformer import SentenceTransformerEncoder
 
-    return SentenceTransformerEncoder(cfg, device, threads)
+    return SentenceTransformerEncoder(cfg.encoder, device, threads)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from chatspace.config import RunConfig
+from chatspace.config import SentenceTransformerConfig
 from chatspace.encoders.base import Encoder, Prepared
 from chatspace.encoders.batching import Batch, BatchPlanner, length_buckets, pad_batch
 from chatspace.encoders.encode_options import (
@@ -74,7 +74,7 @@ class _Chunk:
 
 
 class SentenceTransformerEncoder(Encoder):
-    def __init__(self, cfg: RunConfig, device: Device, threads: int | None):
+    def __init__(self, cfg: SentenceTransformerConfig, device: Device, threads: int | None):
         self.cfg = cfg
         self.device = device
         self.threads = threads

@@ -155,7 +155,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         _check_model(cfg)  # a misspelled model fails here, before any worker or output exists
     # Logging goes to the console until the run id is known; then to logs/ as well.
     t0 = time.perf_counter()
-    source = open_run_source(cfg, final.datasets_dir)
+    source = open_run_source(cfg.data, final.datasets_dir)
     if cfg.executor == "ray":
         from chatspace.pool.ray_executor import resolve_ray_address
 

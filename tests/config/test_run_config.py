@@ -120,7 +120,6 @@ OTHER_VALUES = {
         "text_field": "body",
         "extract": "all-turns",
         "id_field": "id",
-        "trust_remote_code": True,
     },
     SamplingConfig: {"n": 3, "p": 0.5, "max_rows": 4, "seed": 1},
     OutputConfig: {
@@ -141,6 +140,7 @@ OTHER_VALUES = {
         "normalize": True,
         "truncate_dim": 64,
         "revision": "main",
+        "trust_remote_code": True,
         "batch_size": 8,
         "tokens_per_batch": 512,
         "bucket_min_tokens": 16,

@@ -39,7 +39,9 @@ def flattening_encoder():
     AttentionInterface.register("varlen_standin", varlen_standin)
     AttentionMaskInterface.register("varlen_standin", sdpa_mask)
     enc = SentenceTransformerEncoder(
-        RunConfig.from_options(dataset="unused", output_root="/tmp/unused"), Device("cpu", "cpu:0"), None
+        RunConfig.from_options(dataset="unused", output_root="/tmp/unused").encoder,
+        Device("cpu", "cpu:0"),
+        None,
     )
     enc.load(WorkerStats())
     first = enc._model[0]

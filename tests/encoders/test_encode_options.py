@@ -57,7 +57,7 @@ def library(prompted_model):
 
 def _encoder(model: Path, **options) -> SentenceTransformerEncoder:
     cfg = RunConfig.from_options(dataset="unused", output_root="/tmp/unused", model=str(model), **options)
-    enc = SentenceTransformerEncoder(cfg, Device("cpu", "cpu:0"), None)
+    enc = SentenceTransformerEncoder(cfg.encoder, Device("cpu", "cpu:0"), None)
     enc.load(WorkerStats())
     return enc
 

@@ -20,7 +20,7 @@ from tests.helpers import cosine_rows
 
 def _encoder(**overrides) -> SentenceTransformerEncoder:
     cfg = RunConfig.from_options(dataset="unused", output_root="/tmp/unused", **overrides)
-    enc = SentenceTransformerEncoder(cfg, Device("cpu", "cpu:0"), None)
+    enc = SentenceTransformerEncoder(cfg.encoder, Device("cpu", "cpu:0"), None)
     enc.load(WorkerStats())
     return enc
 
@@ -230,7 +230,7 @@ def test_warm_up_out_of_memory_adapts_instead_of_failing(monkeypatch, texts200, 
     fake = FakeAllocator(st_mod.launch, capacity=24)  # the warm-up batch is 2 rows x 16 tokens
     monkeypatch.setattr(st_mod, "launch", fake)
     cfg = RunConfig.from_options(dataset="unused", output_root="/tmp/unused", tokens_per_batch=4096)
-    enc = SentenceTransformerEncoder(cfg, Device("cpu", "cpu:0"), None)
+    enc = SentenceTransformerEncoder(cfg.encoder, Device("cpu", "cpu:0"), None)
     load_stats = WorkerStats()
     enc.load(load_stats)
     assert fake.ooms >= 1 and max(fake.ran) <= 24

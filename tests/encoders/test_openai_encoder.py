@@ -63,7 +63,7 @@ def make_encoder(server: FakeEmbeddingServer, timeout: float = 5.0, **kw) -> Ope
     settings = OpenAISettings(
         api_key=KEY, base_url=server.base_url, model="text-embedding-3-small", timeout=timeout
     )
-    enc = OpenAIEncoder(make_cfg(**kw), settings=settings)
+    enc = OpenAIEncoder(make_cfg(**kw).encoder, settings=settings)
     enc.load(WorkerStats())
     return enc
 
@@ -264,7 +264,7 @@ def _closed_port() -> int:
 def test_connection_refused_fails_after_a_couple_of_quick_tries(max_retries):
     url = f"http://127.0.0.1:{_closed_port()}/v1"
     settings = OpenAISettings(api_key=KEY, base_url=url, timeout=5.0)
-    enc = OpenAIEncoder(make_cfg(max_retries=max_retries), settings=settings)
+    enc = OpenAIEncoder(make_cfg(max_retries=max_retries).encoder, settings=settings)
     enc.client.backoff_base = 30.0  # a backed-off retry would be obvious: the test would take minutes
     enc.load(stats := WorkerStats())
     with pytest.raises(ChatspaceError, match="cannot reach the embeddings API at http://127.0.0.1") as info:
@@ -284,7 +284,7 @@ def test_a_host_name_that_does_not_resolve_fails_at_once():
     if time.monotonic() - started > 3:
         pytest.skip("this resolver takes seconds to say no (no DNS server reachable): nothing to test")
     settings = OpenAISettings(api_key=KEY, base_url=f"http://{host}/v1", timeout=5.0)
-    enc = OpenAIEncoder(make_cfg(max_retries=6), settings=settings)
+    enc = OpenAIEncoder(make_cfg(max_retries=6).encoder, settings=settings)
     enc.client.backoff_base = 30.0
     enc.load(stats := WorkerStats())
     with pytest.raises(ChatspaceError, match=f"cannot reach the embeddings API at http://{host}/v1"):
@@ -321,7 +321,7 @@ def test_dimension_mismatch_is_fatal(server):
 
 def test_no_request_without_execute(server):
     settings = OpenAISettings(api_key=KEY, base_url=server.base_url)
-    enc = OpenAIEncoder(make_cfg(execute=False), settings=settings)
+    enc = OpenAIEncoder(make_cfg(execute=False).encoder, settings=settings)
     enc.load(WorkerStats())
     prepared = enc.prepare(["x"], WorkerStats())
     with pytest.raises(UsageError, match="--execute"):
@@ -383,9 +383,9 @@ def test_missing_key_is_one_usage_error_naming_it():
         openai_settings(require_key=True)
     assert "OPENAI_API_KEY" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(UsageError, match="OPENAI_API_KEY"):
-        OpenAIEncoder(make_cfg())
+        OpenAIEncoder(make_cfg().encoder)
     assert openai_settings(require_key=False).api_key is None
-    OpenAIEncoder(make_cfg(execute=False))  # a dry run needs no key
+    OpenAIEncoder(make_cfg(execute=False).encoder)  # a dry run needs no key
 
 
 def test_settings_from_environment_and_key_masked(monkeypatch):

@@ -68,7 +68,7 @@ def model_card_reference(path: str, texts: list[str], max_length: int) -> tuple[
 def test_qwen3_shape_matches_the_model_card_reference(qwen3_small, texts, options):
     picked = texts[:60]
     cfg = RunConfig.from_options(dataset="unused", output_root="/tmp/unused", model=qwen3_small, **options)
-    enc = SentenceTransformerEncoder(cfg, Device("cpu", "cpu:0"), None)
+    enc = SentenceTransformerEncoder(cfg.encoder, Device("cpu", "cpu:0"), None)
     enc.load(WorkerStats())
     assert enc._model.tokenizer.padding_side == "left"
     stats = WorkerStats()

@@ -126,7 +126,7 @@ def dry_run(cfg: RunConfig, layout: Any, *, settings: OpenAISettings | None = No
     """
     if settings is None:
         settings = openai_settings(require_key=False)
-    encoder = OpenAIEncoder(cfg.replace(execute=False), settings=settings)
+    encoder = OpenAIEncoder(cfg.replace(execute=False).encoder, settings=settings)
     price = price_per_million(cfg.model)
     report = DryRunReport(
         **{name: getattr(cfg, name) for name in RUN_OPTIONS},
@@ -140,7 +140,7 @@ def dry_run(cfg: RunConfig, layout: Any, *, settings: OpenAISettings | None = No
         output_dir=str(layout.embeddings_dir),
         manifest_path=str(layout.manifest_path),
     )
-    source = open_run_source(cfg, layout.datasets_dir)
+    source = open_run_source(cfg.data, layout.datasets_dir)
     try:
         selection = select_run_rows(cfg, source.num_rows)
         report.source_rows, report.selected = source.num_rows, len(selection.indices)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from chatspace.config import RunConfig
+from chatspace.config import OpenAIConfig
 from chatspace.encoders.base import Encoder, Prepared
 from chatspace.encoders.openai.client import EmbeddingsClient
 from chatspace.encoders.openai.models import KNOWN_DIMENSIONS, MAX_INPUT_TOKENS, canonical_model
@@ -33,7 +33,7 @@ EMPTY = "empty"
 class OpenAIEncoder(Encoder):
     """Embeddings from an OpenAI-compatible `/embeddings` endpoint. See the module docstring."""
 
-    def __init__(self, cfg: RunConfig, *, settings: OpenAISettings | None = None):
+    def __init__(self, cfg: OpenAIConfig, *, settings: OpenAISettings | None = None):
         self.cfg = cfg
         self.settings = settings if settings is not None else openai_settings(require_key=cfg.execute)
         if cfg.execute and not self.settings.api_key:
