@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from chatspace.cli.options import choice_option
+from chatspace.cli.options import SHARED_OPTIONS, config_option
 from chatspace.config import default_output_root
 
 
@@ -20,15 +20,10 @@ Examples:
   chatspace describe-dataset --name HuggingFaceFW/fineweb --subset sample-10BT""",
 )
 @click.option("--name", "--dataset", "name", required=True, help="Hub dataset id or local path.")
-@click.option("--subset", help="Hub configuration (e.g. sample-10BT).")
+@config_option("subset", help=SHARED_OPTIONS["subset"])
 @click.option("--split", help="Only this split (default: every split).")
-@choice_option(
-    "--source",
-    choices=["auto", "huggingface", "local"],
-    default="auto",
-    help="Force hub or local; auto decides by whether the path exists.",
-)
-@click.option("--output-root", help="Root of all output (default: $CHATSPACE_ROOT, else /workspace).")
+@config_option("source", help=SHARED_OPTIONS["source"])
+@config_option("output_root", help=SHARED_OPTIONS["output_root"])
 @click.option(
     "--sample-rows", type=int, default=200, show_default=True, help="Rows read for text-field statistics."
 )

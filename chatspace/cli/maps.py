@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
-from chatspace.cli.options import choice_option, run_filter_options
+from chatspace.cli.options import config_option, run_filter_options
 from chatspace.errors import UsageError
+from chatspace.maps.params import ReduceParams
 
 MAP_EXTRA_HINT = "pip install 'chatspace[map]'"
 
@@ -42,31 +43,23 @@ def _need(*modules: str) -> None:
 @click.option(
     "--output", "-o", required=True, help="Coordinates file to write (.parquet; a .json sidecar beside it)."
 )
-@choice_option(
-    "--method", choices=["umap", "tsne", "pca"], default="umap", help="UMAP, t-SNE (openTSNE) or PCA."
+@config_option("method", part=ReduceParams, help="UMAP, t-SNE (openTSNE) or PCA.")
+@config_option("n_components", part=ReduceParams, type=click.IntRange(2, 3), help="2-D or 3-D coordinates.")
+@config_option(
+    "max_samples",
+    part=ReduceParams,
+    type=click.IntRange(min=1),
+    help="At most this many rows per dataset (default: all).",
 )
-@click.option(
-    "--n-components", type=click.IntRange(2, 3), default=2, show_default=True, help="2-D or 3-D coordinates."
-)
-@click.option(
-    "--max-samples", type=click.IntRange(min=1), help="At most this many rows per dataset (default: all)."
-)
-@click.option(
-    "--sample-seed", type=int, default=42, show_default=True, help="Seed of the per-dataset sample."
-)
-@click.option("--seed", type=int, default=42, show_default=True, help="Seed of UMAP / t-SNE.")
-@click.option("--n-neighbors", type=int, default=15, show_default=True, help="UMAP neighbourhood size.")
-@click.option("--min-dist", type=float, default=0.1, show_default=True, help="UMAP minimum distance.")
-@choice_option(
-    "--metric",
-    choices=["cosine", "euclidean", "manhattan", "correlation"],
-    default="cosine",
-    help="Distance for UMAP / t-SNE neighbours.",
-)
-@click.option("--perplexity", type=float, default=30.0, show_default=True, help="t-SNE perplexity.")
+@config_option("sample_seed", part=ReduceParams, help="Seed of the per-dataset sample.")
+@config_option("seed", part=ReduceParams, help="Seed of UMAP / t-SNE.")
+@config_option("n_neighbors", part=ReduceParams, help="UMAP neighbourhood size.")
+@config_option("min_dist", part=ReduceParams, help="UMAP minimum distance.")
+@config_option("metric", part=ReduceParams, help="Distance for UMAP / t-SNE neighbours.")
+@config_option("perplexity", part=ReduceParams, help="t-SNE perplexity.")
 @click.option(
     "--full-text/--no-full-text",
-    default=True,
+    default=ReduceParams.full_text,
     show_default=True,
     help="Keep each row's full text (the map's click panel shows it); a 200-character preview is always kept.",
 )
@@ -79,7 +72,7 @@ def reduce_embeddings_cmd(more_dirs: tuple[str, ...], embedding_dirs: tuple[str,
         raise UsageError("name at least one input with --embedding-dirs DIR")
     _need("sklearn", *{"umap": ["umap"], "tsne": ["openTSNE"], "pca": []}[params["method"]])
     from chatspace.maps.inputs import Selection
-    from chatspace.maps.reduce import ReduceParams, reduce_embeddings, sidecar_path
+    from chatspace.maps.reduce import reduce_embeddings, sidecar_path
 
     log = logging.getLogger("chatspace")  # ours only: the libraries' own INFO chatter stays quiet
     if not log.handlers:

@@ -10,22 +10,27 @@ from typing import Any
 import click
 
 from chatspace.config import RunConfig, load_config_file, part_of
-from chatspace.config.base import ConfigPart, option_name
+from chatspace.config.base import field_choices, field_default, field_type, option_name
 from chatspace.errors import UsageError
 
 
-def config_option(name: str, *param_decls: str, help: str, part: type[ConfigPart] | None = None) -> Any:
-    """A click option for one field of a config part (by default the part that holds `name`), its type,
-    default and choices taken from the part, so they are written once, in config/."""
+def config_option(name: str, *param_decls: str, help: str, part: type | None = None, **attrs: Any) -> Any:
+    """A click option for one field of an options dataclass (by default the run config part that holds
+    `name`), its type, default and choices taken from there, so they are written once; `attrs` refine
+    it (a click.IntRange for a bounded number)."""
     part = part or part_of(name)
     decls = param_decls or (option_name(name),)
-    value_type, default = part.value_type(name), part.default(name)
+    value_type, default, choices = (
+        field_type(part, name),
+        field_default(part, name),
+        field_choices(part, name),
+    )
     if value_type is bool:
-        return click.option(*decls, is_flag=True, default=default, help=help)
-    if part.choices(name):
-        return choice_option(*decls, choices=part.choices(name), default=default, help=help)
-    value_type = None if value_type is str else value_type
-    return click.option(*decls, type=value_type, default=default, show_default=default is not None, help=help)
+        return click.option(*decls, is_flag=True, default=default, help=help, **attrs)
+    if choices:
+        return choice_option(*decls, choices=choices, default=default, help=help)
+    attrs.setdefault("type", None if value_type is str else value_type)
+    return click.option(*decls, default=default, show_default=default is not None, help=help, **attrs)
 
 
 # The options every embedding command takes, in --help order: a config field's help, or an option of

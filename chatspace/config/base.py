@@ -61,22 +61,37 @@ class ConfigPart:
         return cls.field_names() if cls.IDENTITY is None else cls.IDENTITY
 
     @classmethod
-    def _field(cls, name: str) -> dataclasses.Field:
-        return {f.name: f for f in dataclasses.fields(cls)}[name]  # type: ignore[arg-type]
-
-    @classmethod
     def default(cls, name: str) -> Any:
-        """The field's default; one computed when the config is built (the output root) reads as None."""
-        f = cls._field(name)
-        return None if f.default is dataclasses.MISSING else f.default
+        return field_default(cls, name)
 
     @classmethod
     def choices(cls, name: str) -> tuple[str, ...] | None:
-        return cls._field(name).metadata.get("choices")
+        return field_choices(cls, name)
 
     @classmethod
     def value_type(cls, name: str) -> type:
-        """The field's type without `| None` (int, float, str, bool), for the command line to parse."""
-        hint = typing.get_type_hints(cls)[name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0] if args else hint
+        return field_type(cls, name)
+
+
+# What the command line needs to know of any options dataclass (a ConfigPart, the map's ReduceParams).
+
+
+def _field(cls: type, name: str) -> dataclasses.Field:
+    return {f.name: f for f in dataclasses.fields(cls)}[name]
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The field's default; one computed when the object is built (the output root) reads as None."""
+    f = _field(cls, name)
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def field_choices(cls: type, name: str) -> tuple[str, ...] | None:
+    return _field(cls, name).metadata.get("choices")
+
+
+def field_type(cls: type, name: str) -> type:
+    """The field's type without `| None` (int, float, str, bool), for the command line to parse."""
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,42 +25,11 @@ import pyarrow.parquet as pq
 from chatspace import __version__
 from chatspace.errors import UsageError
 from chatspace.maps.inputs import Selection, describe_inputs, read_sample, resolve_shards
+from chatspace.maps.params import ReduceParams
 
 log = logging.getLogger(__name__)
 
-METHODS = ("umap", "tsne", "pca")
-METRICS = ("cosine", "euclidean", "manhattan", "correlation")
 AXES = ("x", "y", "z")
-
-
-@dataclass(frozen=True)
-class ReduceParams:
-    method: str = "umap"
-    n_components: int = 2
-    max_samples: int | None = None
-    sample_seed: int = 42
-    seed: int = 42
-    n_neighbors: int = 15
-    min_dist: float = 0.1
-    metric: str = "cosine"
-    perplexity: float = 30.0
-    full_text: bool = True
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
-        if self.n_components not in (2, 3):
-            raise UsageError("--n-components must be 2 or 3")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise UsageError("--max-samples must be at least 1")
-        if self.n_neighbors < 2:
-            raise UsageError("--n-neighbors must be at least 2")
-        if not 0.0 <= self.min_dist <= 1.0:
-            raise UsageError("--min-dist must be between 0 and 1")
-        if self.perplexity <= 0:
-            raise UsageError("--perplexity must be positive")
-        if self.metric not in METRICS:
-            raise UsageError(f"--metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
 
 
 def pca(vectors: np.ndarray, n_components: int) -> np.ndarray:
