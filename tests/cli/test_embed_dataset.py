@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import cosine_rows, run_cli, run_manifest, run_table, shard_state, write_jsonl
+from tests.helpers import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
+from tests.helpers.faults import shard_state
 from tests.helpers.openai_fake_server import FakeEmbeddingServer, fake_vector
 
 pytestmark = pytest.mark.slow

@@ -99,18 +99,8 @@ def test_rows_carry_provenance(run_output):
     table = run_table(out)
     assert table.schema.field("embedding").type.list_size == 384
     row = table.slice(0, 1).to_pylist()[0]
-    assert set(row) == {
-        "id",
-        "source",
-        "dataset",
-        "split",
-        "text",
-        "metadata",
-        "embedding",
-        "model",
-        "created_at",
-        "run_id",
-    }
+    columns = "id source dataset split text metadata embedding model created_at run_id"
+    assert set(row) == set(columns.split())
     meta = orjson.loads(row["metadata"])
     assert meta["field"] == "text" and meta["extract"] == "text"
     assert {"row", "file", "file_row", "tokens", "truncated"} <= set(meta)

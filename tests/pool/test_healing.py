@@ -9,19 +9,8 @@ import time
 
 import pytest
 
-from tests.helpers import (
-    REPO,
-    assert_all_gone,
-    embed_args,
-    run_cli,
-    run_manifest,
-    run_table,
-    start_cli,
-    wait_for_units,
-    worker_processes,
-    write_corpus,
-    write_jsonl,
-)
+from tests.helpers import REPO, embed_args, run_cli, run_manifest, run_table, write_corpus, write_jsonl
+from tests.helpers.faults import assert_all_gone, start_cli, wait_for_units, worker_processes
 
 pytestmark = pytest.mark.slow
 

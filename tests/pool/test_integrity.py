@@ -14,19 +14,8 @@ import pytest
 import chatspace
 from chatspace.errors import ChatspaceError
 from chatspace.store.reader import list_runs
-from tests.helpers import (
-    assert_all_gone,
-    embed_args,
-    run_cli,
-    run_manifest,
-    run_table,
-    shard_state,
-    start_cli,
-    wait_for_units,
-    worker_processes,
-    write_corpus,
-    write_jsonl,
-)
+from tests.helpers import embed_args, run_cli, run_manifest, run_table, write_corpus, write_jsonl
+from tests.helpers.faults import assert_all_gone, shard_state, start_cli, wait_for_units, worker_processes
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +38,12 @@ def _interrupted_run(path: Path, out: Path, units: int = 2, *extra: str) -> list
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
     return args
+
+
+def _interrupted_docs(rows: list[dict], tmp_path: Path, units: int = 2) -> tuple[Path, list[str]]:
+    """`rows` as their own dataset, and a run over it stopped after `units` units: (output root, args)."""
+    out = tmp_path / "out"
+    return out, _interrupted_run(write_jsonl(tmp_path / "docs.jsonl", rows), out, units)
 
 
 def _ids(out: Path) -> list[str]:
@@ -106,13 +101,13 @@ def test_a_killed_overwrite_loses_nothing_and_a_rerun_finishes_it(corpus, tmp_pa
 
 def test_resume_refuses_a_dataset_that_changed(corpus, tmp_path, texts):
     path, rows = corpus
-    data = tmp_path / "docs.jsonl"
-    write_jsonl(data, rows[:100])
-    out = tmp_path / "out"
-    args = _interrupted_run(data, out)
+    out, args = _interrupted_docs(rows[:100], tmp_path)
     before = shard_state(out)
     # 50 rows prepended: the same row indices now hold other rows.
-    write_jsonl(data, [{"id": f"new-{i}", "text": t} for i, t in enumerate(texts[300:350])] + rows[:100])
+    write_jsonl(
+        tmp_path / "docs.jsonl",
+        [{"id": f"new-{i}", "text": t} for i, t in enumerate(texts[300:350])] + rows[:100],
+    )
     proc = run_cli(*args, "--resume")
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "error" in line]
@@ -127,13 +122,10 @@ def test_resume_refuses_a_dataset_that_changed(corpus, tmp_path, texts):
 
 def test_resume_refuses_a_rewrite_of_the_same_size(corpus, tmp_path):
     path, rows = corpus
-    data = tmp_path / "docs.jsonl"
-    write_jsonl(data, rows[:100])
-    out = tmp_path / "out"
-    args = _interrupted_run(data, out)
+    out, args = _interrupted_docs(rows[:100], tmp_path)
     swapped = rows[:100]
     swapped[0], swapped[1] = swapped[1], swapped[0]  # same bytes, other order
-    write_jsonl(data, swapped)
+    write_jsonl(tmp_path / "docs.jsonl", swapped)
     proc = run_cli(*args, "--resume")
     assert proc.returncode == 2 and "docs.jsonl: content changed" in proc.stderr
 
@@ -143,10 +135,7 @@ def test_resume_refuses_a_rewrite_of_the_same_size(corpus, tmp_path):
 
 def test_a_hand_written_unit_record_is_redone_not_trusted(corpus, tmp_path):
     path, rows = corpus
-    data = tmp_path / "docs.jsonl"
-    write_jsonl(data, rows[:100])
-    out = tmp_path / "out"
-    args = _interrupted_run(data, out)
+    out, args = _interrupted_docs(rows[:100], tmp_path)
     done = {int(p.stem.split("-")[1]) for p in _units_dir(out).glob("unit-*.json")}
     missing = min(set(range(7)) - done)
     run_id = run_manifest(out)["run_id"]
@@ -169,10 +158,7 @@ def test_a_hand_written_unit_record_is_redone_not_trusted(corpus, tmp_path):
 
 def test_an_unreadable_manifest_resume_rebuilds_from_unit_records(corpus, tmp_path):
     path, rows = corpus
-    data = tmp_path / "docs.jsonl"
-    write_jsonl(data, rows[:100])
-    out = tmp_path / "out"
-    args = _interrupted_run(data, out)
+    out, args = _interrupted_docs(rows[:100], tmp_path)
     listed = {Path(s["path"]).name for s in run_manifest(out)["shards"]}
     kept = {k: v for k, v in shard_state(out).items() if k in listed}
     manifest = next(out.glob("indexes/*/*/*/manifest.json"))
@@ -189,10 +175,7 @@ def test_an_unreadable_manifest_resume_rebuilds_from_unit_records(corpus, tmp_pa
 
 def test_an_unreadable_manifest_does_not_block_overwrite(corpus, tmp_path):
     path, rows = corpus
-    data = tmp_path / "docs.jsonl"
-    write_jsonl(data, rows[:40])
-    out = tmp_path / "out"
-    args = _interrupted_run(data, out, 1)
+    out, args = _interrupted_docs(rows[:40], tmp_path, 1)
     next(out.glob("indexes/*/*/*/manifest.json")).write_text("not json at all")
     proc = run_cli(*args, "--overwrite")
     assert proc.returncode == 0, proc.stderr

@@ -11,18 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import (
+from tests.helpers import cosine_rows, embed_args, run_cli, run_manifest, run_table, write_corpus
+from tests.helpers.faults import (
     assert_all_gone,
-    cosine_rows,
-    embed_args,
-    run_cli,
-    run_manifest,
-    run_table,
     shard_state,
     start_cli,
+    start_until_units,
     wait_for_units,
     worker_processes,
-    write_corpus,
 )
 
 pytestmark = pytest.mark.slow
@@ -63,9 +59,7 @@ def test_with_no_restarts_a_killed_worker_fails_fast_and_resume_finishes_exactly
     path, ids = corpus
     out = tmp_path / "out"
     args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--max-worker-restarts", "0")
-    proc = start_cli(args)
-    wait_for_units(out, 2, proc)
-    workers = worker_processes(proc)
+    proc, workers = start_until_units(args, out, 2)
     assert len(workers) == 2
     victim = workers[1]
     victim.send_signal(signal.SIGKILL)
@@ -104,9 +98,7 @@ def test_interrupt_is_clean_and_resumable(corpus, tmp_path, sig, code):
     path, ids = corpus
     out = tmp_path / "out"
     args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16")
-    proc = start_cli(args)
-    wait_for_units(out, 1, proc)
-    workers = worker_processes(proc)
+    proc, workers = start_until_units(args, out, 1)
     # Ctrl-C in a terminal reaches the whole process group.
     os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=30)
@@ -170,9 +162,7 @@ def test_a_frozen_worker_stops_the_run_naming_its_device(corpus, tmp_path):
     path, _ = corpus
     out = tmp_path / "out"
     args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--stall-timeout", "20")
-    proc = start_cli(args)
-    wait_for_units(out, 1, proc)
-    workers = worker_processes(proc)
+    proc, workers = start_until_units(args, out, 1)
     frozen = workers[1]
     frozen.send_signal(signal.SIGSTOP)
     try:

@@ -112,7 +112,8 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
 
     import orjson
 
-    from tests.helpers import run_manifest, start_cli, wait_for_units
+    from tests.helpers import run_manifest
+    from tests.helpers.faults import start_cli, wait_for_units
 
     # Enough work (120 units) that the run is still going when the kill lands, even on a fast machine:
     # cross-unit batching lets two workers finish a small dataset before the manifest shows their pids.
