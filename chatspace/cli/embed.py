@@ -13,12 +13,10 @@ from chatspace.cli.help import SectionedCommand
 from chatspace.cli.options import (
     apply_config_file,
     build_run_config,
-    choice_option,
     config_option,
     data_options,
 )
-from chatspace.config import RAY_DEVICES, OpenAIConfig
-from chatspace.errors import UsageError
+from chatspace.config import OpenAIConfig
 from chatspace.logs import plural
 
 
@@ -74,13 +72,12 @@ def _print_run_summary(result) -> None:
 @config_option("threads_per_worker", help="Torch threads per CPU worker (default: cores / workers).")
 @config_option("executor", help="Spawned local processes, or tasks on a Ray cluster.")
 @config_option("ray_address", help="With --executor ray: the cluster to join (default: start a local one).")
-@click.option("--ray-workers", type=int, help="With --executor ray: number of workers.")
-@choice_option(
-    "--ray-device",
-    choices=RAY_DEVICES,
-    default=RAY_DEVICES[0],
-    help="With --executor ray: one GPU per worker, or --threads-per-worker CPUs.",
+@config_option(
+    "ray_workers",
+    help="With --executor ray: at most this many workers (default: the whole cluster, one worker per GPU "
+    "or per --threads-per-worker CPUs).",
 )
+@config_option("ray_device", help="With --executor ray: one GPU per worker, or --threads-per-worker CPUs.")
 @config_option("dtype", help="Model precision (default: bfloat16 on CUDA, float32 on CPU).")
 @config_option("embedding_dtype", help="Precision of the stored vectors.")
 @config_option(
@@ -141,9 +138,7 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
     params = apply_config_file(ctx, params)
     _setup_console_logging(params["verbose"])
     if params["executor"] == "ray":
-        if not params.get("ray_workers") or params["ray_workers"] <= 0:
-            raise UsageError("--executor ray needs --ray-workers N")
-        labels = tuple(f"ray-{params['ray_device']}:{i}" for i in range(params["ray_workers"]))
+        labels = ()  # the Ray executor places its workers itself, across the cluster
     else:
         gpus, devices = device_flags(params.get("gpus"), params.get("devices"), params.get("device"))
         labels = tuple(d.label for d in resolve_devices(gpus, devices))

@@ -166,9 +166,6 @@ def parse_device_labels(labels: tuple[str, ...]) -> tuple[Device, ...]:
             out.append(Device("cuda", f"cuda:{i}", visible[i]))
         elif kind == "api":
             out.append(Device("api", label))
-        elif kind in ("ray-cuda", "ray-cpu"):
-            # Ray places these; a ray-cuda worker sees its one GPU as cuda:0.
-            out.append(Device(kind.removeprefix("ray-"), label))
         else:
             raise UsageError(f"unknown device {label!r}")
     return tuple(out)

@@ -19,7 +19,8 @@ from typing import Any
 
 from chatspace.config import RunConfig
 from chatspace.errors import ChatspaceError
-from chatspace.pool.executors import TASKS_PER_WORKER
+from chatspace.pool.executors.base import TASKS_PER_WORKER
+from chatspace.pool.messages import STOP, Failed, Finished, Message, Ready, RowsDone, Task, UnitDone
 from chatspace.pool.plan import WorkUnit
 from chatspace.store.manifest import ManifestBuilder, now_iso
 from chatspace.store.shards import remove_stale_temporaries
@@ -48,13 +49,10 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def log_traceback(msg: dict) -> None:
+def log_traceback(msg: Failed) -> None:
     """Tracebacks go to the run's log file only; the console gets the one-line cause."""
     logging.getLogger(TRACEBACK_LOGGER).error(
-        "worker %s (%s) traceback:\n%s",
-        msg.get("rank"),
-        msg.get("device"),
-        (msg.get("traceback") or "").rstrip(),
+        "worker %s (%s) traceback:\n%s", msg.rank, msg.device, (msg.traceback or "").rstrip()
     )
 
 
@@ -86,7 +84,8 @@ class Scheduler:
         self.restarted: set[int] = set()  # ranks whose current process is a restart
         self.restarts: Counter = Counter()
         self.deaths: Counter = Counter()  # unit -> workers lost while holding it
-        self.errors: dict[int, dict] = {}  # rank -> the error it reported before exiting
+        self.errors: dict[int, Failed] = {}  # rank -> the error it reported before exiting
+        self.placements: dict[int, dict[str, Any]] = {}  # rank -> where its current worker runs
         self.stop_sent = False
         self.lost: list[dict[str, Any]] = builder.base.setdefault("lost_workers", [])
         now = time.monotonic()
@@ -110,7 +109,7 @@ class Scheduler:
         last_manifest = last_status = time.monotonic()
         while self.live():
             self.hand_out()
-            msg = self.executor.get_message(LIVENESS_POLL_S)
+            msg = self.executor.receive(LIVENESS_POLL_S)
             if msg is not None:
                 self.handle(msg)
             self.check_liveness()
@@ -145,7 +144,7 @@ class Scheduler:
                 if pick is None:
                     break
                 unit = self.pending[pick]
-                if not self.executor.put_task(rank, {"unit": unit.index, "rows": unit.rows}):
+                if not self.executor.send(rank, Task(unit.index, unit.rows)):
                     break
                 if not held:
                     self.stats[rank]["last_progress"] = time.monotonic()  # idle until now
@@ -158,51 +157,53 @@ class Scheduler:
                 self.pending.extend(self.units[u] for u in lost)
                 return
             for rank in self.live():
-                self.executor.put_task(rank, None)
+                self.executor.send(rank, STOP)
             self.stop_sent = True
 
-    def handle(self, msg: dict) -> None:
-        kind, rank = msg["type"], msg.get("rank")
-        if kind in ("progress", "unit_done", "ready"):
+    def handle(self, msg: Message) -> None:
+        rank = msg.rank
+        if isinstance(msg, RowsDone | UnitDone | Ready):
             self.stats[rank]["last_progress"] = time.monotonic()
-        if kind == "progress":
-            self.stats[rank]["rows"] += msg["rows"]
-            self.stats[rank]["tokens"] += msg["tokens"]
-            self.progress.update(msg["rows"], msg["tokens"])
-        elif kind == "unit_done":
-            record = msg["record"]
-            self.records[record["unit"]] = record
-            self.progress.skipped(sum(record.get("skipped", {}).values()))
-            self.held[rank].discard(record["unit"])
-        elif kind == "ready":
-            self.on_ready(rank, msg)
-        elif kind == "finished":
-            self.finished.add(rank)
-            entry = self.builder.workers.setdefault(rank, {"rank": rank, "device": msg["device"]})
-            entry["stats"] = msg["stats"]
-        elif kind == "error":
-            log_traceback(msg)
-            self.errors[rank] = msg
-            # An API worker's errors come from the server (already retried there): a new worker won't help.
-            fatal = self.cfg.mode != "hf" or (
-                msg["stage"] in FATAL_STAGES and not (rank in self.restarted and rank not in self.ready)
-            )
-            if fatal or not self.cfg.max_worker_restarts:
-                raise ChatspaceError(
-                    f"worker {rank} ({msg['device']}) failed while {msg['stage']}: {msg['message']}"
+        match msg:
+            case RowsDone(rows=rows, tokens=tokens):
+                self.stats[rank]["rows"] += rows
+                self.stats[rank]["tokens"] += tokens
+                self.progress.update(rows, tokens)
+            case UnitDone(record=record):
+                self.records[record["unit"]] = record
+                self.progress.skipped(sum(record.get("skipped", {}).values()))
+                self.held[rank].discard(record["unit"])
+            case Ready():
+                self.on_ready(msg)
+            case Finished(device=device, stats=stats):
+                self.finished.add(rank)
+                self.builder.workers.setdefault(rank, {"rank": rank, "device": device})["stats"] = stats
+            case Failed():
+                log_traceback(msg)
+                self.errors[rank] = msg
+                # An API worker's errors come from the server (already retried there): a new worker won't help.
+                fatal = self.cfg.mode != "hf" or (
+                    msg.stage in FATAL_STAGES and not (rank in self.restarted and rank not in self.ready)
                 )
+                if fatal or not self.cfg.max_worker_restarts:
+                    raise ChatspaceError(
+                        f"worker {rank} ({msg.device}) failed while {msg.stage}: {msg.message}"
+                    )
 
-    def on_ready(self, rank: int, msg: dict) -> None:
+    def on_ready(self, msg: Ready) -> None:
+        rank = msg.rank
         self.ready.add(rank)
+        self.placements[rank] = msg.placement
         self.stats[rank]["ready_at"] = time.monotonic()
         self.progress.worker_ready(len(self.ready), len(self.live()))
         entry = {
             "rank": rank,
-            "device": msg["device"],
-            "pid": msg.get("pid"),
-            "encoder": msg["encoder"],
-            "load_seconds": msg["load_seconds"],
-            "warmup_seconds": msg["warmup_seconds"],
+            "device": msg.device,
+            "pid": msg.pid,
+            **msg.placement,
+            "encoder": msg.encoder,
+            "load_seconds": msg.load_seconds,
+            "warmup_seconds": msg.warmup_seconds,
         }
         if self.restarts[rank]:
             entry["restarts"] = self.restarts[rank]
@@ -210,7 +211,7 @@ class Scheduler:
         per_device = ("device", "threads")
         self.builder.base["model"] = {
             "name": self.cfg.model,
-            **{k: v for k, v in msg["encoder"].items() if k not in per_device},
+            **{k: v for k, v in msg.encoder.items() if k not in per_device},
         }
         self.builder.timings.setdefault(
             "first_worker_ready_seconds", round(time.monotonic() - self.started, 3)
@@ -224,7 +225,7 @@ class Scheduler:
             if code is None:
                 continue
             # It may have said why (or finished) just before exiting: read what is left first.
-            while (late := self.executor.get_message(0.5)) is not None:
+            while (late := self.executor.receive(0.5)) is not None:
                 self.handle(late)
             if rank in self.finished:
                 continue
@@ -233,7 +234,7 @@ class Scheduler:
     def lose(self, rank: int, code: int) -> None:
         device = self.device(rank)
         error = self.errors.pop(rank, None)
-        cause = f"failed while {error['stage']}: {error['message']}" if error else describe_exit(code)
+        cause = f"failed while {error.stage}: {error.message}" if error else describe_exit(code)
         units = sorted(self.held[rank])
         self.held[rank] = set()
         self._remove_partial_shards(rank)
@@ -247,13 +248,14 @@ class Scheduler:
         entry = {
             "rank": rank,
             "device": device,
+            **self.placements.pop(rank, {}),  # which node and actor was lost (Ray)
             "cause": cause,
             "exit_code": code,
             "units": units,
             "at": now_iso(),
         }
         if error:
-            entry["error"] = error["message"]
+            entry["error"] = error.message
         self.lost.append(entry)
         for u in units:
             self.deaths[u] += 1

@@ -22,9 +22,8 @@ from chatspace.config import RunConfig
 from chatspace.data.sampling import select_run_rows
 from chatspace.data.sources import Source, open_run_source
 from chatspace.errors import ChatspaceError, RunInterrupted, TerminationSignal, describe_os_error
-from chatspace.hardware.devices import Device, cpu_count, parse_device_labels
 from chatspace.logs import plural
-from chatspace.pool.executors import LocalExecutor
+from chatspace.pool.executors import get_executor_class
 from chatspace.pool.output import prepare_output, switch_into_place
 from chatspace.pool.plan import num_units, plan_units
 from chatspace.pool.progress import Progress
@@ -132,20 +131,6 @@ def _default_device(record: logging.LogRecord) -> bool:
     return True
 
 
-def _threads_for(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
-    """Threads per worker (torch, tokenizer, inductor's compile pool): the cores shared out evenly,
-    so N workers do not each start a pool the size of the machine."""
-    cpu_workers = sum(1 for d in devices if d.kind == "cpu")
-    if cfg.threads_per_worker:
-        return cfg.threads_per_worker
-    if cfg.executor == "ray":
-        return 1 if cpu_workers else None  # cluster nodes' core counts are not ours to guess
-    local = sum(1 for d in devices if d.kind in ("cpu", "cuda"))
-    if local:
-        return max(1, cpu_count() // local)
-    return None
-
-
 def run_embedding(cfg: RunConfig) -> RunResult:
     """Embed the sampled dataset across `cfg.devices`; the Python API behind `chatspace embed-hf`."""
     t_start = time.perf_counter()
@@ -156,10 +141,8 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     # Logging goes to the console until the run id is known; then to logs/ as well.
     t0 = time.perf_counter()
     source = open_run_source(cfg.data, final.datasets_dir)
-    if cfg.executor == "ray":
-        from chatspace.pool.ray_executor import resolve_ray_address
-
-        resolve_ray_address(cfg.ray_address)  # a dead cluster fails now, before any output is touched
+    executor_class = get_executor_class(cfg.executor)
+    executor_class.check(cfg)  # e.g. a dead Ray cluster fails now, before any output is touched
     selection = select_run_rows(cfg, source.num_rows)
     total_units = num_units(len(selection.indices), cfg.rows_per_shard)
     plan_sizes = [u.size for u in plan_units(selection.indices, cfg.rows_per_shard)]
@@ -247,7 +230,11 @@ def run_embedding(cfg: RunConfig) -> RunResult:
                     source.num_rows,
                 )
             if pending:
-                executor = _start_workers(cfg, source, layout, run_id, worker_log_sink)
+                level = logging.getLogger().getEffectiveLevel()
+                executor = executor_class(cfg, worker_log_sink, level)  # shut down on every path
+                executor.start(lambda rank, device, threads: WorkerSpec(
+                    rank, device, threads, cfg, source.spec, layout, run_id
+                ))  # fmt: skip
                 Scheduler(executor, cfg, pending, records, builder, progress, len(selection.indices)).run()
             _check_something_embedded(cfg, records)
             if cfg.id_field:
@@ -341,26 +328,3 @@ def _record_duplicate_ids(cfg, layout: RunLayout, source: Source, records, build
             cfg.id_field,
             ", ".join(map(str, found["examples"])),
         )
-
-
-def _start_workers(
-    cfg: RunConfig, source: Source, layout: RunLayout, run_id: str, worker_log_sink
-) -> LocalExecutor:
-    devices = parse_device_labels(cfg.devices)
-    threads = _threads_for(devices, cfg)
-    specs = [WorkerSpec(rank, d, threads, cfg, source.spec, layout, run_id) for rank, d in enumerate(devices)]
-    level = logging.getLogger().getEffectiveLevel()
-    if cfg.executor == "ray":
-        from chatspace.pool.ray_executor import RayExecutor
-
-        executor = RayExecutor(specs, level, cfg.ray_address)
-    else:
-        executor = LocalExecutor(specs, worker_log_sink, level)
-    log.info(
-        "starting %d worker(s): %s%s",
-        len(specs),
-        ", ".join(d.label for d in devices),
-        f" ({threads} torch threads each)" if threads else "",
-    )
-    executor.start()
-    return executor

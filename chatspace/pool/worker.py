@@ -3,7 +3,7 @@
 It knows nothing about how it was started: it talks to its supervisor through a `Channel` (get a task,
 send a message), so a local spawned process and a Ray actor run the same code. Three stages overlap:
 a reader thread (read, extract, tokenize), the encoder on the calling thread, and a writer thread.
-Everything crossing back to the supervisor is plain data: dicts of numbers and strings.
+Everything crossing back to the supervisor is one of the typed messages of chatspace.pool.messages.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from chatspace.encoders.base import CHUNK_ROWS, Prepared
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
 from chatspace.hardware.devices import Device
 from chatspace.hardware.telemetry import telemetry_for
+from chatspace.pool.messages import Failed, Finished, Message, Ready, RowsDone, Task, UnitDone
 from chatspace.redact import redact
 from chatspace.stats import WorkerStats
 from chatspace.store.layout import RunLayout
@@ -41,12 +42,10 @@ _STOP = object()
 
 
 class Channel(Protocol):
-    def get_task(self, timeout: float) -> dict | None:
-        """The next unit ({"unit": i, "rows": ndarray}), None when there is no more work.
+    def get_task(self, timeout: float) -> Task | None:
+        """The next unit, None (STOP) when there is no more work. Raises queue.Empty on timeout."""
 
-        Raises queue.Empty on timeout."""
-
-    def send(self, message: dict[str, Any]) -> None: ...
+    def send(self, message: Message) -> None: ...
 
     def supervisor_alive(self) -> bool: ...
 
@@ -59,10 +58,10 @@ class QueueChannel:
         self._results = results
         self._alive = supervisor_alive
 
-    def get_task(self, timeout: float) -> dict | None:
+    def get_task(self, timeout: float) -> Task | None:
         return self._tasks.get(timeout=timeout)  # both raise a queue.Empty subclass on timeout
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         self._results.put(message)
 
     def supervisor_alive(self) -> bool:
@@ -96,8 +95,9 @@ class _UnitInProgress:
 
 
 class WorkerLoop:
-    def __init__(self, spec: WorkerSpec, channel: Channel):
+    def __init__(self, spec: WorkerSpec, channel: Channel, placement: dict[str, Any] | None = None):
         self.spec = spec
+        self.placement = placement or {}  # where the executor put this worker (host, Ray node/actor)
         self.cfg = spec.config
         self.channel = channel
         self.stats = WorkerStats()
@@ -122,15 +122,15 @@ class WorkerLoop:
             self._report_error("loading the model", e)
             return 1
         self.channel.send(
-            {
-                "type": "ready",
-                "rank": spec.rank,
-                "device": spec.device.label,
-                "pid": os.getpid(),
-                "encoder": self.encoder.describe(),
-                "load_seconds": self.stats.load_seconds,
-                "warmup_seconds": self.stats.warmup_seconds,
-            }
+            Ready(
+                rank=spec.rank,
+                device=spec.device.label,
+                pid=os.getpid(),
+                encoder=self.encoder.describe(),
+                load_seconds=self.stats.load_seconds,
+                warmup_seconds=self.stats.warmup_seconds,
+                placement=self.placement,
+            )
         )
         log.info(
             "ready: %s loaded in %.1fs, warmed up in %.1fs",
@@ -154,14 +154,7 @@ class WorkerLoop:
         self.stats.wall_seconds = time.perf_counter() - t0
         if not ok:
             return 1
-        self.channel.send(
-            {
-                "type": "finished",
-                "rank": spec.rank,
-                "device": spec.device.label,
-                "stats": self.stats.to_dict(),
-            }
-        )
+        self.channel.send(Finished(rank=spec.rank, device=spec.device.label, stats=self.stats.to_dict()))
         return 0
 
     def _report_error(self, stage: str, e: BaseException) -> None:
@@ -173,14 +166,13 @@ class WorkerLoop:
         message = redact(message)
         log.error("failed while %s: %s", stage, message)
         self.channel.send(
-            {
-                "type": "error",
-                "rank": self.spec.rank,
-                "device": self.spec.device.label,
-                "stage": stage,
-                "message": message,
-                "traceback": redact("".join(traceback.format_exception(e))),
-            }
+            Failed(
+                rank=self.spec.rank,
+                device=self.spec.device.label,
+                stage=stage,
+                message=message,
+                traceback=redact("".join(traceback.format_exception(e))),
+            )
         )
 
     # --- the three overlapped stages ---------------------------------------------------------------
@@ -267,8 +259,8 @@ class WorkerLoop:
             source.close()
             self._put(out, _STOP)
 
-    def _read_unit(self, source: Source, task: dict, columns: list[str]):
-        unit_no, indices = int(task["unit"]), np.asarray(task["rows"], dtype=np.int64)
+    def _read_unit(self, source: Source, task: Task, columns: list[str]):
+        unit_no, indices = int(task.unit), np.asarray(task.rows, dtype=np.int64)
         unit = _UnitInProgress(unit_no, len(indices))
         with unit.stats.busy("read"):
             rows = source.read(indices, columns)
@@ -354,9 +346,7 @@ class WorkerLoop:
         self._report_progress(unit, e - s, skipped_now, int(prepared.token_counts.sum()))
 
     def _report_progress(self, unit: _UnitInProgress, rows: int, skipped: int, tokens: int) -> None:
-        self.channel.send(
-            {"type": "progress", "rank": self.spec.rank, "rows": rows + skipped, "tokens": tokens}
-        )
+        self.channel.send(RowsDone(rank=self.spec.rank, rows=rows + skipped, tokens=tokens))
 
     def _writer(self, q: queue.Queue) -> None:
         while True:
@@ -365,7 +355,7 @@ class WorkerLoop:
                 return
             record = self._write_unit(unit)
             self.stats.merge(unit.stats)
-            self.channel.send({"type": "unit_done", "rank": self.spec.rank, "record": record})
+            self.channel.send(UnitDone(rank=self.spec.rank, record=record))
 
     def _write_unit(self, unit: _UnitInProgress) -> dict[str, Any]:
         spec, cfg = self.spec, self.cfg

@@ -85,6 +85,14 @@ def run_vectors(out: Path) -> dict[str, np.ndarray]:
     )
 
 
+def assert_same_vectors(a: Path, b: Path, min_cosine: float = 0.9999) -> None:
+    """The runs under output roots `a` and `b` hold the same ids, each with the same vector."""
+    va, vb = run_vectors(a), run_vectors(b)
+    assert sorted(va) == sorted(vb)
+    ids = sorted(va)
+    assert cosine_rows(np.stack([va[i] for i in ids]), np.stack([vb[i] for i in ids])).min() >= min_cosine
+
+
 def cut_or_whole(stored: list[str], expected: list[str]) -> bool:
     """Stored text is what was embedded: the whole text, or its start where the model's limit cut it."""
     return len(stored) == len(expected) and all(

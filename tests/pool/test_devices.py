@@ -160,15 +160,15 @@ def test_telemetry_without_a_cuda_uuid_uses_the_pinned_entry(fake_nvml, monkeypa
 
 def test_threads_are_shared_out_across_local_workers(monkeypatch):
     from chatspace.config import RunConfig
-    from chatspace.pool import supervisor
+    from chatspace.pool.executors import local
 
-    monkeypatch.setattr(supervisor, "cpu_count", lambda: 16)
+    monkeypatch.setattr(local, "cpu_count", lambda: 16)
     gpus = tuple(devices.Device("cuda", f"cuda:{i}", str(i)) for i in range(4))
     cfg = RunConfig.from_options(dataset="x", output_root="/tmp/x")
-    assert supervisor._threads_for(gpus, cfg) == 4  # torch, tokenizer and compile pools: 16 cores / 4
-    assert supervisor._threads_for((devices.Device("cpu", "cpu:0"),) * 2, cfg) == 8
+    assert local.threads_per_worker(gpus, cfg) == 4  # torch, tokenizer and compile pools: 16 cores / 4
+    assert local.threads_per_worker((devices.Device("cpu", "cpu:0"),) * 2, cfg) == 8
     assert (
-        supervisor._threads_for(
+        local.threads_per_worker(
             gpus, RunConfig.from_options(dataset="x", output_root="/tmp/x", threads_per_worker=3)
         )
         == 3

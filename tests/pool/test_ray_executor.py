@@ -76,9 +76,10 @@ def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
     assert run_cli("verify", str(tmp_path / "ray")).returncode == 0
 
 
-def test_ray_needs_a_worker_count(tmp_path):
-    proc = run_cli("embed-hf", "--dataset", "x.jsonl", "--executor", "ray", "--output-root", str(tmp_path))
-    assert proc.returncode == 2 and "--ray-workers" in proc.stderr
+def test_ray_worker_count_must_be_positive(tmp_path):
+    args = ["embed-hf", "--dataset", "x.jsonl", "--executor", "ray", "--output-root", str(tmp_path)]
+    proc = run_cli(*args, "--ray-workers", "0")
+    assert proc.returncode == 2 and "--ray-workers must be at least 1" in proc.stderr
 
 
 @pytest.mark.parametrize("how", ["option", "env", "auto"])
@@ -113,7 +114,7 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
     import orjson
 
     from tests.helpers import run_manifest
-    from tests.helpers.faults import start_cli, wait_for_units
+    from tests.helpers.faults import assert_all_gone, start_cli, wait_for_units, worker_processes
 
     # Enough work (120 units) that the run is still going when the kill lands, even on a fast machine:
     # cross-unit batching lets two workers finish a small dataset before the manifest shows their pids.
@@ -137,6 +138,9 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
             pids = [w["pid"] for w in m["workers"] if w.get("pid")]
             time.sleep(0.2)
         assert len(pids) == 2
+        first_actor = next(w["ray_actor_id"] for w in m["workers"] if w["pid"] == pids[0])
+        ray_processes = worker_processes(proc)  # the local Ray instance: GCS, raylet, actors
+        assert any(p.pid == pids[0] for p in ray_processes), "the worker must be a Ray actor of this run"
         os.kill(pids[0], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=400)
     finally:
@@ -149,4 +153,9 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
     m = run_manifest(out)
     (lost,) = m["lost_workers"]
     assert lost["restarted"] is True and m["status"] == "complete"
+    assert lost["ray_actor_id"] == first_actor and lost["ray_node_id"]  # which actor and node were lost
+    replacement = m["workers"][lost["rank"]]
+    assert replacement["restarts"] == 1 and replacement["ray_actor_id"] != first_actor
+    assert sorted(m["units_redone"]) == sorted(lost["units"]) and lost["units"]
     assert run_cli("verify", str(out)).returncode == 0
+    assert_all_gone(ray_processes, timeout=60)  # the shutdown path leaves no Ray process or actor behind

@@ -1,8 +1,7 @@
-"""How workers are started: spawned local processes (here) or Ray actors (beyond one node).
+"""The local executor: one spawned process per device of --gpus / --devices, on this machine.
 
-The supervisor only needs: put a task for a worker, get a message with a timeout, ask whether a worker
-is alive and how it exited, restart one that died, and shut everything down. Shutdown escalates:
-terminate, wait, kill.
+Each worker has its own task, result and log queues; the cores are shared out evenly among workers.
+Shutdown escalates: terminate, wait, kill.
 """
 
 from __future__ import annotations
@@ -17,12 +16,12 @@ import sys
 import threading
 import time
 
+from chatspace.config import RunConfig
+from chatspace.hardware.devices import Device, cpu_count, parse_device_labels
 from chatspace.logs import quiet_libraries, quiet_worker_environment
+from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor
+from chatspace.pool.messages import Message, Task
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
-
-log = logging.getLogger(__name__)
-
-TASKS_PER_WORKER = 2  # units queued to a worker at a time: its reader never waits, hand-out stays dynamic
 
 
 def _parent_alive() -> bool:
@@ -143,48 +142,56 @@ class _LocalWorker:
             q.close()
 
 
-class LocalExecutor:
+def threads_per_worker(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
+    """Threads per worker (torch, tokenizer, inductor's compile pool): the cores shared out evenly,
+    so N workers do not each start a pool the size of the machine."""
+    if cfg.threads_per_worker:
+        return cfg.threads_per_worker
+    local = sum(1 for d in devices if d.kind in ("cpu", "cuda"))
+    if local:
+        return max(1, cpu_count() // local)
+    return None
+
+
+class LocalExecutor(Executor):
     """One spawned process per device, each with its own task and result queues; the supervisor hands
     units out dynamically and can restart a worker that died."""
 
-    supports_restart = True
+    name = "local"
 
-    def __init__(self, specs: list[WorkerSpec], log_sink, log_level: int):
+    def __init__(self, cfg: RunConfig, log_sink, log_level: int):
+        super().__init__(cfg, log_sink, log_level)
         self.ctx = mp.get_context("spawn")
-        self.specs = specs
-        self.log_sink = log_sink
-        self.log_level = log_level
         self.inbox: queue.Queue = queue.Queue()
-        self.workers: list[_LocalWorker] = []
+        self.workers: dict[int, _LocalWorker] = {}
 
-    def _new_worker(self, rank: int) -> _LocalWorker:
+    def place(self) -> tuple[tuple[Device, ...], int | None]:
+        devices = parse_device_labels(self.cfg.devices)
+        return devices, threads_per_worker(devices, self.cfg)
+
+    def start_worker(self, rank: int) -> None:
+        """A process (and fresh queues) for `rank` on its device; a previous one must be dead."""
+        old = self.workers.pop(rank, None)
+        if old is not None:
+            if old.process.is_alive():
+                old.process.kill()
+            old.process.join(5)
+            # Let the old result pump hand over what the worker sent before it died, then retire it.
+            time.sleep(0.3)
+            old.stop_pumps()
+            old.release_queues()
         worker = _LocalWorker(self.ctx, self.specs[rank], self.inbox, self.log_sink, self.log_level)
+        self.workers[rank] = worker
         worker.start()
-        return worker
 
-    def start(self) -> None:
-        self.workers = [self._new_worker(spec.rank) for spec in self.specs]
-
-    def restart(self, rank: int) -> None:
-        """A fresh process (and fresh queues) for `rank`, on the same device; the old one must be dead."""
-        old = self.workers[rank]
-        if old.process.is_alive():
-            old.process.kill()
-        old.process.join(5)
-        # Let the old result pump hand over what the worker sent before it died, then retire it.
-        time.sleep(0.3)
-        old.stop_pumps()
-        old.release_queues()
-        self.workers[rank] = self._new_worker(rank)
-
-    def put_task(self, rank: int, task: dict | None) -> bool:
+    def send(self, rank: int, task: Task | None) -> bool:
         try:
             self.workers[rank].tasks.put_nowait(task)
             return True
         except queue.Full:
             return False
 
-    def get_message(self, timeout: float) -> dict | None:
+    def receive(self, timeout: float) -> Message | None:
         try:
             return self.inbox.get(timeout=timeout)
         except queue.Empty:
@@ -193,19 +200,16 @@ class LocalExecutor:
     def exitcode(self, rank: int) -> int | None:
         return self.workers[rank].process.exitcode
 
-    def pid(self, rank: int) -> int | None:
-        return self.workers[rank].process.pid
-
     def alive(self, rank: int) -> bool:
         return self.workers[rank].process.is_alive()
 
     def join(self, timeout: float) -> None:
-        for w in self.workers:
+        for w in self.workers.values():
             w.process.join(timeout)
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Terminate, wait, kill: no worker outlives the supervisor, whatever the exit path."""
-        procs = [w.process for w in self.workers]
+        procs = [w.process for w in self.workers.values()]
         for p in procs:
             if p.is_alive():
                 p.terminate()
@@ -215,6 +219,6 @@ class LocalExecutor:
             if p.is_alive():
                 p.kill()
                 p.join(2)
-        for w in self.workers:
+        for w in self.workers.values():
             w.stop_pumps()
             w.release_queues()

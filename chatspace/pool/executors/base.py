@@ -1,0 +1,87 @@
+"""The executor interface: how a run's workers are placed, started, talked to, watched and stopped.
+
+The supervisor and scheduler see only this. An executor decides where the workers go (one `Device`
+each) and how many threads each may use, starts a worker by rank (again, after a loss), carries
+`Task`s to a worker and its messages back, says whether and how a worker exited, and shuts all of
+them down on every exit path. One module per backend: local.py (spawned processes), ray.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+from chatspace.config import RunConfig
+from chatspace.hardware.devices import Device
+from chatspace.pool.messages import Message, Task
+from chatspace.pool.worker import WorkerSpec
+
+log = logging.getLogger("chatspace")
+
+TASKS_PER_WORKER = 2  # units queued to a worker at a time: its reader never waits, hand-out stays dynamic
+
+SpecFactory = Callable[[int, Device, int | None], WorkerSpec]  # (rank, device, threads) -> spec
+
+
+class Executor(ABC):
+    """Runs one worker per placed device and moves messages between them and the scheduler."""
+
+    name: ClassVar[str]
+
+    def __init__(self, cfg: RunConfig, log_sink: Callable[[logging.LogRecord], None], log_level: int):
+        self.cfg = cfg
+        self.log_sink = log_sink  # where workers' log records go (the run's console and log file)
+        self.log_level = log_level
+        self.specs: list[WorkerSpec] = []
+
+    @staticmethod
+    def check(cfg: RunConfig) -> None:
+        """Fail early, before any output is touched, on what this executor cannot run (a dead cluster).
+        Most executors have nothing to check."""
+        return None
+
+    @abstractmethod
+    def place(self) -> tuple[tuple[Device, ...], int | None]:
+        """The workers this run gets, one Device each, and the threads each worker may use."""
+
+    def start(self, spec_for: SpecFactory) -> None:
+        """Place the workers and start them all; `spec_for` builds each worker's spec."""
+        devices, threads = self.place()
+        self.specs = [spec_for(rank, device, threads) for rank, device in enumerate(devices)]
+        log.info(
+            "starting %d worker(s): %s%s",
+            len(self.specs),
+            ", ".join(d.label for d in devices),
+            f" ({threads} torch threads each)" if threads else "",
+        )
+        for spec in self.specs:
+            self.start_worker(spec.rank)
+
+    @abstractmethod
+    def start_worker(self, rank: int) -> None:
+        """Start the worker `rank` on its device; after a loss, a fresh one (fresh queues) in its place."""
+
+    @abstractmethod
+    def send(self, rank: int, task: Task | None) -> bool:
+        """Queue a task (or STOP) for `rank` without blocking; False when its queue is full."""
+
+    @abstractmethod
+    def receive(self, timeout: float) -> Message | None:
+        """The next message from any worker, or None after `timeout` seconds."""
+
+    @abstractmethod
+    def exitcode(self, rank: int) -> int | None:
+        """None while the worker runs; its exit code once it ended (negative: killed by that signal)."""
+
+    def alive(self, rank: int) -> bool:
+        return self.exitcode(rank) is None
+
+    @abstractmethod
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the workers to exit after STOP."""
+
+    @abstractmethod
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Stop every worker, whatever state it is in: nothing outlives the run."""

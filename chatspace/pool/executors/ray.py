@@ -1,0 +1,304 @@
+"""The Ray executor: workers as Ray actors, the same WorkerLoop, across every node of a cluster.
+
+With no --ray-workers the run takes the whole cluster: one worker per GPU (--ray-device cuda) or per
+--threads-per-worker CPUs (--ray-device cpu), spread over the nodes; --ray-workers caps that. Each
+actor asks Ray for its GPU (Ray sets its CUDA_VISIBLE_DEVICES) or its CPUs, and talks to the supervisor
+through two bounded `ray.util.queue.Queue`s pinned to the driver's node, as local workers do through
+multiprocessing queues. A lost actor (killed process, lost node) is replaced by a new one, placed where
+Ray finds room. The output root (and a local dataset path) must be storage every node reaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from chatspace.config import RunConfig
+from chatspace.errors import ChatspaceError, UsageError
+from chatspace.hardware.devices import Device
+from chatspace.logs import quiet_libraries, quiet_worker_environment
+from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor
+from chatspace.pool.messages import Message, Task
+from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
+
+log = logging.getLogger("chatspace")
+
+PROBE_TIMEOUT_S = 3.0
+_DEFAULT_PORTS = {"ray": 10001, "gcs": 6379}  # Ray Client server; GCS (`ray start --head`)
+
+
+def resolve_ray_address(address: str | None) -> str:
+    """The address to give `ray.init`: "local" unless the user named a cluster that answers.
+
+    A bare `ray.init()` attaches to whatever Ray's `ray_current_cluster` file names, and hangs for many
+    minutes when that cluster has died. So no address (and no RAY_ADDRESS) starts a fresh local
+    instance, and a named cluster ("auto" included) is probed first: one line within seconds if it
+    does not answer.
+    """
+    address = (address or os.environ.get("RAY_ADDRESS") or "").strip()
+    if address in ("", "local"):
+        return "local"
+    target = _current_cluster_address() if address == "auto" else address
+    if not target:
+        raise ChatspaceError(
+            "--ray-address auto: no running Ray cluster was started on this machine "
+            "(start one with `ray start --head`, or leave --ray-address out to run a local one)"
+        )
+    host, port = _host_port(target)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as e:
+        raise ChatspaceError(
+            f"the Ray cluster at {target} does not answer ({e.strerror or e}); check --ray-address / "
+            "RAY_ADDRESS, or leave both unset to run a local Ray instance"
+        ) from None
+    return address
+
+
+def _current_cluster_address() -> str | None:
+    """What `ray start` last recorded in Ray's temp dir (RAY_TMPDIR, else <tmp>/ray)."""
+    temp_dir = os.environ.get("RAY_TMPDIR") or os.path.join(
+        "/tmp" if sys.platform != "win32" else os.environ.get("TEMP", "."), "ray"
+    )
+    try:
+        return Path(temp_dir, "ray_current_cluster").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "gcs", address
+    rest = rest.split("/", 1)[0]
+    if rest.startswith("["):  # [ipv6]:port
+        host, _, port = rest[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+    if not host:
+        raise UsageError(f"--ray-address {address!r} is not host:port or ray://host:port")
+    try:
+        return host, int(port) if port else _DEFAULT_PORTS.get(scheme, _DEFAULT_PORTS["gcs"])
+    except ValueError:
+        raise UsageError(f"--ray-address {address!r}: {port!r} is not a port number") from None
+
+
+class RayWorkerActor:
+    """One worker as a Ray actor: `run` is the worker loop, for as long as the run lasts."""
+
+    def run(self, spec: WorkerSpec, tasks, results, log_level: int) -> int:
+        quiet_worker_environment()
+        root = logging.getLogger()
+        root.handlers.clear()
+        handler = logging.StreamHandler(sys.stderr)  # Ray forwards actors' output to the driver
+        handler.setFormatter(logging.Formatter(f"%(asctime)s [{spec.device.label}] %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(log_level)
+        quiet_libraries(log_level)
+        if spec.device.kind == "cpu":
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if spec.threads:
+            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+                os.environ[name] = str(spec.threads)
+        # Ray ends a (non-detached) actor whose driver exits, so the supervisor is alive while this runs.
+        return WorkerLoop(spec, QueueChannel(tasks, results), placement=ray_placement(spec.device)).run()
+
+
+def ray_placement(device: Device) -> dict[str, Any]:
+    """Where this actor runs, for the manifest: the node (Ray id, hostname, IP), the actor, the GPU."""
+    import ray
+
+    context = ray.get_runtime_context()
+    placement: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "ray_node_id": context.get_node_id(),
+        "ray_actor_id": context.get_actor_id(),
+    }
+    if device.kind == "cuda":
+        placement["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return placement
+
+
+def cluster_capacity(nodes: list[dict[str, Any]], kind: str, cpus_per_worker: int) -> int:
+    """Workers the cluster's live nodes hold: one per GPU (each also takes a CPU), or one per
+    `cpus_per_worker` CPUs. Counted per node, since a worker cannot span nodes."""
+    total = 0
+    for node in nodes:
+        if not node.get("Alive", True):
+            continue
+        resources = node.get("Resources", {})
+        cpus = int(resources.get("CPU", 0))
+        if kind == "cuda":
+            total += min(int(resources.get("GPU", 0)), cpus // cpus_per_worker)
+        else:
+            total += cpus // cpus_per_worker
+    return total
+
+
+class RayExecutor(Executor):
+    """Workers as Ray actors, placed by Ray across the cluster's nodes."""
+
+    name = "ray"
+
+    def __init__(self, cfg: RunConfig, log_sink, log_level: int):
+        super().__init__(cfg, log_sink, log_level)
+        try:
+            import ray
+            import ray.util.queue  # noqa: F401 - checked here, used per worker
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install 'chatspace[ray]'") from None
+        self.ray = ray
+        self._started_ray = False
+        self.queues: dict[int, tuple[Any, Any]] = {}
+        self.actors: dict[int, Any] = {}
+        self.refs: dict[int, Any] = {}
+        self._codes: dict[int, int] = {}
+        self._next = 0  # round-robin start for receive
+        self._actor_class = None
+
+    @staticmethod
+    def check(cfg: RunConfig) -> None:
+        """A cluster that does not answer fails now, in seconds, before any output is touched."""
+        resolve_ray_address(cfg.ray_address)
+
+    def _connect(self) -> None:
+        if not self.ray.is_initialized():
+            self.ray.init(
+                address=resolve_ray_address(self.cfg.ray_address),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
+            self._started_ray = True
+        self._driver_node = self.ray.get_runtime_context().get_node_id()
+
+    def place(self) -> tuple[tuple[Device, ...], int | None]:
+        self._connect()
+        kind = self.cfg.ray_device
+        threads = self.cfg.threads_per_worker or (1 if kind == "cpu" else None)
+        cpus_per_worker = threads or 1
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        capacity = cluster_capacity(nodes, kind, cpus_per_worker)
+        what = "GPU" if kind == "cuda" else f"{cpus_per_worker} CPU(s)"
+        if capacity == 0:
+            hint = "; use --ray-device cpu" if kind == "cuda" else "; lower --threads-per-worker"
+            raise UsageError(
+                f"the Ray cluster ({len(nodes)} node(s)) has no room for a worker of {what}{hint}"
+            )
+        wanted = self.cfg.ray_workers
+        count = capacity if wanted is None else min(wanted, capacity)
+        if wanted is not None and wanted > capacity:
+            log.warning(
+                "--ray-workers %d: the Ray cluster (%d node(s)) has room for %d worker(s) of %s; starting %d",
+                wanted, len(nodes), capacity, what, count,
+            )  # fmt: skip
+        else:
+            log.info("Ray cluster: %d node(s), room for %d worker(s) of %s", len(nodes), capacity, what)
+        return tuple(Device(kind, f"ray-{kind}:{i}") for i in range(count)), threads
+
+    def _new_queues(self) -> tuple[Any, Any]:
+        """Task and result queues on the driver's node: a lost worker node must not take them along."""
+        from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options = {
+            "num_cpus": 0,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(self._driver_node, soft=False),
+        }
+        return (
+            Queue(maxsize=TASKS_PER_WORKER + 1, actor_options=options),
+            Queue(maxsize=10_000, actor_options=options),
+        )
+
+    def _retire(self, rank: int) -> None:
+        actor = self.actors.pop(rank, None)
+        if actor is not None:
+            with contextlib.suppress(Exception):  # already dead
+                self.ray.kill(actor, no_restart=True)
+        for q in self.queues.pop(rank, ()):
+            with contextlib.suppress(Exception):
+                q.shutdown(force=True)
+
+    def start_worker(self, rank: int) -> None:
+        """A new actor with fresh queues for `rank`; Ray places it where the resources are."""
+        self._retire(rank)
+        self._codes.pop(rank, None)
+        spec = self.specs[rank]
+        if spec.device.kind == "cuda":
+            resources = {"num_gpus": 1, "num_cpus": spec.threads or 1}
+        else:
+            resources = {"num_cpus": spec.threads or 1}
+        if self._actor_class is None:
+            self._actor_class = self.ray.remote(max_restarts=0, max_task_retries=0)(RayWorkerActor)
+        actor = self._actor_class.options(scheduling_strategy="SPREAD", **resources).remote()
+        self.queues[rank] = tasks, results = self._new_queues()
+        self.actors[rank] = actor
+        self.refs[rank] = actor.run.remote(spec, tasks, results, self.log_level)
+
+    def send(self, rank: int, task: Task | None) -> bool:
+        from ray.util.queue import Full
+
+        try:
+            self.queues[rank][0].put_nowait(task)
+            return True
+        except Full:
+            return False
+
+    def receive(self, timeout: float) -> Message | None:
+        import time
+
+        from ray.util.queue import Empty
+
+        deadline = time.monotonic() + timeout
+        while True:
+            ranks = sorted(self.queues)
+            for i in range(len(ranks)):
+                rank = ranks[(self._next + i) % len(ranks)]
+                try:
+                    msg = self.queues[rank][1].get_nowait()
+                except Empty:
+                    continue
+                self._next = (self._next + i + 1) % len(ranks)
+                return msg
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
+
+    def exitcode(self, rank: int) -> int | None:
+        if rank in self._codes:
+            return self._codes[rank]
+        ready, _ = self.ray.wait([self.refs[rank]], timeout=0)
+        if not ready:
+            return None
+        try:
+            code = int(self.ray.get(self.refs[rank]))
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError) as e:
+            # The actor's process or its node is gone: Ray does not say by which signal.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log.info("Ray worker %d's actor died: %s", rank, first)
+            code = -signal.SIGKILL
+        except Exception as e:  # noqa: BLE001 - a task that raised outside the loop's own handling
+            log.error("Ray worker %d ended with %s", rank, type(e).__name__)
+            code = 1
+        self._codes[rank] = code
+        return code
+
+    def join(self, timeout: float) -> None:
+        self.ray.wait(list(self.refs.values()), num_returns=len(self.refs), timeout=timeout)
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Kill every actor and queue this run made; a Ray instance started here is stopped too."""
+        if not self.ray.is_initialized():
+            return
+        for rank in list(self.actors):
+            self._retire(rank)
+        if self._started_ray:
+            self.ray.shutdown()

@@ -1,0 +1,76 @@
+"""What the supervisor and a worker say to each other: one dataclass per kind of message.
+
+They cross process (and, with Ray, machine) boundaries by pickling, so they hold plain data only:
+numbers, strings, dicts of those, and a unit's row numbers. A task queue carries `Task`s and finally
+`STOP`; a result queue carries the worker's messages, the `Message` union.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+STOP = None  # no more work: the worker finishes what it holds, reports its stats and exits
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of the plan for a worker: its number and the dataset rows it covers."""
+
+    unit: int
+    rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The worker loaded its model and takes work; `placement` says where it runs (host, Ray ids)."""
+
+    rank: int
+    device: str
+    pid: int
+    encoder: dict[str, Any]
+    load_seconds: float
+    warmup_seconds: float
+    placement: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RowsDone:
+    """Rows (embedded or skipped) and tokens since the last report: drives progress and stall checks."""
+
+    rank: int
+    rows: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class UnitDone:
+    """A unit's shard and completion record are written; `record` is what the manifest keeps."""
+
+    rank: int
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """All work done: the worker's summed stats, sent just before a clean exit."""
+
+    rank: int
+    device: str
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The worker stopped on an error: the stage it was in, a one-line cause, the traceback for the log."""
+
+    rank: int
+    device: str
+    stage: str
+    message: str
+    traceback: str
+
+
+Message = Ready | RowsDone | UnitDone | Finished | Failed

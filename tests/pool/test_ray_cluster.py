@@ -1,0 +1,202 @@
+"""A real two-node Ray cluster on loopback: a head and a second `ray start --address` node, one CPU each.
+
+A run with no --ray-workers takes the whole cluster (one worker per node), writes exactly the rows the
+local pool writes, and records which node and actor did the work. The test attaches only to the
+cluster it started, and stops both nodes (every process they started) at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import assert_same_vectors, embed_args, run_cli, run_manifest, write_jsonl
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tree(pid: int):
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+class LoopbackCluster:
+    """`ray start --block` per node, each in its own session so teardown reaches all it started."""
+
+    def __init__(self, base: Path, env: dict[str, str]):
+        self.base = base
+        self.env = env
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[subprocess.Popen] = []
+
+    def _start(self, name: str, *args: str) -> None:
+        temp = self.base / name  # short: Ray puts unix sockets under it
+        temp.mkdir()
+        log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self.nodes.append(
+            subprocess.Popen(
+                [RAY, "start", "--block", "--num-cpus", "1", "--num-gpus", "0", "--temp-dir", str(temp),
+                 "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *args],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            )
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self._start("head", "--head", "--port", str(self.port), "--include-dashboard", "false")
+        self._wait_for_port()
+        self._start("node2", "--address", self.address)
+        self._wait_for_nodes(2)
+
+    def _wait_for_port(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.nodes[0].poll() is None, (self.base / "head.log").read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError("the head node did not open its port")
+
+    def _wait_for_nodes(self, count: int, timeout: float = 180) -> None:
+        """Both raylets registered: each node's session dir holds a raylet that is running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, node in enumerate(self.nodes):
+                assert node.poll() is None, (self.base / ("head.log" if i == 0 else "node2.log")).read_text()
+            raylets = [p for n in self.nodes for p in _tree(n.pid) if "raylet" in " ".join(_cmdline(p))]
+            if len(raylets) >= count:
+                time.sleep(3)  # and registered with the head's GCS
+                return
+            time.sleep(0.5)
+        raise AssertionError("the second node did not join")
+
+    def processes(self):
+        return [p for node in self.nodes for p in _tree(node.pid)]
+
+    def stop(self) -> None:
+        import psutil
+
+        procs = self.processes()
+        for node in reversed(self.nodes):
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+        _, alive = psutil.wait_procs(procs, timeout=30)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        for node in self.nodes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
+            node.wait(timeout=30)
+
+
+def _cmdline(proc) -> list[str]:
+    import psutil
+
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    base = tmp_path_factory.mktemp("r")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base)}
+    env.pop("RAY_ADDRESS", None)
+    cluster = LoopbackCluster(base, env)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_rows(
+    texts, tmp_path, ray_cluster
+):
+    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(240)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    sample = ("--n", "200", "--rows-per-shard", "10")
+    local = run_cli(*embed_args(data, tmp_path / "local", *sample, "--devices", "cpu"))
+    assert local.returncode == 0, local.stderr
+    on_ray = ("--executor", "ray", "--ray-address", ray_cluster.address, "--ray-device", "cpu")
+    ray = run_cli(
+        *embed_args(data, tmp_path / "ray", *sample, *on_ray, "--threads-per-worker", "1"),
+        timeout=600,
+        unset=("RAY_ADDRESS",),
+    )
+    assert ray.returncode == 0, ray.stderr
+    assert_same_vectors(tmp_path / "local", tmp_path / "ray")
+
+    m = run_manifest(tmp_path / "ray")
+    workers = m["workers"]
+    assert len(workers) == 2  # no --ray-workers: one 1-CPU worker per node
+    assert len({w["ray_node_id"] for w in workers}) == 2, workers  # both nodes did work
+    assert len({w["ray_actor_id"] for w in workers}) == 2
+    for w in workers:
+        assert w["hostname"] == socket.gethostname() and w["node_ip"] == "127.0.0.1"
+        assert w["device"].startswith("ray-cpu:") and w["stats"]["rows"] > 0
+    assert sum(w["stats"]["rows"] for w in workers) == 200
+    assert run_cli("verify", str(tmp_path / "ray")).returncode == 0
+
+    # The shutdown path: the run's actors are gone from the cluster; the cluster itself lives on.
+    leftovers = [p.pid for p in ray_cluster.processes() if "RayWorkerActor" in " ".join(_cmdline(p))]
+    deadline = time.monotonic() + 30
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.5)
+        leftovers = [p.pid for p in ray_cluster.processes() if "RayWorkerActor" in " ".join(_cmdline(p))]
+    assert not leftovers, "the run left actors behind"
+    assert all(node.poll() is None for node in ray_cluster.nodes)
+
+
+def test_ray_workers_caps_the_cluster(texts, tmp_path, ray_cluster):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:40])])
+    on_ray = ("--executor", "ray", "--ray-address", ray_cluster.address, "--ray-device", "cpu")
+    proc = run_cli(
+        *embed_args(data, tmp_path / "out", "--rows-per-shard", "10", *on_ray, "--ray-workers", "1"),
+        timeout=600,
+        unset=("RAY_ADDRESS",),
+    )
+    assert proc.returncode == 0, proc.stderr
+    (worker,) = run_manifest(tmp_path / "out")["workers"]
+    assert worker["ray_node_id"] and worker["stats"]["rows"] == 40
+
+
+def test_a_cluster_without_gpus_says_so(tmp_path, ray_cluster):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello"}])
+    proc = run_cli(
+        "embed-hf",
+        *("--dataset", str(data), "--executor", "ray", "--ray-address", ray_cluster.address),
+        *("--output-root", str(tmp_path / "out"), "--no-progress"),
+        timeout=300,
+        unset=("RAY_ADDRESS",),
+    )
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "has no room for a worker of GPU" in last and "--ray-device cpu" in last
+    assert "Traceback" not in proc.stderr
