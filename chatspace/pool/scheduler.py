@@ -234,7 +234,10 @@ class Scheduler:
     def lose(self, rank: int, code: int) -> None:
         device = self.device(rank)
         error = self.errors.pop(rank, None)
-        cause = f"failed while {error.stage}: {error.message}" if error else describe_exit(code)
+        if error:
+            cause = f"failed while {error.stage}: {error.message}"
+        else:
+            cause = self.executor.exit_reason(rank) or describe_exit(code)
         units = sorted(self.held[rank])
         self.held[rank] = set()
         self._remove_partial_shards(rank)
@@ -286,7 +289,7 @@ class Scheduler:
             rank, device, cause, device, self.restarts[rank], limit,
             f"; unit(s) {units} requeued" if units else "",
         )  # fmt: skip
-        self.executor.restart(rank)
+        self.executor.start_worker(rank)
         self.restarted.add(rank)
         self.stats[rank]["last_progress"] = time.monotonic()
 

@@ -1,4 +1,5 @@
-"""A real two-node Ray cluster on loopback: a head and a second `ray start --address` node, one CPU each.
+"""A real two-node Ray cluster on this machine: a head and a second `ray start --address 127.0.0.1:PORT`
+node, one CPU each. (Ray registers nodes under the machine's own IP, which it puts for 127.0.0.1.)
 
 A run with no --ray-workers takes the whole cluster (one worker per node), writes exactly the rows the
 local pool writes, and records which node and actor did the work. The test attaches only to the
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -59,7 +61,7 @@ class LoopbackCluster:
         self.nodes.append(
             subprocess.Popen(
                 [RAY, "start", "--block", "--num-cpus", "1", "--num-gpus", "0", "--temp-dir", str(temp),
-                 "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *args],
+                 "--disable-usage-stats", *args],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
             )
         )  # fmt: skip
@@ -123,10 +125,19 @@ def _cmdline(proc) -> list[str]:
         return []
 
 
+def _auth(base: Path) -> dict[str, str]:
+    """Ray's token authentication with this cluster's own token (not the user's ~/.ray/auth_token):
+    every node and every driver of the test reads it."""
+    token = base / "auth_token"
+    if not token.exists():
+        token.write_text(uuid.uuid4().hex)
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     base = tmp_path_factory.mktemp("r")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base), **_auth(base)}
     env.pop("RAY_ADDRESS", None)
     cluster = LoopbackCluster(base, env)
     try:
@@ -148,6 +159,7 @@ def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_r
     ray = run_cli(
         *embed_args(data, tmp_path / "ray", *sample, *on_ray, "--threads-per-worker", "1"),
         timeout=600,
+        env=_auth(ray_cluster.base),
         unset=("RAY_ADDRESS",),
     )
     assert ray.returncode == 0, ray.stderr
@@ -159,7 +171,7 @@ def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_r
     assert len({w["ray_node_id"] for w in workers}) == 2, workers  # both nodes did work
     assert len({w["ray_actor_id"] for w in workers}) == 2
     for w in workers:
-        assert w["hostname"] == socket.gethostname() and w["node_ip"] == "127.0.0.1"
+        assert w["hostname"] == socket.gethostname() and w["node_ip"]
         assert w["device"].startswith("ray-cpu:") and w["stats"]["rows"] > 0
     assert sum(w["stats"]["rows"] for w in workers) == 200
     assert run_cli("verify", str(tmp_path / "ray")).returncode == 0
@@ -180,6 +192,7 @@ def test_ray_workers_caps_the_cluster(texts, tmp_path, ray_cluster):
     proc = run_cli(
         *embed_args(data, tmp_path / "out", "--rows-per-shard", "10", *on_ray, "--ray-workers", "1"),
         timeout=600,
+        env=_auth(ray_cluster.base),
         unset=("RAY_ADDRESS",),
     )
     assert proc.returncode == 0, proc.stderr
@@ -194,6 +207,7 @@ def test_a_cluster_without_gpus_says_so(tmp_path, ray_cluster):
         *("--dataset", str(data), "--executor", "ray", "--ray-address", ray_cluster.address),
         *("--output-root", str(tmp_path / "out"), "--no-progress"),
         timeout=300,
+        env=_auth(ray_cluster.base),
         unset=("RAY_ADDRESS",),
     )
     assert proc.returncode == 2, proc.stderr

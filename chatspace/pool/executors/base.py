@@ -75,6 +75,10 @@ class Executor(ABC):
     def exitcode(self, rank: int) -> int | None:
         """None while the worker runs; its exit code once it ended (negative: killed by that signal)."""
 
+    def exit_reason(self, rank: int) -> str | None:
+        """How the worker ended, in words, where the executor knows better than its exit code."""
+        return None
+
     def alive(self, rank: int) -> bool:
         return self.exitcode(rank) is None
 

@@ -162,6 +162,7 @@ class RayExecutor(Executor):
         self.actors: dict[int, Any] = {}
         self.refs: dict[int, Any] = {}
         self._codes: dict[int, int] = {}
+        self._reasons: dict[int, str] = {}  # rank -> how its actor was lost, in Ray's words
         self._next = 0  # round-robin start for receive
         self._actor_class = None
 
@@ -231,6 +232,7 @@ class RayExecutor(Executor):
         """A new actor with fresh queues for `rank`; Ray places it where the resources are."""
         self._retire(rank)
         self._codes.pop(rank, None)
+        self._reasons.pop(rank, None)
         spec = self.specs[rank]
         if spec.device.kind == "cuda":
             resources = {"num_gpus": 1, "num_cpus": spec.threads or 1}
@@ -283,13 +285,16 @@ class RayExecutor(Executor):
         except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError) as e:
             # The actor's process or its node is gone: Ray does not say by which signal.
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            log.info("Ray worker %d's actor died: %s", rank, first)
+            self._reasons[rank] = f"lost its Ray actor ({first})"
             code = -signal.SIGKILL
         except Exception as e:  # noqa: BLE001 - a task that raised outside the loop's own handling
             log.error("Ray worker %d ended with %s", rank, type(e).__name__)
             code = 1
         self._codes[rank] = code
         return code
+
+    def exit_reason(self, rank: int) -> str | None:
+        return self._reasons.get(rank)
 
     def join(self, timeout: float) -> None:
         self.ray.wait(list(self.refs.values()), num_returns=len(self.refs), timeout=timeout)
