@@ -40,9 +40,7 @@ import datetime as dt
 import importlib
 import json
 import os
-import platform
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -53,7 +51,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 import corpus as corpus_mod  # noqa: E402
-from harness import Bench, Context, loadavg, log  # noqa: E402
+from harness import Bench, Context, environment, loadavg, log  # noqa: E402
 from report import append_history, render, summarise, targets  # noqa: E402
 
 DEFAULT_STS = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
@@ -62,7 +60,7 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
 # The full bench, in order; each module's run(bench, ctx) adds its cases and results.
 FULL_BENCH = ("throughput", "pool", "sts", "large")
 # Cases that run on their own: python benchmarks/bench.py --case NAME.
-SINGLE_CASES = ("padding",)
+SINGLE_CASES = ("padding", "feeder")
 
 
 def parse_args(argv: list[str] | None):
@@ -102,48 +100,10 @@ def parse_args(argv: list[str] | None):
         "--case",
         choices=["all", *SINGLE_CASES],
         default="all",
-        help="padding: only the planner's padding efficiency (benchmarks/cases/padding.py; no model runs)",
+        help="padding: only the planner's padding efficiency (no model runs); feeder: the worker pipeline "
+        "with a no-op forward against the tokenizer alone",
     )
     return ap.parse_args(argv)
-
-
-def environment(cores: int) -> dict:
-    """The machine and the library versions, recorded beside every figure."""
-    import torch
-
-    from chatspace.hardware.cpu import cpu_features
-    from chatspace.store.manifest import git_sha
-
-    cpu = cpu_features()
-    cuda = torch.cuda.is_available()
-    info = {
-        "host": socket.gethostname(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "cpu": cpu.model,
-        "cpu_flags": cpu.notable,
-        "native_bf16": cpu.native_bf16,
-        "cores": cores,
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "gpu": torch.cuda.get_device_name(0) if cuda else None,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "git": short_sha(git_sha()),
-        "load_before": loadavg(),
-    }
-    try:
-        import sentence_transformers
-        import transformers
-
-        info["sentence_transformers"] = sentence_transformers.__version__
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        pass
-    return info
-
-
-def short_sha(sha: str | None) -> str | None:
-    """abcdef123456 or abcdef123456-dirty: enough to find the commit, short enough for a table."""
-    return None if not sha else sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")
 
 
 def main(argv: list[str] | None = None) -> int:

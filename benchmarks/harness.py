@@ -6,10 +6,13 @@ processes used meanwhile is measured, so a figure taken on a busy machine says s
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import json
 import os
+import platform
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +62,45 @@ def loadavg() -> float:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return -1.0
+
+
+def environment(cores: int) -> dict:
+    """The machine and the library versions, recorded beside every figure."""
+    import torch
+
+    from chatspace.hardware.cpu import cpu_features
+    from chatspace.store.manifest import git_sha
+
+    cpu = cpu_features()
+    cuda = torch.cuda.is_available()
+    info = {
+        "host": socket.gethostname(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "cpu": cpu.model,
+        "cpu_flags": cpu.notable,
+        "native_bf16": cpu.native_bf16,
+        "cores": cores,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git": short_sha(git_sha()),
+        "load_before": loadavg(),
+    }
+    try:
+        import sentence_transformers
+        import transformers
+
+        info["sentence_transformers"] = sentence_transformers.__version__
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def short_sha(sha: str | None) -> str | None:
+    """abcdef123456 or abcdef123456-dirty: enough to find the commit, short enough for a table."""
+    return None if not sha else sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")
 
 
 class Bench:
@@ -154,6 +196,7 @@ class Bench:
         extra: list[str] = (),
         rows_per_shard: int | None,
         pin=None,
+        env: dict | None = None,
     ) -> dict:
         root = self.work / f"out-{name}"
         shutil.rmtree(root, ignore_errors=True)
@@ -162,7 +205,7 @@ class Bench:
         if rows_per_shard:
             cmd += ["--rows-per-shard", str(rows_per_shard)]
         cmd += list(extra)
-        wall, _, _, load = self._run(name, cmd, pin=pin)
+        wall, _, _, load = self._run(name, cmd, pin=pin, env=env)
         manifest_path = glob.glob(str(root / "indexes" / "**" / "manifest.json"), recursive=True)[0]
         m = json.loads(Path(manifest_path).read_text())
         workers = [w.get("stats", {}) for w in m.get("workers", [])]
@@ -190,6 +233,7 @@ class Bench:
             "load_s": [w.get("load_seconds") for w in m.get("workers", [])],
             "warmup_s": [w.get("warmup_seconds") for w in m.get("workers", [])],
             "gpu": [w.get("gpu") for w in workers],
+            "worker_stats": workers,
             "out": str(root),
         }
 

@@ -114,10 +114,10 @@ class SentenceTransformerEncoder(Encoder):
         return self.device.kind == "cuda"
 
     def load(self, stats: WorkerStats) -> None:
+        t0 = time.perf_counter()  # importing torch is part of getting the model ready
+        use_tokenizer_threads(self.threads)
         import torch
 
-        t0 = time.perf_counter()
-        use_tokenizer_threads(self.threads)
         if self.threads:
             torch.set_num_threads(self.threads)
         set_compile_threads(self.threads)

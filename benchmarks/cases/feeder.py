@@ -1,0 +1,120 @@
+"""`bench.py --case feeder`: can the host feed the model? The real worker pipeline (read -> sample ->
+extract -> tokenize -> bucket -> batch -> write) runs as `chatspace embed-hf --devices cpu` with the
+model's forward replaced by a no-op (benchmarks/noop_forward/, bench-only), against the tokenizer alone,
+batched, on the same cores (benchmarks/tokenize_alone.py). Both count the same tokens: each row's,
+after the model's truncation.
+
+    feeder tok/s = tokens / the worker's pipeline time (its wall time less model load and warm-up)
+    tokenizer tok/s = tokens / time spent in tokenizer(batch) calls alone
+
+Goal: the feeder at >= 0.8x the tokenizer alone. Each is run --repeats times (interleaved), the best kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import corpus as corpus_mod
+from harness import HERE, REPO, Bench, environment, log
+
+NOOP_FORWARD = HERE / "noop_forward"
+TOKENIZE_ALONE = [sys.executable, str(HERE / "tokenize_alone.py")]
+GOAL = 0.8
+
+
+def pipeline_seconds(case: dict) -> float:
+    """The slowest worker's wall time, less its model load and warm-up: the feeding itself."""
+    return max(
+        w.get("wall_seconds", 0.0) - w.get("load_seconds", 0.0) - w.get("warmup_seconds", 0.0)
+        for w in case["worker_stats"]
+    )
+
+
+def feeder(bench: Bench, data: Path, model: str, threads: int) -> dict:
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(NOOP_FORWARD), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "CHATSPACE_BENCH_NOOP_FORWARD": "1",
+    }
+    options = ["--dtype", "float32", "--threads-per-worker", str(threads)]
+    key = f"feeder-{threads}t"
+    c = bench.case(
+        key, bench.chatspace, data, model, devices="cpu", extra=options, rows_per_shard=None, env=env
+    )
+    seconds = pipeline_seconds(c)
+    return {"tokens": c["tokens"], "rows": c["rows"], "seconds": seconds, "tok_s": c["tokens"] / seconds}
+
+
+def tokenizer_alone(bench: Bench, data: Path, model_path: str, threads: int) -> dict:
+    cmd = [*TOKENIZE_ALONE, "--data", str(data), "--model", model_path, "--threads", str(threads)]
+    _, stdout, _, foreign = bench._run(f"tokenizer-{threads}t", cmd)
+    res = json.loads(
+        next(x for x in stdout.splitlines() if x.startswith("TOKENIZE_RESULT ")).split(" ", 1)[1]
+    )
+    return {**res, "tok_s": res["tokens"] / res["seconds"], "foreign_cpu": foreign}
+
+
+def main(args) -> int:
+    from chatspace.config import DEFAULT_MODEL
+    from chatspace.encoders.locate import resolve_model_path
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env_info = environment(cores)
+    model = args.model or DEFAULT_MODEL
+    model_path = resolve_model_path(model)
+    rows = args.rows or (2000 if args.quick else 20000)
+    work = Path(tempfile.mkdtemp(prefix="chatspace-feeder-"))
+    bench = Bench(args, work)
+    data = corpus_mod.build_corpus(rows)
+    results: dict = {"env": env_info, "rows": rows, "model": model, "runs": []}
+    try:
+        for _ in range(1 if args.quick else args.repeats):
+            for threads in sorted({1, cores}):
+                f = feeder(bench, data, model, threads)
+                t = tokenizer_alone(bench, data, model_path, threads)
+                run = {"threads": threads, "feeder": f, "tokenizer": t, "ratio": f["tok_s"] / t["tok_s"]}
+                results["runs"].append(run)
+                log(f"{threads} thread(s): feeder {f['tok_s']:,.0f} tok/s, tokenizer {t['tok_s']:,.0f} tok/s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(render(results, cores))
+    out = args.out or corpus_mod.CACHE_DIR / f"feeder-{env_info['host']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    log(f"results written to {out}")
+    for w in bench.load_warnings:
+        log("WARNING: " + w + " (figures are pessimistic)")
+    best = best_runs(results)
+    return 0 if best and best[max(best)]["ratio"] >= GOAL else 1
+
+
+def best_runs(results: dict) -> dict[int, dict]:
+    """Per thread count, the run with the fastest feeder (with the tokenizer's best beside it)."""
+    best: dict[int, dict] = {}
+    for run in results["runs"]:
+        k = run["threads"]
+        f = max(run["feeder"]["tok_s"], best.get(k, {}).get("feeder_tok_s", 0.0))
+        t = max(run["tokenizer"]["tok_s"], best.get(k, {}).get("tokenizer_tok_s", 0.0))
+        best[k] = {"feeder_tok_s": f, "tokenizer_tok_s": t, "ratio": f / t, "tokens": run["feeder"]["tokens"]}
+    return best
+
+
+def render(results: dict, cores: int) -> str:
+    env = results["env"]
+    lines = [
+        f"feeder bench - {env['date']} - {env['cpu']} ({', '.join(env['cpu_flags'])}), {cores} cores; "
+        f"git {env['git']}; load before {env['load_before']}",
+        f"{results['rows']} rows of the bench corpus, model {results['model']}",
+    ]
+    for threads, b in sorted(best_runs(results).items()):
+        lines += [
+            f"[{threads} thread{'s' if threads > 1 else ''}]",
+            f"feeder: {b['feeder_tok_s']:,.0f} tok/s",
+            f"tokenizer: {b['tokenizer_tok_s']:,.0f} tok/s",
+            f"ratio: {b['ratio']:.2f}x (goal >= {GOAL}x){'' if b['ratio'] >= GOAL else ' NOT MET'}",
+        ]
+    return "\n".join(lines)
