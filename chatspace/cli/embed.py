@@ -108,6 +108,17 @@ def _print_run_summary(result) -> None:
     help="Attention kernel: sdpa (default), flash_attention_2, eager. --attention: compatibility alias.",
 )
 @config_option(
+    "backend",
+    help="The transformer's runtime on the CPU: torch (default), or an ONNX export (made once, cached in the "
+    "output root's cache/) run by onnx (ONNX Runtime) or openvino; same vectors within float rounding. "
+    "Needs chatspace[cpu-backends].",
+)
+@config_option(
+    "quantize",
+    help="With --backend onnx: int8 weights (dynamic quantization): faster, slightly different vectors "
+    "(a run of its own).",
+)
+@config_option(
     "prefetch_batches",
     help="Compatibility option: chunks of rows each worker reads and tokenizes ahead of the model "
     "(default 3).",

@@ -47,6 +47,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "bucket_max_tokens",
         "compile_model",
         "attn_implementation",
+        "backend",
+        "quantize",
         "concurrency",
         "max_retries",
     ),

@@ -16,6 +16,9 @@ from chatspace.errors import UsageError
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 MODEL_DTYPES = ("float32", "float16", "bfloat16")
+# The transformer's runtime: torch, or an ONNX export run by ONNX Runtime or OpenVINO (CPU only).
+BACKENDS = ("torch", "onnx", "openvino")
+QUANTIZATIONS = ("int8",)  # dynamic int8 weights of the ONNX export (different vectors: identity)
 ON_LONG = ("truncate", "skip")
 # The SentenceTransformer.encode options a run may set, with their defaults (no change to the vectors).
 ENCODE_OPTION_DEFAULTS: dict[str, Any] = {
@@ -50,9 +53,11 @@ class SentenceTransformerConfig(ConfigPart):
     compile_mode: str | None = None  # torch.compile mode (with compile_model)
     prefetch_batches: int | None = None  # chunks a worker's reader prepares ahead of the encoder
     attn_implementation: str | None = None  # None: sdpa where the model supports it
+    backend: str = choice("torch", BACKENDS)  # float32 vectors equal torch's within rounding
+    quantize: str | None = choice(None, QUANTIZATIONS)
 
-    IDENTITY = ("model", "bucket_max_tokens", "trust_remote_code", *ENCODE_OPTION_FIELDS)
-    ADDED_LATER = ENCODE_OPTION_DEFAULTS
+    IDENTITY = ("model", "bucket_max_tokens", "trust_remote_code", *ENCODE_OPTION_FIELDS, "quantize")
+    ADDED_LATER = {**ENCODE_OPTION_DEFAULTS, "quantize": None}
 
     def validate(self) -> None:
         check_path_text("--model", self.model)
@@ -67,6 +72,22 @@ class SentenceTransformerConfig(ConfigPart):
         check_positive(
             "truncate_dim", self.truncate_dim, f"a positive number of dimensions, not {self.truncate_dim}"
         )
+        self._check_backend()
+
+    def _check_backend(self) -> None:
+        if self.quantize and self.backend != "onnx":
+            raise UsageError(f"--quantize {self.quantize} needs --backend onnx")
+        if self.backend == "torch":
+            return
+        if self.compile_model:
+            raise UsageError(
+                f"--compile-model compiles torch models; it does not apply to --backend {self.backend}"
+            )
+        allowed = ("float32", "bfloat16") if self.backend == "openvino" else ("float32",)
+        if self.dtype is not None and self.dtype not in allowed:
+            raise UsageError(
+                f"--backend {self.backend} runs {' or '.join(allowed)}, not --dtype {self.dtype}"
+            )
 
 
 @dataclass(frozen=True)

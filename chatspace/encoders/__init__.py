@@ -16,6 +16,8 @@ def build_encoder(cfg: RunConfig, device: Device, threads: int | None) -> Encode
         from chatspace.encoders.openai.encoder import OpenAIEncoder
 
         return OpenAIEncoder(cfg.encoder)
+    from chatspace.encoders.backends import export_cache_dir
     from chatspace.encoders.sentence_transformer import SentenceTransformerEncoder
 
-    return SentenceTransformerEncoder(cfg.encoder, device, threads)
+    cache = export_cache_dir(str(cfg.output_root))  # ONNX exports for --backend onnx / openvino
+    return SentenceTransformerEncoder(cfg.encoder, device, threads, export_cache=cache)

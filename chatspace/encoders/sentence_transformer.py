@@ -19,11 +19,20 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from chatspace.config import SentenceTransformerConfig
+from chatspace.encoders.backends import (
+    RuntimeForward,
+    check_device,
+    export_cache_dir,
+    exported_onnx,
+    input_names,
+    model_key,
+)
 from chatspace.encoders.base import Encoder, Prepared
 from chatspace.encoders.batching import Batch, BatchPlanner, length_buckets, pad_batch
 from chatspace.encoders.encode_options import (
@@ -74,8 +83,16 @@ class _Chunk:
 
 
 class SentenceTransformerEncoder(Encoder):
-    def __init__(self, cfg: SentenceTransformerConfig, device: Device, threads: int | None):
+    def __init__(
+        self,
+        cfg: SentenceTransformerConfig,
+        device: Device,
+        threads: int | None,
+        *,
+        export_cache: Path | None = None,
+    ):
         self.cfg = cfg
+        self.export_cache = export_cache or export_cache_dir(None)  # where --backend onnx/openvino exports
         self.device = device
         self.threads = threads
         self.model_name = cfg.model
@@ -124,10 +141,14 @@ class SentenceTransformerEncoder(Encoder):
         torch_device = "cuda:0" if self._cuda else "cpu"
         dtype_name = self.cfg.dtype or ("bfloat16" if self._cuda else "float32")
         self._dtype_name = dtype_name
-        slow = None if self._cuda else slow_dtype_warning(dtype_name)
+        backend = self.cfg.backend
+        check_device(backend, self.device.kind)
+        slow = None if self._cuda or backend != "torch" else slow_dtype_warning(dtype_name)
         if slow:
             log.warning(slow)
-        model, self._attn = load_sentence_transformer(self.cfg, torch_device, dtype_name)
+        # Other backends run an export of the float32 model (OpenVINO in the precision asked for).
+        torch_dtype = dtype_name if backend == "torch" else "float32"
+        model, self._attn = load_sentence_transformer(self.cfg, torch_device, torch_dtype)
         model_max = int(model.max_seq_length or 512)
         self._max_tokens = min(self.cfg.bucket_max_tokens or model_max, model_max)
         model.max_seq_length = self._max_tokens
@@ -137,7 +158,7 @@ class SentenceTransformerEncoder(Encoder):
         self._dim = check_truncate_dim(self.cfg.truncate_dim, int(get_dim()))
         self._prompt = resolve_prompt(model, self.cfg.prompt, self.cfg.prompt_name)
         self._model = model
-        self._forward = model
+        self._forward = model if backend == "torch" else self._runtime_forward(model)
         self._take_over_flattening(model)
         budget = self._budget()
         self._planner = BatchPlanner(
@@ -160,6 +181,16 @@ class SentenceTransformerEncoder(Encoder):
         if self.cfg.compile_model:
             self.compile_counters = CompileCounters.now() - self._compile_base
         stats.warmup_seconds += time.perf_counter() - t1
+
+    def _runtime_forward(self, model) -> RuntimeForward:
+        """The model's transformer exported to ONNX (once, into the output root's cache) and run by
+        ONNX Runtime or OpenVINO; pooling and what follows stay the library's modules."""
+        names = input_names(model)
+        key = model_key(model, resolve_model_path(self.cfg.model), self.cfg.revision)
+        path = exported_onnx(model, self.export_cache, key, names, self.cfg.quantize)
+        return RuntimeForward(
+            self.cfg.backend, path, model, names, threads=self.threads, dtype=self._dtype_name
+        )
 
     def _take_over_flattening(self, model) -> None:
         """With flash attention, sentence-transformers 6 flattens a whole `preprocess` call into one
@@ -249,6 +280,11 @@ class SentenceTransformerEncoder(Encoder):
             "dimension": self._dim,
             "max_tokens": self._max_tokens,
             "dtype": self._dtype_name,
+            "backend": self.cfg.backend,
+            "quantize": self.cfg.quantize,
+            "backend_model": str(self._forward.onnx_path)
+            if isinstance(self._forward, RuntimeForward)
+            else None,
             "attn_implementation": self._attn,
             "unpadded_batches": self._varlen,
             "compiled": self.cfg.compile_model,
