@@ -60,7 +60,7 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
 # The full bench, in order; each module's run(bench, ctx) adds its cases and results.
 FULL_BENCH = ("throughput", "pool", "sts", "large")
 # Cases that run on their own: python benchmarks/bench.py --case NAME.
-SINGLE_CASES = ("padding", "feeder")
+SINGLE_CASES = ("padding", "feeder", "backends")
 
 
 def parse_args(argv: list[str] | None):
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None):
         choices=["all", *SINGLE_CASES],
         default="all",
         help="padding: only the planner's padding efficiency (no model runs); feeder: the worker pipeline "
-        "with a no-op forward against the tokenizer alone",
+        "with a no-op forward against the tokenizer alone; backends: torch / ONNX Runtime / OpenVINO on the CPU",
     )
     return ap.parse_args(argv)
 

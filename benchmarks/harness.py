@@ -197,9 +197,12 @@ class Bench:
         rows_per_shard: int | None,
         pin=None,
         env: dict | None = None,
+        seed_cache: Path | None = None,
     ) -> dict:
         root = self.work / f"out-{name}"
         shutil.rmtree(root, ignore_errors=True)
+        if seed_cache is not None:  # e.g. an ONNX export made beforehand, as a user's second run has it
+            shutil.copytree(seed_cache, root / "cache")
         cmd = [*CHATSPACE, "embed-hf", "--dataset", str(data), "--id-field", "id", "--model", model]
         cmd += ["--devices", devices, "--output-root", str(root), "--no-progress"]
         if rows_per_shard:
