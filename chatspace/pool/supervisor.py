@@ -136,12 +136,13 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     t_start = time.perf_counter()
     root = ensure_writable_output(cfg.output_root)
     final = RunLayout.for_config(cfg, root)
+    executor_class = get_executor_class(cfg.executor)
     if cfg.mode == "hf":
-        _check_model(cfg)  # a misspelled model fails here, before any worker or output exists
+        # A misspelled model fails here, before any worker or output exists.
+        _check_model(cfg, hub=executor_class.workers_share_this_machine)
     # Logging goes to the console until the run id is known; then to logs/ as well.
     t0 = time.perf_counter()
     source = open_run_source(cfg.data, final.datasets_dir)
-    executor_class = get_executor_class(cfg.executor)
     executor_class.check(cfg)  # e.g. a dead Ray cluster fails now, before any output is touched
     selection = select_run_rows(cfg, source.num_rows)
     total_units = num_units(len(selection.indices), cfg.rows_per_shard)
@@ -291,11 +292,12 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     return RunResult(final.manifest_path, manifest, final)
 
 
-def _check_model(cfg: RunConfig) -> None:
+def _check_model(cfg: RunConfig, hub: bool) -> None:
+    """`hub`: also ask the Hub; only where the workers share this machine's model cache."""
     from chatspace.encoders.locate import check_model_available, resolve_model_path
 
     path = resolve_model_path(cfg.model)
-    check_model_available(cfg.model, path, cfg.revision, hub=cfg.executor != "ray")
+    check_model_available(cfg.model, path, cfg.revision, hub=hub)
 
 
 def _check_something_embedded(cfg: RunConfig, records: dict[int, dict]) -> None:

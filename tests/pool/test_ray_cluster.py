@@ -96,6 +96,11 @@ class LoopbackCluster:
             time.sleep(0.5)
         raise AssertionError("the second node did not join")
 
+    def embed(self, data: Path, out: Path, *extra: str):
+        """`chatspace embed-hf` on this cluster, as its driver: its address and token, no RAY_ADDRESS."""
+        args = embed_args(data, out, "--executor", "ray", "--ray-address", self.address, *extra)
+        return run_cli(*args, timeout=600, env=_auth(self.base), unset=("RAY_ADDRESS",))
+
     def processes(self):
         return [p for node in self.nodes for p in _tree(node.pid)]
 
@@ -155,12 +160,8 @@ def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_r
     sample = ("--n", "200", "--rows-per-shard", "10")
     local = run_cli(*embed_args(data, tmp_path / "local", *sample, "--devices", "cpu"))
     assert local.returncode == 0, local.stderr
-    on_ray = ("--executor", "ray", "--ray-address", ray_cluster.address, "--ray-device", "cpu")
-    ray = run_cli(
-        *embed_args(data, tmp_path / "ray", *sample, *on_ray, "--threads-per-worker", "1"),
-        timeout=600,
-        env=_auth(ray_cluster.base),
-        unset=("RAY_ADDRESS",),
+    ray = ray_cluster.embed(
+        data, tmp_path / "ray", *sample, "--ray-device", "cpu", "--threads-per-worker", "1"
     )
     assert ray.returncode == 0, ray.stderr
     assert_same_vectors(tmp_path / "local", tmp_path / "ray")
@@ -188,12 +189,8 @@ def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_r
 
 def test_ray_workers_caps_the_cluster(texts, tmp_path, ray_cluster):
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:40])])
-    on_ray = ("--executor", "ray", "--ray-address", ray_cluster.address, "--ray-device", "cpu")
-    proc = run_cli(
-        *embed_args(data, tmp_path / "out", "--rows-per-shard", "10", *on_ray, "--ray-workers", "1"),
-        timeout=600,
-        env=_auth(ray_cluster.base),
-        unset=("RAY_ADDRESS",),
+    proc = ray_cluster.embed(
+        data, tmp_path / "out", "--rows-per-shard", "10", "--ray-device", "cpu", "--ray-workers", "1"
     )
     assert proc.returncode == 0, proc.stderr
     (worker,) = run_manifest(tmp_path / "out")["workers"]
@@ -201,15 +198,8 @@ def test_ray_workers_caps_the_cluster(texts, tmp_path, ray_cluster):
 
 
 def test_a_cluster_without_gpus_says_so(tmp_path, ray_cluster):
-    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello"}])
-    proc = run_cli(
-        "embed-hf",
-        *("--dataset", str(data), "--executor", "ray", "--ray-address", ray_cluster.address),
-        *("--output-root", str(tmp_path / "out"), "--no-progress"),
-        timeout=300,
-        env=_auth(ray_cluster.base),
-        unset=("RAY_ADDRESS",),
-    )
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "hello"}])
+    proc = ray_cluster.embed(data, tmp_path / "out")  # --ray-device cuda by default
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "has no room for a worker of GPU" in last and "--ray-device cpu" in last

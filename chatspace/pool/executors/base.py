@@ -29,6 +29,9 @@ class Executor(ABC):
     """Runs one worker per placed device and moves messages between them and the scheduler."""
 
     name: ClassVar[str]
+    # Whether the workers run here, with this machine's files and model cache (what the supervisor may
+    # check for them before starting), or on other nodes with their own.
+    workers_share_this_machine: ClassVar[bool] = True
 
     def __init__(self, cfg: RunConfig, log_sink: Callable[[logging.LogRecord], None], log_level: int):
         self.cfg = cfg

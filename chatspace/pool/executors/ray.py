@@ -148,6 +148,7 @@ class RayExecutor(Executor):
     """Workers as Ray actors, placed by Ray across the cluster's nodes."""
 
     name = "ray"
+    workers_share_this_machine = False
 
     def __init__(self, cfg: RunConfig, log_sink, log_level: int):
         super().__init__(cfg, log_sink, log_level)
