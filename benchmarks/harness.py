@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,34 @@ def environment(cores: int) -> dict:
 def short_sha(sha: str | None) -> str | None:
     """abcdef123456 or abcdef123456-dirty: enough to find the commit, short enough for a table."""
     return None if not sha else sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")
+
+
+def standalone(args, rows: int, prefix: str):
+    """What a case run on its own starts from: (the environment, a Bench in a fresh work folder, the
+    model as named and its path, the corpus of `rows` rows)."""
+    import corpus as corpus_mod
+
+    from chatspace.config import DEFAULT_MODEL
+    from chatspace.encoders.locate import resolve_model_path
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    model = args.model or DEFAULT_MODEL
+    bench = Bench(args, Path(tempfile.mkdtemp(prefix=prefix)))
+    return environment(cores), bench, model, resolve_model_path(model), corpus_mod.build_corpus(rows)
+
+
+def finish_standalone(bench, results: dict, table: str, name: str, out: Path | None) -> None:
+    """Print a standalone case's table, save its results (default: benchmarks/.cache/<name>-<host>.json)
+    and say which of its runs shared the CPU with other processes."""
+    import corpus as corpus_mod
+
+    print(table)
+    out = out or corpus_mod.CACHE_DIR / f"{name}-{results['env']['host']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=float) + "\n")
+    log(f"results written to {out}")
+    for w in bench.load_warnings:
+        log("WARNING: " + w + " (figures are pessimistic)")
 
 
 class Bench:

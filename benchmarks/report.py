@@ -136,6 +136,10 @@ def render(results: dict) -> str:
         f"chatspace bench - {env['date']} - {env['host']}: {env['cpu']}, {env['cores']} cores"
         + (f", {env['gpu']}" if env.get("gpu") else "")
         + f"; torch {env['torch']}; git {env.get('git')}",
+        f"CPU features: {', '.join(env.get('cpu_flags') or []) or 'unknown'}; native bfloat16: "
+        + {True: "yes", False: "no (bfloat16 is emulated: expect it slower than float32)", None: "unknown"}[
+            env.get("native_bf16")
+        ],
         f"corpus: {results['corpus']['rows']} rows, {results['corpus']['tokens']} tokens "
         f"(p50 {results['corpus']['token_percentiles']['p50']}, p90 {results['corpus']['token_percentiles']['p90']}, "
         f"p99 {results['corpus']['token_percentiles']['p99']}); model {results['corpus']['model']['name']}",

@@ -11,14 +11,19 @@ whole pipeline. Goal: a float32 backend >= 1.3x torch float32 end to end with co
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import corpus as corpus_mod
-from harness import Bench, compare, environment, log, read_chatspace_vectors, read_plain_vectors
+from harness import (
+    Bench,
+    compare,
+    finish_standalone,
+    log,
+    read_chatspace_vectors,
+    read_plain_vectors,
+    standalone,
+)
 from quality import sts_dataset, sts_score
 
 GOAL_SPEEDUP, GOAL_COSINE = 1.3, 0.999
@@ -37,17 +42,9 @@ VARIANTS = (
 
 
 def main(args) -> int:
-    from chatspace.config import DEFAULT_MODEL
-    from chatspace.encoders.locate import resolve_model_path
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    env_info = environment(cores)
-    model = args.model or DEFAULT_MODEL
-    model_path = resolve_model_path(model)
     rows = args.rows or (400 if args.quick else 3000)
-    work = Path(tempfile.mkdtemp(prefix="chatspace-backends-"))
-    bench = Bench(args, work)
-    data = corpus_mod.build_corpus(rows)
+    env_info, bench, model, model_path, data = standalone(args, rows, "chatspace-backends-")
+    cores, work = env_info["cores"], bench.work
     results: dict = {"env": env_info, "rows": rows, "model": model}
     try:
         seed = export_once(bench, data, model, results)
@@ -83,13 +80,7 @@ def main(args) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(render(results, cores))
-    out = args.out or corpus_mod.CACHE_DIR / f"backends-{env_info['host']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    log(f"results written to {out}")
-    for w in bench.load_warnings:
-        log("WARNING: " + w + " (figures are pessimistic)")
+    finish_standalone(bench, results, render(results, cores), "backends", args.out)
     return 0
 
 

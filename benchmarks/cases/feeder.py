@@ -16,11 +16,9 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import corpus as corpus_mod
-from harness import HERE, REPO, Bench, environment, log
+from harness import HERE, REPO, Bench, finish_standalone, log, standalone
 
 NOOP_FORWARD = HERE / "noop_forward"
 TOKENIZE_ALONE = [sys.executable, str(HERE / "tokenize_alone.py")]
@@ -59,17 +57,9 @@ def tokenizer_alone(bench: Bench, data: Path, model_path: str, threads: int) -> 
 
 
 def main(args) -> int:
-    from chatspace.config import DEFAULT_MODEL
-    from chatspace.encoders.locate import resolve_model_path
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    env_info = environment(cores)
-    model = args.model or DEFAULT_MODEL
-    model_path = resolve_model_path(model)
     rows = args.rows or (2000 if args.quick else 20000)
-    work = Path(tempfile.mkdtemp(prefix="chatspace-feeder-"))
-    bench = Bench(args, work)
-    data = corpus_mod.build_corpus(rows)
+    env_info, bench, model, model_path, data = standalone(args, rows, "chatspace-feeder-")
+    cores, work = env_info["cores"], bench.work
     results: dict = {"env": env_info, "rows": rows, "model": model, "runs": []}
     try:
         for _ in range(1 if args.quick else args.repeats):
@@ -81,13 +71,7 @@ def main(args) -> int:
                 log(f"{threads} thread(s): feeder {f['tok_s']:,.0f} tok/s, tokenizer {t['tok_s']:,.0f} tok/s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(render(results, cores))
-    out = args.out or corpus_mod.CACHE_DIR / f"feeder-{env_info['host']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    log(f"results written to {out}")
-    for w in bench.load_warnings:
-        log("WARNING: " + w + " (figures are pessimistic)")
+    finish_standalone(bench, results, render(results, cores), "feeder", args.out)
     best = best_runs(results)
     return 0 if best and best[max(best)]["ratio"] >= GOAL else 1
 

@@ -6,36 +6,16 @@ around the forward still runs: reading, sampling, extraction, tokenizing, bucket
 padding, the hand-over of each batch, and writing shards; each batch's vectors come back as zeros.
 """
 
-import importlib.abc
-import importlib.util
 import os
-import sys
-
-TARGET = "chatspace.encoders.sentence_transformer"
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != TARGET:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        original_exec = spec.loader.exec_module
+def _no_forward(self, features):
+    import torch
 
-        def exec_module(module):
-            original_exec(module)
-
-            def no_forward(self, features):
-                import torch
-
-                rows = features["input_ids"].shape[0]
-                return torch.zeros((rows, self.dimension), dtype=torch.float32)
-
-            module.SentenceTransformerEncoder._embed = no_forward
-
-        spec.loader.exec_module = exec_module
-        return spec
+    return torch.zeros((features["input_ids"].shape[0], self.dimension), dtype=torch.float32)
 
 
 if os.environ.get("CHATSPACE_BENCH_NOOP_FORWARD") == "1":
-    sys.meta_path.insert(0, _PatchOnImport())
+    from chatspace.encoders import sentence_transformer
+
+    sentence_transformer.SentenceTransformerEncoder._embed = _no_forward
