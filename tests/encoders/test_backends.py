@@ -35,7 +35,8 @@ def reference(st_model, texts150) -> np.ndarray:
 def _encode(root, texts: list[str], **options) -> tuple[np.ndarray, SentenceTransformerEncoder]:
     cfg = RunConfig.from_options(dataset="unused", output_root=str(root), **options)
     cache = root / "cache" / "onnx"
-    enc = SentenceTransformerEncoder(cfg.encoder, Device("cpu", "cpu:0"), 2, export_cache=cache)
+    # threads=None: this test process's tokenizer settings stay as they are
+    enc = SentenceTransformerEncoder(cfg.encoder, Device("cpu", "cpu:0"), None, export_cache=cache)
     enc.load(WorkerStats())
     stats = WorkerStats()
     return enc.encode(enc.prepare(texts, stats), stats), enc
