@@ -44,8 +44,9 @@ def _print_run_summary(result) -> None:
         f"run {m['run_id']} {m['status']}: {plural(t['rows'], 'row')} embedded, "
         f"{t['skipped_rows']:,} skipped ({skipped})"
     )
-    click.echo(f"  shards:   {t['shards']} in {result.layout.embeddings_dir}")
-    click.echo(f"  manifest: {result.manifest_path}")
+    output = result.layout.output
+    click.echo(f"  shards:   {t['shards']} in {output.url(result.layout.embeddings_dir)}")
+    click.echo(f"  manifest: {output.url(result.manifest_path)}")
     rows_per_s = stats.get("rows_per_wall_second")
     elapsed = m.get("timings", {}).get("elapsed_seconds")
     if elapsed:

@@ -18,10 +18,11 @@ def verify_cmd(target: str | None) -> None:
     one manifest, and check it."""
     from pathlib import Path
 
+    from chatspace.store.root import is_url
     from chatspace.store.verify import verify
 
     target = target or default_output_root()
-    if not Path(target).exists():
+    if not is_url(target) and not Path(target).exists():
         raise UsageError(f"{target} does not exist")
 
     manifests, problems = verify(target)

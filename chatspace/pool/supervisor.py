@@ -14,7 +14,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from chatspace import __version__
@@ -39,7 +39,7 @@ log = logging.getLogger("chatspace")
 
 @dataclass
 class RunResult:
-    manifest_path: Path
+    manifest_path: PurePath
     manifest: dict[str, Any]
     layout: RunLayout
 
@@ -66,8 +66,8 @@ class _Signals:
 
 def _setup_run_logging(layout: RunLayout, run_id: str, progress: Progress):
     """Console + the run's log file under logs/; workers' records are handed to the returned sink."""
-    layout.output.makedirs(layout.logs_dir)
-    log_path = layout.logs_dir / f"{run_id}.log"
+    log_path = layout.local_log_path(run_id)  # uploaded at the end when the root is an object store
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s [%(device)s] %(message)s", "%Y-%m-%d %H:%M:%S")
     file_handler = _RunLogFile(log_path)
     file_handler.setFormatter(fmt)
@@ -198,7 +198,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
                 "root": root.url(),
                 "embeddings_dir": final.relative(final.embeddings_dir),
                 "index_dir": final.relative(final.index_dir),
-                "log": final.relative(log_path),
+                "log": final.relative(final.log_path(run_id)),
             },
             "model": {"name": cfg.model},
         },
@@ -279,6 +279,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         for h in handlers:
             logging.getLogger(TRACEBACK_LOGGER).removeHandler(h)
             h.close()
+        _publish_log(final, log_path, run_id)
     if manifest_error is not None:
         raise manifest_error
     totals = manifest["totals"]
@@ -287,9 +288,19 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         totals["rows"],
         totals["skipped_rows"],
         totals["shards"],
-        final.embeddings_dir,
+        final.output.url(final.embeddings_dir),
     )
     return RunResult(final.manifest_path, manifest, final)
+
+
+def _publish_log(final: RunLayout, log_path: Path, run_id: str) -> None:
+    """An object-store root gets the run's log (written locally while the run went) under logs/."""
+    if final.output.is_local:
+        return
+    try:
+        final.output.upload(log_path, final.log_path(run_id))
+    except Exception as e:  # noqa: BLE001 - the run's outcome stands; the log stays local
+        log.warning("could not upload the run's log to %s (%s); it is in %s", final.output.url(), e, log_path)
 
 
 def _check_model(cfg: RunConfig, hub: bool) -> None:

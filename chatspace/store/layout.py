@@ -138,6 +138,17 @@ class RunLayout:
     def logs_dir(self) -> PurePath:
         return self.root / "logs"
 
+    def log_path(self, run_id: str) -> PurePath:
+        """Where the run's log is kept under the root (recorded in the manifest)."""
+        return self.logs_dir / f"{run_id}.log"
+
+    def local_log_path(self, run_id: str) -> Path:
+        """Where the log is written while the run goes: the same file for a local root; for an object
+        store a local file, uploaded to `log_path` when the run ends."""
+        if self.output.is_local:
+            return Path(self.log_path(run_id))
+        return local_datasets_dir(self.output).parent / "logs" / f"{run_id}.log"
+
     @property
     def cache_dir(self) -> PurePath:
         return self.root / "cache"

@@ -47,6 +47,29 @@ def is_url(location: str | os.PathLike) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
+def storage_options(url: str) -> dict[str, Any]:
+    """fsspec options for `url` from the environment. Credentials, region and profile come from the
+    usual AWS_* variables through botocore itself; the endpoint of an S3-compatible store (MinIO, R2,
+    Ceph) is taken from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL here, whatever botocore's version.
+    Listings are never cached: workers in other processes write the files this process lists."""
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if url.startswith(("s3://", "s3a://")):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            options["endpoint_url"] = endpoint
+    return options
+
+
+def _quiet_object_store_loggers() -> None:
+    """botocore says at INFO where it found credentials, once per process; a run's log is no place for it."""
+    import logging
+
+    for name in ("botocore", "aiobotocore", "s3fs"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
 def temp_path(path: PurePath) -> PurePath:
     """The hidden temporary a local write goes through; the pid tells whose it was."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -61,9 +84,14 @@ class OutputRoot:
         if is_url(text):
             import fsspec
 
+            _quiet_object_store_loggers()
             try:
-                self.fs, inner = fsspec.core.url_to_fs(text)
-            except (ImportError, ValueError) as e:
+                self.fs, inner = fsspec.core.url_to_fs(text, **storage_options(text))
+            except ImportError as e:
+                raise UsageError(
+                    f"output root {text}: {e}".rstrip(".") + " (for s3:// install chatspace[s3])"
+                ) from None
+            except ValueError as e:
                 raise UsageError(f"output root {text}: {e}") from None
             self.path: PurePath = PurePosixPath(inner.rstrip("/") or inner)
             self.is_local = False
@@ -149,6 +177,14 @@ class OutputRoot:
         return sorted(self.as_path(p) for p in found if p.rsplit("/", 1)[-1] == name)
 
     # --- writing ------------------------------------------------------------------------------------
+
+    def upload(self, local: Path, path: PurePath) -> None:
+        """Copy a local file (a run's log) to `path` under this root."""
+        if self.is_local:
+            if Path(local) != Path(path):
+                self.write_atomic(path, Path(local).read_bytes())
+            return
+        self.fs.put_file(str(local), str(path))
 
     def makedirs(self, path: PurePath) -> None:
         if self.is_local:
@@ -363,8 +399,14 @@ def _read_lock_object(root: OutputRoot, path: PurePath) -> dict | None:
 
 
 def _is_stale(owner: dict) -> bool:
+    """No heartbeat for LOCK_STALE_S seconds, or its process is gone from this very machine."""
+    import psutil
+
     try:
-        return time.time() - float(owner.get("heartbeat", 0)) > LOCK_STALE_S
+        if time.time() - float(owner.get("heartbeat", 0)) > LOCK_STALE_S:
+            return True
+        host, pid = str(owner.get("owner", "")).split(":")[:2]
+        return host == socket.gethostname() and not psutil.pid_exists(int(pid))
     except (TypeError, ValueError):
         return True
 

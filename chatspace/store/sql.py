@@ -34,7 +34,8 @@ def connect(
         con.sql("select id, array_cosine_similarity(embedding, (select embedding from embeddings "
                 "where id = 'demo-0')) as score from embeddings order by score desc limit 5")
 
-    Nothing is loaded: duckdb reads the Parquet shards in place.
+    Nothing is loaded: duckdb reads the Parquet shards in place (on an object store, through the same
+    fsspec filesystem the run wrote with, so no duckdb extension or second set of credentials is needed).
     """
     duck = require_extra("duckdb")
     output, runs = open_runs(root, model, dataset, split, filters)
@@ -42,6 +43,8 @@ def connect(
     dim = int(m.get("model", {}).get("dimension") or m.get("config", {}).get("dimensions") or 0)
     paths = [output.url(p) for _, _, shards in runs for p, _ in shards]
     con = connection if connection is not None else duck.connect()
+    if not output.is_local:
+        con.register_filesystem(output.fs)  # duckdb reads the bucket through the root's own filesystem
     if paths:
         listing = ", ".join(_quote(p) for p in paths)
         con.execute(

@@ -137,8 +137,8 @@ def dry_run(cfg: RunConfig, layout: Any, *, settings: OpenAISettings | None = No
         max_input_tokens=encoder.max_tokens,
         dimension=encoder.describe()["dimension"],
         price_per_million=price,
-        output_dir=str(layout.embeddings_dir),
-        manifest_path=str(layout.manifest_path),
+        output_dir=layout.output.url(layout.embeddings_dir),
+        manifest_path=layout.output.url(layout.manifest_path),
     )
     source = open_run_source(cfg.data, layout.datasets_dir)
     try:

@@ -1,0 +1,191 @@
+"""`--output-root s3://bucket/prefix` end to end, against a real S3-compatible server on loopback (moto's
+server mode, over HTTP): the run, `verify`, `runs`, `load_embeddings`, the duckdb view, a run killed
+mid-way and resumed, an --overwrite interrupted and finished, and the lock between two runs.
+
+Credentials and the endpoint reach chatspace only as a user sets them: AWS_* environment variables."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import orjson
+import pytest
+
+import chatspace
+from chatspace.store.frames import to_numpy
+from chatspace.store.reader import shard_paths
+from tests.helpers import (
+    assert_all_gone,
+    cosine_rows,
+    embed_args,
+    run_cli,
+    start_cli,
+    worker_processes,
+    write_corpus,
+)
+from tests.helpers.s3_server import running_s3_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """The server's AWS_* variables in this process too (for load_embeddings and connect)."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    return s3.env
+
+
+def _vectors(table) -> dict[str, np.ndarray]:
+    ids, vectors = to_numpy(table)
+    return dict(zip(ids.tolist(), vectors, strict=True))
+
+
+def _wait_for_remote_units(fs, pattern: str, count: int, proc, timeout: float = 240) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(fs.glob(pattern)) >= count:
+            return
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.2)
+    raise AssertionError("the run made no progress")
+
+
+def _runs(url: str, env: dict) -> list[dict]:
+    proc = run_cli("runs", url, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    return [orjson.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_a_run_into_s3_verifies_lists_and_reads_back_as_the_local_run(s3, s3_env, tmp_path, texts, st_model):
+    bucket = s3.make_bucket("roundtrip")
+    url = f"s3://{bucket}/out"
+    path, rows = write_corpus(tmp_path, texts, 60)
+    remote = run_cli(*embed_args(path, url, devices="cpu"), env=s3_env)
+    assert remote.returncode == 0, remote.stderr
+    local = tmp_path / "local"
+    assert run_cli(*embed_args(path, local, devices="cpu")).returncode == 0
+
+    # What the bucket holds: the same files a local root would (less its lock file: the lock object is
+    # removed when the run ends), and nothing half-written.
+    fs = s3.filesystem()
+    keys = [k.removeprefix(f"{bucket}/out/") for k in fs.find(f"{bucket}/out")]
+    local_files = sorted(
+        p.relative_to(local).as_posix()
+        for p in local.rglob("*")
+        if p.is_file() and p.parts[len(local.parts)] in ("embeddings", "indexes") and p.suffix != ".lock"
+    )
+    assert sorted(k for k in keys if k.startswith(("embeddings/", "indexes/"))) == local_files
+    assert [k for k in keys if k.startswith("logs/") and k.endswith(".log")]
+    assert not [k for k in keys if ".tmp-" in k or k.endswith(".lock")]
+
+    verify = run_cli("verify", url, env=s3_env)
+    assert verify.returncode == 0 and "ok: 1 run(s) verified" in verify.stdout, verify.stderr
+    (run,) = _runs(url, s3_env)
+    assert run["status"] == "complete" and run["rows"] == 60 and run["manifest"].startswith(f"{url}/indexes/")
+
+    table = chatspace.load_embeddings(url)
+    ours, theirs = _vectors(table), _vectors(chatspace.load_embeddings(local))
+    assert sorted(ours) == sorted(theirs) == sorted(r["id"] for r in rows)
+    ids = sorted(ours)
+    assert np.allclose(np.stack([ours[i] for i in ids]), np.stack([theirs[i] for i in ids]), atol=1e-6)
+    by_id = {r["id"]: r["text"] for r in rows}
+    ref = st_model.encode([by_id[i] for i in ids], batch_size=32, convert_to_numpy=True)
+    assert cosine_rows(np.stack([ours[i] for i in ids]), ref).min() >= 0.99999
+    assert all(p.startswith(f"{url}/embeddings/") for p in shard_paths(url))
+
+    # SQL over the shards in the bucket, through the same filesystem.
+    pytest.importorskip("duckdb")
+    con = chatspace.connect(url)
+    assert con.sql("select count(*) from embeddings").fetchall()[0][0] == 60
+    nearest = con.sql(
+        "select id from embeddings order by array_cosine_similarity(embedding, "
+        "(select embedding from embeddings where id = 'doc-7')) desc limit 1"
+    ).fetchall()[0][0]
+    assert nearest == "doc-7"
+
+    # A shard changed in the bucket after the run is caught.
+    shard = sorted(fs.glob(f"{bucket}/out/embeddings/*/*/*/shard-*.parquet"))[0]
+    fs.pipe_file(shard, fs.cat_file(shard)[:-8] + b"\0" * 8)
+    tampered = run_cli("verify", url, env=s3_env)
+    assert tampered.returncode == 1 and "sha256 mismatch" in tampered.stderr
+
+
+def test_a_run_killed_mid_way_resumes_into_s3_with_exact_rows(s3, s3_env, tmp_path, texts):
+    bucket = s3.make_bucket("killed")
+    url = f"s3://{bucket}/out"
+    path, rows = write_corpus(tmp_path, texts, 240)
+    args = embed_args(path, url, devices="cpu")
+    fs = s3.filesystem()
+    proc = start_cli(args, env=s3_env)
+    _wait_for_remote_units(fs, f"{bucket}/out/indexes/*/*/*/units/unit-*.json", 2, proc)
+    workers = worker_processes(proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert_all_gone(workers)
+    done_before = len(fs.glob(f"{bucket}/out/indexes/*/*/*/units/unit-*.json"))
+    assert 2 <= done_before < 15  # killed mid-way: 240 rows are 15 units of 16
+
+    # The killed run holds no lock (its process is gone), so it reads as interrupted, not running.
+    (run,) = _runs(url, s3_env)
+    assert run["status"] == "interrupted" and run["units_done"] >= 2
+    again = run_cli(*args, env=s3_env)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    resumed = run_cli(*args, "--resume", env=s3_env)
+    assert resumed.returncode == 0, resumed.stderr
+    (run,) = _runs(url, s3_env)
+    assert run["status"] == "complete" and run["rows"] == 240 and run["units_done"] == 15
+    assert run_cli("verify", url, env=s3_env).returncode == 0
+
+    table = chatspace.load_embeddings(url, columns=["id", "embedding"])
+    assert table.num_rows == 240 and sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in rows)
+    local = tmp_path / "local"
+    assert run_cli(*embed_args(path, local, devices="cpu")).returncode == 0
+    ours, theirs = _vectors(table), _vectors(chatspace.load_embeddings(local, columns=["id", "embedding"]))
+    ids = sorted(theirs)
+    assert np.allclose(np.stack([ours[i] for i in ids]), np.stack([theirs[i] for i in ids]), atol=1e-6)
+
+
+def test_an_interrupted_overwrite_in_s3_keeps_the_old_run_until_resume_switches(s3, s3_env, tmp_path, texts):
+    bucket = s3.make_bucket("overwrite")
+    url = f"s3://{bucket}/out"
+    path, _ = write_corpus(tmp_path, texts, 240)
+    old_args = embed_args(path, url, "--n", "32", "--seed", "1", devices="cpu")
+    assert run_cli(*old_args, env=s3_env).returncode == 0
+    fs = s3.filesystem()
+    old_shards = {k: fs.info(k)["ETag"] for k in fs.glob(f"{bucket}/out/embeddings/*/*/*/shard-*.parquet")}
+
+    new_args = embed_args(path, url, "--n", "200", "--seed", "7", devices="cpu")
+    proc = start_cli([*new_args, "--overwrite"], env=s3_env)
+    _wait_for_remote_units(fs, f"{bucket}/out/.staging/*/index/units/unit-*.json", 2, proc)
+    # A second run into the same output is refused while the first holds the lock object.
+    second = run_cli(*new_args, "--overwrite", env=s3_env)
+    assert second.returncode == 2 and "another chatspace run is writing" in second.stderr
+    # Readers still see the old run, whole.
+    assert chatspace.load_embeddings(url, columns=["id"]).num_rows == 32
+    workers = worker_processes(proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert_all_gone(workers)
+    assert {
+        k: fs.info(k)["ETag"] for k in fs.glob(f"{bucket}/out/embeddings/*/*/*/shard-*.parquet")
+    } == old_shards
+    assert run_cli("verify", url, env=s3_env).returncode == 0
+
+    finished = run_cli(*new_args, "--resume", env=s3_env)
+    assert finished.returncode == 0, finished.stderr
+    (run,) = _runs(url, s3_env)
+    assert run["status"] == "complete" and run["rows"] == 200
+    assert chatspace.load_embeddings(url, columns=["id"]).num_rows == 200
+    assert run_cli("verify", url, env=s3_env).returncode == 0
+    assert not fs.glob(f"{bucket}/out/.staging/**")
