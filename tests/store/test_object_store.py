@@ -15,15 +15,8 @@ import pytest
 import chatspace
 from chatspace.store.frames import to_numpy
 from chatspace.store.reader import shard_paths
-from tests.helpers import (
-    assert_all_gone,
-    cosine_rows,
-    embed_args,
-    run_cli,
-    start_cli,
-    worker_processes,
-    write_corpus,
-)
+from tests.helpers import cosine_rows, embed_args, run_cli, write_corpus
+from tests.helpers.faults import assert_all_gone, start_cli, worker_processes
 from tests.helpers.s3_server import running_s3_server
 
 pytestmark = pytest.mark.slow
