@@ -57,7 +57,8 @@ SHARED_OPTIONS: dict[str, str | Callable] = {
     "max_rows": "Compatibility option: only the first N rows, in dataset order (quick tests). "
     "Excludes --n and --p.",
     "seed": "Seed of the sample (--n / --p).",
-    "output_root": "Root of all output (default: $CHATSPACE_ROOT, else /workspace).",
+    "output_root": "Root of all output: a folder or a URL such as s3://bucket/prefix (default: "
+    "$CHATSPACE_ROOT, else /workspace).",
     "rows_per_shard": "Rows per work unit and per output shard.",
     "run_id": "Name of this run (default: timestamp + random suffix).",
     "run_name": "Folder name for this run under the split, instead of the text field and extraction "
