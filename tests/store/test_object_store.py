@@ -7,6 +7,9 @@ Credentials and the endpoint reach chatspace only as a user sets them: AWS_* env
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
+import time
 
 import numpy as np
 import orjson
@@ -42,8 +45,6 @@ def _vectors(table) -> dict[str, np.ndarray]:
 
 
 def _wait_for_remote_units(fs, pattern: str, count: int, proc, timeout: float = 240) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if len(fs.glob(pattern)) >= count:
@@ -182,3 +183,39 @@ def test_an_interrupted_overwrite_in_s3_keeps_the_old_run_until_resume_switches(
     assert chatspace.load_embeddings(url, columns=["id"]).num_rows == 200
     assert run_cli("verify", url, env=s3_env).returncode == 0
     assert not fs.glob(f"{bucket}/out/.staging/**")
+
+
+def test_the_lock_object_refuses_a_live_owner_beats_and_takes_over_a_dead_one(s3, s3_env, monkeypatch):
+    from chatspace.errors import UsageError
+    from chatspace.store import root as root_module
+    from chatspace.store.root import LOCK_STALE_S, OutputRoot
+
+    monkeypatch.setattr(root_module, "LOCK_HEARTBEAT_S", 0.2)
+    output = OutputRoot(f"s3://{s3.make_bucket('locks')}/out")
+    path = output.join("indexes", ".m--d--train.lock")
+    held = output.lock(path, "busy")
+    first_beat = orjson.loads(output.read_bytes(path))["heartbeat"]
+    assert output.is_locked(path)
+    with pytest.raises(UsageError, match="busy"):
+        output.lock(path, "busy")
+    time.sleep(1.5)
+    assert orjson.loads(output.read_bytes(path))["heartbeat"] > first_beat  # the holder keeps it fresh
+    held.close()
+    assert not output.exists(path) and not output.is_locked(path)
+
+    # Another machine's lock: refused while its heartbeat is fresh, taken over once it has gone silent.
+    output.write_json(path, {"owner": "elsewhere:1:abc", "heartbeat": time.time()})
+    assert output.is_locked(path)
+    with pytest.raises(UsageError, match="busy"):
+        output.lock(path, "busy")
+    output.write_json(path, {"owner": "elsewhere:1:abc", "heartbeat": time.time() - LOCK_STALE_S - 1})
+    assert not output.is_locked(path)
+    taken = output.lock(path, "busy")
+    assert orjson.loads(output.read_bytes(path))["owner"] == taken.owner
+    taken.close()
+
+    # A lock of this machine whose process is gone (a SIGKILLed run) needs no wait for its heartbeat.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    output.write_json(path, {"owner": f"{socket.gethostname()}:{dead.pid}:abc", "heartbeat": time.time()})
+    assert not output.is_locked(path)
