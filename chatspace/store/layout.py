@@ -207,8 +207,7 @@ def open_root(location: str | Path) -> tuple[OutputRoot, PurePath]:
     `location` inside it; UsageError when there is nothing there."""
     if is_url(location):
         root = OutputRoot(location)
-        if not root.exists(root.path):
-            raise UsageError(f"output root {root.url()} does not exist")
+        root.check_exists()
         return root, root.path
     p = Path(location).expanduser()
     if not p.exists():

@@ -60,6 +60,12 @@ def storage_options(url: str) -> dict[str, Any]:
     return options
 
 
+def remote_error(error: BaseException) -> str:
+    """An object store's error (botocore, s3fs, gcsfs) as a short phrase for one line."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def _quiet_object_store_loggers() -> None:
     """botocore says at INFO where it found credentials, once per process; a run's log is no place for it."""
     import logging
@@ -88,9 +94,8 @@ class OutputRoot:
             try:
                 self.fs, inner = fsspec.core.url_to_fs(text, **storage_options(text))
             except ImportError as e:
-                raise UsageError(
-                    f"output root {text}: {e}".rstrip(".") + " (for s3:// install chatspace[s3])"
-                ) from None
+                hint = " (pip install 'chatspace[s3]')" if text.startswith(("s3://", "s3a://")) else ""
+                raise UsageError(f"output root {text}: {e}{hint}") from None
             except ValueError as e:
                 raise UsageError(f"output root {text}: {e}") from None
             self.path: PurePath = PurePosixPath(inner.rstrip("/") or inner)
@@ -281,10 +286,17 @@ class OutputRoot:
                 "$CHATSPACE_ROOT"
             ) from None
         except Exception as e:  # noqa: BLE001 - a remote store's own errors (credentials, endpoint)
-            raise UsageError(
-                f"output root {self.url()} is not writable ({type(e).__name__}: {str(e).splitlines()[0]})"
-            ) from None
+            raise UsageError(f"output root {self.url()} is not writable ({remote_error(e)})") from None
         return self
+
+    def check_exists(self) -> None:
+        """UsageError in one line when the root is not there, or its store cannot be reached."""
+        try:
+            there = self.exists(self.path)
+        except Exception as e:  # noqa: BLE001 - a remote store's own errors (credentials, endpoint)
+            raise UsageError(f"output root {self.url()} cannot be read ({remote_error(e)})") from None
+        if not there:
+            raise UsageError(f"output root {self.url()} does not exist")
 
     # --- the lock -----------------------------------------------------------------------------------
 

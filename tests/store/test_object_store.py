@@ -219,3 +219,27 @@ def test_the_lock_object_refuses_a_live_owner_beats_and_takes_over_a_dead_one(s3
     dead.wait()
     output.write_json(path, {"owner": f"{socket.gethostname()}:{dead.pid}:abc", "heartbeat": time.time()})
     assert not output.is_locked(path)
+
+
+def test_an_unreachable_store_or_missing_credentials_is_one_line_and_exit_2(tmp_path, texts):
+    from tests.helpers.s3_server import _free_port
+
+    nobody = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_ACCESS_KEY_ID": "k"}
+    nobody["AWS_SECRET_ACCESS_KEY"] = "s"
+    for command in (["verify", "s3://bucket/out"], ["runs", "s3://bucket/out"]):
+        proc = run_cli(*command, env=nobody)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.startswith("chatspace: error: output root s3://bucket/out cannot be read (")
+    path, _ = write_corpus(tmp_path, texts, 4)
+    no_keys = run_cli(
+        *embed_args(path, "s3://bucket/out", devices="cpu"),
+        env={
+            "AWS_ENDPOINT_URL": nobody["AWS_ENDPOINT_URL"],
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true",  # no instance role to look for here
+        },
+        unset=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"),
+    )
+    assert no_keys.returncode == 2 and "Traceback" not in no_keys.stderr
+    assert "output root s3://bucket/out is not writable (NoCredentialsError" in no_keys.stderr
