@@ -113,6 +113,7 @@ class Scheduler:
             if msg is not None:
                 self.handle(msg)
             self.check_liveness()
+            self.release_waiting_replacements()
             now = time.monotonic()
             self.check_stalls(now)
             if now - last_manifest >= MANIFEST_EVERY_S:
@@ -218,6 +219,20 @@ class Scheduler:
         )
 
     # --- losses --------------------------------------------------------------------------------------
+
+    def release_waiting_replacements(self) -> None:
+        """Once every unit is recorded, a replacement that never got going has nothing left to do: one
+        still loading, or one a full cluster has no room for until the others exit (a lost node)."""
+        if not self.stop_sent:
+            return
+        for rank in self.live():
+            if rank in self.restarted and rank not in self.ready:
+                log.info(
+                    "worker %d (%s): no work left for its replacement; not waiting for it",
+                    rank,
+                    self.device(rank),
+                )
+                self.gone.add(rank)
 
     def check_liveness(self) -> None:
         for rank in self.live():

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_same_vectors, embed_args, run_cli, run_manifest, write_jsonl
+from tests.helpers import assert_same_vectors, embed_args, run_cli, run_manifest, run_table, write_jsonl
+from tests.helpers.faults import start_cli, wait_for_units
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
@@ -84,22 +85,31 @@ class LoopbackCluster:
         raise AssertionError("the head node did not open its port")
 
     def _wait_for_nodes(self, count: int, timeout: float = 180) -> None:
-        """Both raylets registered: each node's session dir holds a raylet that is running."""
+        """Until the head's GCS has registered `count` nodes (its log says so once per node)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for i, node in enumerate(self.nodes):
                 assert node.poll() is None, (self.base / ("head.log" if i == 0 else "node2.log")).read_text()
-            raylets = [p for n in self.nodes for p in _tree(n.pid) if "raylet" in " ".join(_cmdline(p))]
-            if len(raylets) >= count:
-                time.sleep(3)  # and registered with the head's GCS
+            logs = (self.base / "head").glob("session_latest/logs/gcs_server.*")
+            registered = sum(p.read_text(errors="replace").count("Registering new node.") for p in logs)
+            if registered >= count:
                 return
             time.sleep(0.5)
-        raise AssertionError("the second node did not join")
+        raise AssertionError(f"the cluster did not reach {count} nodes")
 
     def embed(self, data: Path, out: Path, *extra: str):
         """`chatspace embed-hf` on this cluster, as its driver: its address and token, no RAY_ADDRESS."""
         args = embed_args(data, out, "--executor", "ray", "--ray-address", self.address, *extra)
         return run_cli(*args, timeout=600, env=_auth(self.base), unset=("RAY_ADDRESS",))
+
+    def kill_node(self, index: int) -> None:
+        """Take a node down at once, everything it started with it, as a lost machine would go."""
+        for proc in _tree(self.nodes[index].pid):
+            with contextlib.suppress(Exception):
+                proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.nodes[index].pid, signal.SIGKILL)
+        self.nodes[index].wait(timeout=30)
 
     def processes(self):
         return [p for node in self.nodes for p in _tree(node.pid)]
@@ -139,8 +149,8 @@ def _auth(base: Path) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+@contextlib.contextmanager
+def _running_cluster(tmp_path_factory):
     base = tmp_path_factory.mktemp("r")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base), **_auth(base)}
     env.pop("RAY_ADDRESS", None)
@@ -150,6 +160,12 @@ def ray_cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    with _running_cluster(tmp_path_factory) as cluster:
+        yield cluster
 
 
 def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_rows(
@@ -204,3 +220,50 @@ def test_a_cluster_without_gpus_says_so(tmp_path, ray_cluster):
     last = proc.stderr.strip().splitlines()[-1]
     assert "has no room for a worker of GPU" in last and "--ray-device cpu" in last
     assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def own_ray_cluster(tmp_path_factory):
+    """A cluster of the test's own, for a test that takes one of its nodes down."""
+    with _running_cluster(tmp_path_factory) as cluster:
+        yield cluster
+
+
+def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path, own_ray_cluster):
+    """The second node dies mid-run (as a preempted spot node does): its worker's units are redone on
+    the node that is left, the run completes with every row once, and the manifest names the node."""
+    import orjson
+
+    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(1200)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "out"
+    args = embed_args(data, out, "--rows-per-shard", "10", "--executor", "ray")
+    args += ["--ray-address", own_ray_cluster.address, "--ray-device", "cpu", "--threads-per-worker", "1"]
+    proc = start_cli(args, env=_auth(own_ray_cluster.base))
+    try:
+        wait_for_units(out, 1, proc, timeout=300)
+        deadline = time.monotonic() + 120
+        workers: list[dict] = []
+        while time.monotonic() < deadline and len(workers) < 2:  # the manifest is rewritten every 5 s
+            workers = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())["workers"]
+            workers = [w for w in workers if w.get("ray_node_id")]
+            time.sleep(0.2)
+        assert len({w["ray_node_id"] for w in workers}) == 2
+        node2 = own_ray_cluster.nodes[1]
+        own_ray_cluster.kill_node(1)
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    got = run_table(out).column("id").to_pylist()
+    assert sorted(got) == sorted(r["id"] for r in rows)  # every row, once
+    m = run_manifest(out)
+    (lost,) = m["lost_workers"]
+    head_node = next(w["ray_node_id"] for w in workers if w["ray_node_id"] != lost["ray_node_id"])
+    assert lost["ray_node_id"] in {w["ray_node_id"] for w in workers} and lost["units"]
+    assert m["status"] == "complete" and sorted(m["units_redone"]) == sorted(lost["units"])
+    redone = {s["unit"]: s for s in m["shards"] if s["unit"] in lost["units"]}
+    assert len(redone) == len(lost["units"])
+    assert node2.poll() is not None and head_node
+    assert run_cli("verify", str(out)).returncode == 0
