@@ -221,9 +221,10 @@ class Scheduler:
     # --- losses --------------------------------------------------------------------------------------
 
     def release_waiting_replacements(self) -> None:
-        """Once every unit is recorded, a replacement that never got going has nothing left to do: one
-        still loading, or one a full cluster has no room for until the others exit (a lost node)."""
-        if not self.stop_sent:
+        """Once every unit is recorded, a replacement that never got going has nothing left to do. Where
+        the executor cannot tell a loading replacement from one a full cluster has no room for until the
+        others exit (a Ray node lost), it is not waited for."""
+        if not self.stop_sent or self.executor.replacements_always_start:
             return
         for rank in self.live():
             if rank in self.restarted and rank not in self.ready:

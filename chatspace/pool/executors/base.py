@@ -32,6 +32,9 @@ class Executor(ABC):
     # Whether the workers run here, with this machine's files and model cache (what the supervisor may
     # check for them before starting), or on other nodes with their own.
     workers_share_this_machine: ClassVar[bool] = True
+    # Whether a replacement worker surely starts (its device is its own), or may wait for room that
+    # only frees up when the run ends (a cluster that lost a node): then it is not waited for at the end.
+    replacements_always_start: ClassVar[bool] = True
 
     def __init__(self, cfg: RunConfig, log_sink: Callable[[logging.LogRecord], None], log_level: int):
         self.cfg = cfg
