@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import cosine_rows, run_cli, run_table, write_jsonl
+from tests.helpers import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
@@ -74,6 +74,8 @@ def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
     eb = np.asarray(b.column("embedding").to_pylist())
     assert cosine_rows(ea, eb).min() >= 0.9999
     assert run_cli("verify", str(tmp_path / "ray")).returncode == 0
+    workers = run_manifest(tmp_path / "ray")["workers"]  # Ray did the work: two actors, both recorded
+    assert len({w["ray_actor_id"] for w in workers}) == 2 and all(w["ray_node_id"] for w in workers)
 
 
 def test_ray_worker_count_must_be_positive(tmp_path):
@@ -113,7 +115,6 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
 
     import orjson
 
-    from tests.helpers import run_manifest
     from tests.helpers.faults import assert_all_gone, start_cli, wait_for_units, worker_processes
 
     # Enough work (120 units) that the run is still going when the kill lands, even on a fast machine:
