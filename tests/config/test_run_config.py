@@ -169,6 +169,8 @@ OTHER_VALUES = {
         "stall_timeout": 0.0,
         "max_worker_restarts": 0,
         "ray_address": "auto",
+        "ray_workers": 2,
+        "ray_device": "cpu",
     },
 }
 
