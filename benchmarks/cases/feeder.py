@@ -40,11 +40,17 @@ def feeder(bench: Bench, data: Path, model: str, threads: int) -> dict:
     }
     options = ["--dtype", "float32", "--threads-per-worker", str(threads)]
     key = f"feeder-{threads}t"
-    c = bench.case(
-        key, bench.chatspace, data, model, devices="cpu", extra=options, rows_per_shard=None, env=env
-    )
+    log(f"{key} ...")  # this run's own figures: the best of the repeats is taken in best_runs
+    c = bench.chatspace(key, data, model, devices="cpu", extra=options, rows_per_shard=None, env=env)
     seconds = pipeline_seconds(c)
-    return {"tokens": c["tokens"], "rows": c["rows"], "seconds": seconds, "tok_s": c["tokens"] / seconds}
+    tokens = c["tokens"]
+    return {
+        "tokens": tokens,
+        "rows": c["rows"],
+        "seconds": seconds,
+        "tok_s": tokens / seconds,
+        "foreign_cpu": c["foreign_cpu"],
+    }
 
 
 def tokenizer_alone(bench: Bench, data: Path, model_path: str, threads: int) -> dict:
