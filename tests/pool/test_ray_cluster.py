@@ -18,9 +18,20 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+import orjson
 import pytest
 
-from tests.helpers import assert_same_vectors, embed_args, run_cli, run_manifest, run_table, write_jsonl
+from tests.helpers import (
+    assert_same_vectors,
+    cosine_rows,
+    embed_args,
+    run_cli,
+    run_manifest,
+    run_table,
+    write_corpus,
+    write_jsonl,
+)
 from tests.helpers.faults import start_cli, wait_for_units
 
 pytestmark = pytest.mark.slow
@@ -97,10 +108,10 @@ class LoopbackCluster:
             time.sleep(0.5)
         raise AssertionError(f"the cluster did not reach {count} nodes")
 
-    def embed(self, data: Path, out: Path, *extra: str):
+    def embed(self, data: Path, out, *extra: str, env: dict[str, str] | None = None):
         """`chatspace embed-hf` on this cluster, as its driver: its address and token, no RAY_ADDRESS."""
         args = embed_args(data, out, "--executor", "ray", "--ray-address", self.address, *extra)
-        return run_cli(*args, timeout=600, env=_auth(self.base), unset=("RAY_ADDRESS",))
+        return run_cli(*args, timeout=600, env={**_auth(self.base), **(env or {})}, unset=("RAY_ADDRESS",))
 
     def kill_node(self, index: int) -> None:
         """Take a node down at once, everything it started with it, as a lost machine would go."""
@@ -150,9 +161,9 @@ def _auth(base: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _running_cluster(tmp_path_factory):
+def _running_cluster(tmp_path_factory, node_env: dict[str, str] | None = None):
     base = tmp_path_factory.mktemp("r")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base), **_auth(base)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base), **_auth(base), **(node_env or {})}
     env.pop("RAY_ADDRESS", None)
     cluster = LoopbackCluster(base, env)
     try:
@@ -232,8 +243,6 @@ def own_ray_cluster(tmp_path_factory):
 def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path, own_ray_cluster):
     """The second node dies mid-run (as a preempted spot node does): its worker's units are redone on
     the node that is left, the run completes with every row once, and the manifest names the node."""
-    import orjson
-
     rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(1200)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
@@ -267,3 +276,35 @@ def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path, own_ray_cluste
     assert len(redone) == len(lost["units"])
     assert node2.poll() is not None and head_node
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def test_a_ray_run_writes_straight_to_object_storage(texts, tmp_path, tmp_path_factory, monkeypatch):
+    """No shared filesystem: the workers on both nodes write their shards and unit records into an
+    S3-compatible store (moto's server on loopback; credentials on the nodes, as on a real cluster)."""
+    import chatspace
+    from chatspace.store.frames import to_numpy
+    from tests.helpers.s3_server import running_s3_server
+
+    data, rows = write_corpus(tmp_path, texts, 120)
+    assert (
+        run_cli(*embed_args(data, tmp_path / "local", "--rows-per-shard", "10", devices="cpu")).returncode
+        == 0
+    )
+    with running_s3_server() as s3, _running_cluster(tmp_path_factory, node_env=s3.env) as cluster:
+        url = f"s3://{s3.make_bucket('ray')}/out"
+        proc = cluster.embed(data, url, "--rows-per-shard", "10", "--ray-device", "cpu", env=s3.env)
+        assert proc.returncode == 0, proc.stderr
+        verify = run_cli("verify", url, env=s3.env)
+        assert verify.returncode == 0, verify.stderr
+        for name, value in s3.env.items():
+            monkeypatch.setenv(name, value)
+        got = chatspace.load_embeddings(url)
+        want = chatspace.load_embeddings(tmp_path / "local")
+        (got_ids, got_vectors), (want_ids, want_vectors) = to_numpy(got), to_numpy(want)
+        assert sorted(got_ids.tolist()) == sorted(want_ids.tolist()) == sorted(r["id"] for r in rows)
+        order_got, order_want = np.argsort(got_ids), np.argsort(want_ids)
+        assert cosine_rows(got_vectors[order_got], want_vectors[order_want]).min() >= 0.9999
+        (manifest,) = [orjson.loads(s3.filesystem().cat_file(k)) for k in s3.filesystem().glob(
+            url.removeprefix("s3://") + "/indexes/*/*/*/manifest.json"
+        )]  # fmt: skip
+        assert len({w["ray_node_id"] for w in manifest["workers"]}) == 2
