@@ -3,86 +3,35 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 
-import bpe_openai
 import numpy as np
 import pytest
 
-from chatspace.config import RunConfig
 from chatspace.encoders.openai import client as openai_client
 from chatspace.encoders.openai.client import parse_retry_after
-from chatspace.encoders.openai.dry_run import dry_run
 from chatspace.encoders.openai.encoder import OpenAIEncoder
 from chatspace.encoders.openai.models import MAX_INPUT_TOKENS
-from chatspace.encoders.openai.planning import RequestPlan, plan_requests
+from chatspace.encoders.openai.planning import plan_requests
 from chatspace.encoders.openai.settings import (
     OpenAISettings,
-    load_dotenv,
-    openai_settings,
-    parse_dotenv,
-    safe_url,
 )
 from chatspace.encoders.openai.tokens import token_counter
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.stats import WorkerStats
-from chatspace.store.layout import RunLayout
-from tests.helpers.openai_fake_server import FakeEmbeddingServer, fake_vector
-
-KEY = "sk-test-SECRET-0123456789abcdef"
-ENV_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_EMBED_MODEL", "OPENAI_TIMEOUT")
+from tests.encoders.openai.common import (
+    EMOJI_LONG,
+    KEY,
+    LONG,
+    expected,
+    make_cfg,
+    make_encoder,
+    n_tokens,
+    run,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    """No real OpenAI variables, no .env from the checkout, tiny back-off."""
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(openai_client, "BACKOFF_BASE_S", 0.01)
-    monkeypatch.setattr(openai_client, "BACKOFF_MAX_S", 0.05)
-
-
-@pytest.fixture
-def server():
-    with FakeEmbeddingServer(dimension=8) as s:
-        yield s
-
-
-def make_cfg(**kw) -> RunConfig:
-    base = dict(dataset="unused", mode="openai", model="text-embedding-3-small", dimensions=8, execute=True)
-    base.update(kw)
-    return RunConfig.from_options(**base)
-
-
-def make_encoder(server: FakeEmbeddingServer, timeout: float = 5.0, **kw) -> OpenAIEncoder:
-    settings = OpenAISettings(
-        api_key=KEY, base_url=server.base_url, model="text-embedding-3-small", timeout=timeout
-    )
-    enc = OpenAIEncoder(make_cfg(**kw).encoder, settings=settings)
-    enc.load(WorkerStats())
-    return enc
-
-
-def run(enc: OpenAIEncoder, texts: list[str]) -> tuple[np.ndarray, object, WorkerStats]:
-    stats = WorkerStats()
-    prepared = enc.prepare(texts, stats)
-    return enc.encode(prepared, stats), prepared, stats
-
-
-def expected(texts: list[str], dim: int = 8) -> np.ndarray:
-    return np.stack([fake_vector(t, dim) for t in texts])
-
-
-CL100K = bpe_openai.get_encoding("cl100k_base")
-
-
-def n_tokens(text: str) -> int:
-    return len(CL100K.encode_ordinary(text))
 
 
 # --- encoding -------------------------------------------------------------------------------------
@@ -332,10 +281,6 @@ def test_no_request_without_execute(server):
 # --- long inputs ----------------------------------------------------------------------------------
 
 
-LONG = "The quick brown fox jumps over the lazy dog. " * 1000  # ~10k tokens
-EMOJI_LONG = "naïve café 🎉 " * 3000
-
-
 def test_long_inputs_truncated_to_the_limit(server):
     texts = ["short", LONG, EMOJI_LONG]
     enc = make_encoder(server)
@@ -375,151 +320,6 @@ def test_token_counter_matches_bpe_openai():
     assert (name, exact) == ("approx-chars/4", False) and count("abcdefghi") == 3
 
 
-# --- settings -------------------------------------------------------------------------------------
-
-
-def test_missing_key_is_one_usage_error_naming_it():
-    with pytest.raises(UsageError) as info:
-        openai_settings(require_key=True)
-    assert "OPENAI_API_KEY" in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(UsageError, match="OPENAI_API_KEY"):
-        OpenAIEncoder(make_cfg().encoder)
-    assert openai_settings(require_key=False).api_key is None
-    OpenAIEncoder(make_cfg(execute=False).encoder)  # a dry run needs no key
-
-
-def test_settings_from_environment_and_key_masked(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/")
-    monkeypatch.setenv("OPENAI_EMBED_MODEL", "text-embedding-3-large")
-    monkeypatch.setenv("OPENAI_TIMEOUT", "2.5")
-    s = openai_settings(require_key=True)
-    assert (s.api_key, s.base_url, s.model, s.timeout) == (
-        KEY,
-        "http://127.0.0.1:9/v1",
-        "text-embedding-3-large",
-        2.5,
-    )
-    assert KEY not in repr(s) and KEY not in str(s) and KEY not in repr(s.to_dict())
-    assert s.to_dict()["api_key_set"] is True
-    assert safe_url("https://user:pw@host.example/v1?api-key=abc") == "https://host.example/v1?<redacted>"
-    monkeypatch.setenv("OPENAI_TIMEOUT", "soon")
-    with pytest.raises(UsageError, match="OPENAI_TIMEOUT"):
-        openai_settings(require_key=False)
-
-
-def test_dotenv_fills_only_unset_variables(tmp_path, monkeypatch):
-    (tmp_path / ".env").write_text(
-        "# comment\n"
-        "export OPENAI_API_KEY=sk-from-dotenv-123456\n"
-        "OPENAI_BASE_URL='http://127.0.0.1:1234/v1'\n"
-        'OPENAI_EMBED_MODEL="text-embedding-3-large"  # inline\n'
-        "OPENAI_TIMEOUT=7 # seconds\n"
-        "not an assignment\n"
-    )
-    monkeypatch.setenv("OPENAI_EMBED_MODEL", "mine")
-    monkeypatch.setenv("OPENAI_TIMEOUT", "")  # set, even if empty: not overridden
-    added = load_dotenv(tmp_path / ".env")
-    assert set(added) == {"OPENAI_API_KEY", "OPENAI_BASE_URL"}
-    assert os.environ["OPENAI_EMBED_MODEL"] == "mine" and os.environ["OPENAI_TIMEOUT"] == ""
-    s = openai_settings(require_key=True)  # reads ./.env (cwd is tmp_path) without overriding either
-    assert (s.api_key, s.base_url, s.model) == ("sk-from-dotenv-123456", "http://127.0.0.1:1234/v1", "mine")
-    assert load_dotenv(tmp_path / "missing.env") == {}
-
-
-def test_parse_dotenv_quotes():
-    assert parse_dotenv('A="x\\ny"\nB=\'#not comment\'\nC=plain # c\nD=\nE="multi\nline"\n') == {
-        "A": "x\ny",
-        "B": "#not comment",
-        "C": "plain",
-        "D": "",
-        "E": "multi\nline",
-    }
-
-
-def test_dotenv_expands_variables_from_the_environment_then_the_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLM_HOST", "10.0.0.7")
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.delenv("CHATSPACE_TEST_PORT", raising=False)
-    (tmp_path / ".env").write_text(
-        "CHATSPACE_TEST_PORT=8042\n"
-        "OPENAI_BASE_URL=http://${LLM_HOST}:${CHATSPACE_TEST_PORT}/v1\n"
-        'OPENAI_API_KEY="${CHATSPACE_TEST_MISSING:-sk-fallback-123}"\n'
-    )
-    monkeypatch.chdir(tmp_path)
-    s = openai_settings(require_key=True)
-    assert s.base_url == "http://10.0.0.7:8042/v1" and s.api_key == "sk-fallback-123"
-
-
-# --- dry run --------------------------------------------------------------------------------------
-
-
-def _write_jsonl(path, texts):
-    import orjson
-
-    with open(path, "wb") as fh:
-        for t in texts:
-            fh.write(orjson.dumps({"text": t}) + b"\n")
-
-
-def test_dry_run_sends_nothing_and_counts_real_tokens(server, tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    texts = [f"row {i}: " + "lorem ipsum dolor " * (i % 5) for i in range(40)] + [LONG, None, "   "]
-    data = tmp_path / "data.jsonl"
-    _write_jsonl(data, texts)
-    cfg = RunConfig.from_options(
-        dataset=str(data),
-        mode="openai",
-        model="text-embedding-3-small",
-        request_max_inputs=16,
-        rows_per_shard=25,
-        output_root=str(tmp_path / "out"),
-    )
-    report = dry_run(cfg, RunLayout.for_config(cfg))
-    assert server.requests == []
-    real = [t for t in texts if isinstance(t, str) and t.strip()]
-    truncated_long = n_tokens(CL100K.decode(CL100K.encode_ordinary(LONG)[:MAX_INPUT_TOKENS]))
-    assert report.tokens == sum(n_tokens(t) for t in real if t is not LONG) + truncated_long
-    assert (report.rows, report.selected, report.truncated) == (41, 43, 1)
-    assert report.skipped == {"null": 1, "empty": 1}
-    assert report.requests == 2 + 1  # shard of 25 rows: 16 + 9; shard of 18 rows, 2 skipped: 16
-    assert report.estimated_cost == pytest.approx(report.tokens / 1e6 * 0.02)
-    text = report.render()
-    assert (
-        "no request sent" in text
-        and "OPENAI_API_KEY not set" in text
-        and f"{report.tokens:,}" in text
-        and "cl100k_base" in text
-    )
-    assert str(tmp_path / "out") in text and "$" in text and server.base_url in text
-
-
-def test_dry_run_unknown_model_cost_unknown_and_skip_mode(tmp_path):
-    data = tmp_path / "d.jsonl"
-    _write_jsonl(data, ["abcdefgh", "x" * 40_000])
-    cfg = RunConfig.from_options(dataset=str(data), mode="openai", model="local/bge", on_long="skip", n=2)
-    report = dry_run(cfg, RunLayout.for_config(cfg, tmp_path), settings=OpenAISettings(api_key=None))
-    assert report.exact_tokens is False and report.estimated_cost is None
-    assert report.tokens == 2 and report.skipped == {"too_long": 1} and report.requests == 1
-    text = report.render()
-    assert "approximate" in text and "unknown" in text and "OPENAI_API_KEY" in text
-
-
-def test_dry_run_plans_like_the_encoder(server, tmp_path):
-    texts = [("word " * (1 + i % 40)).strip() for i in range(300)]
-    data = tmp_path / "d.jsonl"
-    _write_jsonl(data, texts)
-    kw = dict(request_max_inputs=50, request_max_tokens=400, rows_per_shard=1000, dimensions=8)
-    cfg = make_cfg(dataset=str(data), **kw)
-    report = dry_run(cfg, RunLayout.for_config(cfg, tmp_path))
-    enc = make_encoder(server, **kw)
-    _, prepared, stats = run(enc, texts)
-    plan: RequestPlan = prepared.payload
-    assert report.requests == len(plan.requests) == len(server.requests)
-    assert report.tokens == stats.tokens
-
-
 def test_a_batch_is_spread_over_concurrent_requests(server):
     assert plan_requests([1] * 200, 2048, 300_000, spread=4) == [(0, 50), (50, 100), (100, 150), (150, 200)]
     assert plan_requests([1] * 40, 2048, 300_000, spread=4) == [(0, 32), (32, 40)]  # not below 32 each
@@ -529,22 +329,3 @@ def test_a_batch_is_spread_over_concurrent_requests(server):
     vectors, _, _ = run(enc, texts)
     assert sorted(len(r.inputs) for r in server.requests) == [50, 50, 50, 50]
     np.testing.assert_array_equal(vectors, expected(texts))
-
-
-def test_dry_run_plans_per_worker_chunk(tmp_path):
-    data = tmp_path / "d.jsonl"
-    _write_jsonl(data, [f"row {i}" for i in range(2500)])
-    cfg = RunConfig.from_options(
-        dataset=str(data), mode="openai", model="text-embedding-3-small", rows_per_shard=5000
-    )
-    report = dry_run(cfg, RunLayout.for_config(cfg, tmp_path), settings=OpenAISettings(api_key=None))
-    # The worker hands the encoder 1024 rows at a time: 1024, 1024, 452 -> 4 requests each.
-    assert (report.rows, report.shards, report.requests) == (2500, 1, 12)
-
-
-def test_dry_run_unknown_field_is_a_usage_error(tmp_path):
-    data = tmp_path / "d.jsonl"
-    _write_jsonl(data, ["a"])
-    cfg = RunConfig.from_options(dataset=str(data), mode="openai", text_field="body")
-    with pytest.raises(UsageError, match="--text-field 'body'"):
-        dry_run(cfg, RunLayout.for_config(cfg, tmp_path), settings=OpenAISettings(api_key=None))
