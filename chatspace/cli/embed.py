@@ -116,7 +116,7 @@ def _print_run_summary(result) -> None:
 )
 @config_option(
     "quantize",
-    help="With --backend onnx: int8 weights (dynamic quantization): faster, slightly different vectors "
+    help="With --backend onnx: int8 weights (dynamic quantization): slightly different vectors "
     "(a run of its own).",
 )
 @config_option(

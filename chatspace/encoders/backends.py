@@ -1,4 +1,4 @@
-"""Faster CPU runtimes for the model's transformer: ONNX Runtime and OpenVINO (`--backend`).
+"""Other CPU runtimes for the model's transformer: ONNX Runtime and OpenVINO (`--backend`).
 
 The SentenceTransformer's first module (the Hugging Face transformer) is exported once to ONNX with
 `torch.onnx.export` and cached under the output root's `cache/onnx/<model key>/`; ONNX Runtime or
@@ -9,7 +9,7 @@ exactly as with `--backend torch`, and batches are the same buckets under the sa
 sentence-transformers' own `backend="onnx"/"openvino"` goes through `optimum`, whose releases pin
 transformers below the 5.x this package runs on, so the export is done here with torch itself.
 `--quantize int8` (ONNX Runtime only) adds dynamic int8 quantization of the exported weights, per output
-channel: faster, and different vectors (a run identity of its own).
+channel, with different vectors (a run identity of its own).
 """
 
 from __future__ import annotations
