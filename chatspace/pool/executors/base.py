@@ -9,6 +9,7 @@ them down on every exit path. One module per backend: local.py (spawned processe
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
@@ -23,6 +24,22 @@ log = logging.getLogger("chatspace")
 TASKS_PER_WORKER = 2  # units queued to a worker at a time: its reader never waits, hand-out stays dynamic
 
 SpecFactory = Callable[[int, Device, int | None], WorkerSpec]  # (rank, device, threads) -> spec
+
+
+def share_worker_cores(spec: WorkerSpec) -> None:
+    """In a worker's own process, before anything starts a thread pool: its share of the cores for
+    every pool it may start (torch/OpenMP, MKL, the tokenizer's Rayon, inductor's compile workers);
+    a CPU worker with no share given keeps the tokenizer single-threaded."""
+    if spec.device.kind == "cpu":
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if spec.threads:
+        for name in (
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "RAYON_NUM_THREADS",
+            "TORCHINDUCTOR_COMPILE_THREADS",
+        ):
+            os.environ[name] = str(spec.threads)
 
 
 class Executor(ABC):

@@ -19,7 +19,7 @@ import time
 from chatspace.config import RunConfig
 from chatspace.hardware.devices import Device, cpu_count, parse_device_labels
 from chatspace.logs import quiet_libraries, quiet_worker_environment
-from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor
+from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, share_worker_cores
 from chatspace.pool.messages import Message, Task
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
@@ -59,16 +59,7 @@ def local_worker_main(spec: WorkerSpec, tasks, results, logs, log_level: int) ->
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if spec.device.kind == "cuda" and spec.device.physical is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.device.physical
-    if spec.device.kind == "cpu":
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if spec.threads:  # this worker's share of the cores, for every pool it may start
-        for name in (
-            "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS",
-            "RAYON_NUM_THREADS",
-            "TORCHINDUCTOR_COMPILE_THREADS",
-        ):
-            os.environ[name] = str(spec.threads)
+    share_worker_cores(spec)
     root = logging.getLogger()
     root.handlers.clear()
     handler = logging.handlers.QueueHandler(logs)

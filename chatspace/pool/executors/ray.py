@@ -23,7 +23,7 @@ from chatspace.config import RunConfig
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.hardware.devices import Device
 from chatspace.logs import quiet_libraries, quiet_worker_environment
-from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor
+from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, share_worker_cores
 from chatspace.pool.messages import Message, Task
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
@@ -103,11 +103,7 @@ class RayWorkerActor:
         root.addHandler(handler)
         root.setLevel(log_level)
         quiet_libraries(log_level)
-        if spec.device.kind == "cpu":
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        if spec.threads:
-            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
-                os.environ[name] = str(spec.threads)
+        share_worker_cores(spec)
         # Ray ends a (non-detached) actor whose driver exits, so the supervisor is alive while this runs.
         return WorkerLoop(spec, QueueChannel(tasks, results), placement=ray_placement(spec.device)).run()
 
