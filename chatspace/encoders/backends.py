@@ -8,8 +8,12 @@ exactly as with `--backend torch`, and batches are the same buckets under the sa
 
 sentence-transformers' own `backend="onnx"/"openvino"` goes through `optimum`, whose releases pin
 transformers below the 5.x this package runs on, so the export is done here with torch itself.
-`--quantize int8` (ONNX Runtime only) adds dynamic int8 quantization of the exported weights, per output
-channel, with different vectors (a run identity of its own).
+For BERT-family models the onnx backend runs a second export, traced through the model's eager attention
+(which ONNX Runtime's transformer optimizer recognises, unlike SDPA), with its fusions applied (attention,
+skip layer norms, bias GELU) and checked against the unfused graph before it is used. OpenVINO keeps the
+SDPA export: the eager graph's additive mask overflows to NaN in bfloat16. `--quantize int8` (ONNX Runtime only) adds
+dynamic int8 quantization of the exported weights, per output channel, with different vectors (a run
+identity of its own).
 """
 
 from __future__ import annotations
@@ -94,6 +98,75 @@ def exported_onnx(model, cache: Path, key: str, names: tuple[str, ...], quantize
     return path
 
 
+# Model types whose encoder layers ONNX Runtime's BERT fusions understand (post-LN, GELU, absolute positions).
+_FUSIBLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
+_FUSED_TOLERANCE = 1e-4  # max |difference| per element to the unfused graph on a padded sample
+
+
+def fused_onnx(model, plain: Path, names: tuple[str, ...]) -> Path:
+    """ONNX Runtime's transformer fusions (attention, skip layer norms, bias GELU) of an eager-attention
+    export, both made once beside `plain`; `plain` itself when the model is not BERT-family or the fused
+    graph disagrees with its source on a padded sample. The mask stays the raw 0/1 mask, so left and
+    right padding are both right."""
+    fused = plain.with_name("model-ort-fused.onnx")
+    rejected = plain.with_name("model-ort-fused.rejected")
+    if fused.is_file():
+        return fused
+    config = model[0].model.config
+    if config.model_type not in _FUSIBLE or rejected.is_file():
+        return plain
+    eager = plain.with_name("model-eager.onnx")
+    if not eager.is_file():
+        _atomic(eager, lambda tmp: _export(model, tmp, names, attention="eager"))
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    options.enable_embed_layer_norm = False  # its mask index assumes right padding
+    options.use_raw_attention_mask(True)
+
+    def write(tmp: Path) -> None:
+        model = optimize_model(
+            str(eager),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            optimization_options=options,
+            opt_level=0,
+        )
+        model.save_model_to_file(str(tmp))
+
+    _atomic(fused, write)
+    gap = _max_difference(eager, fused)
+    if gap > _FUSED_TOLERANCE:
+        log.warning("ONNX Runtime's fused graph differs by %.2g from the export; using the unfused one", gap)
+        fused.unlink(missing_ok=True)
+        rejected.touch()
+        return plain
+    return fused
+
+
+def _max_difference(first: Path, second: Path) -> float:
+    """Largest element difference of two graphs' outputs on a sample with padding on the right."""
+    import numpy as np
+
+    ort = _import("onnxruntime", "onnx")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 2000, size=(3, 12), dtype=np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 3:] = 0
+    ids[mask == 0] = 0
+    outputs = []
+    for path in (first, second):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        wanted = {i.name for i in session.get_inputs()}
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        outputs.append(session.run(None, {k: v for k, v in feed.items() if k in wanted})[0])
+    keep = mask.astype(bool)  # padded positions' outputs are never pooled
+    return float(np.abs(outputs[0][keep] - outputs[1][keep]).max())
+
+
 def _atomic(path: Path, write) -> None:
     """Write `path` through `write(tmp)` and a rename; the exporters' tracing warnings and the
     quantizer's per-tensor log lines say nothing a user can act on, so they are kept quiet."""
@@ -113,10 +186,23 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
-def _export(model, path: Path, names: tuple[str, ...]) -> None:
-    import torch
-
+def _export(model, path: Path, names: tuple[str, ...], attention: str | None = None) -> None:
+    """Trace the transformer, with the given attention implementation if any (eager for ONNX Runtime's
+    fusions: SDPA exports as a pattern they do not recognise); the model's own is restored afterwards."""
     transformer = model[0].model
+    before = getattr(transformer.config, "_attn_implementation", None)
+    switch = attention is not None and hasattr(transformer, "set_attn_implementation") and before != attention
+    if switch:
+        transformer.set_attn_implementation(attention)
+    try:
+        _trace(transformer, path, names)
+    finally:
+        if switch:
+            transformer.set_attn_implementation(before)
+
+
+def _trace(transformer, path: Path, names: tuple[str, ...]) -> None:
+    import torch
 
     class TokenEmbeddings(torch.nn.Module):
         def __init__(self):
@@ -180,6 +266,8 @@ class RuntimeForward:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.inter_op_num_threads = 1
+        # The worker's tokenizer, reader and writer threads share these cores: no busy-waiting between runs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -187,7 +275,6 @@ class RuntimeForward:
 
     def _openvino(self, path: Path, threads: int | None, dtype: str):
         ov = _import("openvino", "openvino")
-        self.precision = "bfloat16" if dtype == "bfloat16" else "float32"
         config = {
             "INFERENCE_PRECISION_HINT": "bf16"
             if dtype == "bfloat16"
@@ -198,6 +285,11 @@ class RuntimeForward:
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         compiled = ov.Core().compile_model(str(path), "CPU", config)
+        # What OpenVINO really runs in: without native bfloat16 (an AVX2 CPU) it falls back to float32.
+        ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.precision = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}.get(ran, ran)
+        if self.precision != ("bfloat16" if dtype == "bfloat16" else "float32"):
+            log.warning("OpenVINO runs this model in %s here, not %s", self.precision, dtype)
         request = compiled.create_infer_request()
         return lambda feed: request.infer(feed)[0].copy()
 

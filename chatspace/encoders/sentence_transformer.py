@@ -30,6 +30,7 @@ from chatspace.encoders.backends import (
     check_device,
     export_cache_dir,
     exported_onnx,
+    fused_onnx,
     input_names,
     model_key,
 )
@@ -182,12 +183,17 @@ class SentenceTransformerEncoder(Encoder):
             self.compile_counters = CompileCounters.now() - self._compile_base
         stats.warmup_seconds += time.perf_counter() - t1
 
+    def _runtime(self) -> RuntimeForward | None:
+        return self._forward if isinstance(self._forward, RuntimeForward) else None
+
     def _runtime_forward(self, model) -> RuntimeForward:
         """The model's transformer exported to ONNX (once, into the output root's cache) and run by
         ONNX Runtime or OpenVINO; pooling and what follows stay the library's modules."""
         names = input_names(model)
         key = model_key(model, resolve_model_path(self.cfg.model), self.cfg.revision)
         path = exported_onnx(model, self.export_cache, key, names, self.cfg.quantize)
+        if self.cfg.backend == "onnx" and not self.cfg.quantize:
+            path = fused_onnx(model, path, names)
         return RuntimeForward(
             self.cfg.backend, path, model, names, threads=self.threads, dtype=self._dtype_name
         )
@@ -279,12 +285,10 @@ class SentenceTransformerEncoder(Encoder):
             "model_path": resolve_model_path(self.cfg.model),
             "dimension": self._dim,
             "max_tokens": self._max_tokens,
-            "dtype": self._dtype_name,
+            "dtype": runtime.precision if (runtime := self._runtime()) else self._dtype_name,
             "backend": self.cfg.backend,
             "quantize": self.cfg.quantize,
-            "backend_model": str(self._forward.onnx_path)
-            if isinstance(self._forward, RuntimeForward)
-            else None,
+            "backend_model": str(runtime.onnx_path) if runtime else None,
             "attn_implementation": self._attn,
             "unpadded_batches": self._varlen,
             "compiled": self.cfg.compile_model,

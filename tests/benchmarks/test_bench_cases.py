@@ -45,3 +45,20 @@ def test_feeder_case_runs_the_pipeline_with_a_no_op_forward(tmp_path):
         # The pipeline (with its texts cut before tokenizing) and the plain tokenizer count the same tokens.
         assert run["feeder"]["tokens"] == run["tokenizer"]["tokens"] > 0
         assert run["feeder"]["rows"] == 300
+
+
+def test_backends_verdict_takes_only_backends_that_keep_the_vectors(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from cases.backends import verdict
+
+    def case(wall, cos):
+        return {"wall_s": wall, "cosine_to_plain_f32": {"min": cos}}
+
+    cases = {"torch-f32": case(20.0, 1.0), "onnx-f32": case(19.0, 1.0), "onnx-int8": case(10.0, 0.98)}
+    cases["openvino-bf16"] = case(12.0, 0.99996)
+    base = cases["torch-f32"]
+    assert verdict("float32", cases, base, ("onnx-f32",)).startswith("[NOT MET] float32 (onnx-f32)")
+    line = verdict("any", cases, base, ("onnx-f32", "onnx-int8", "openvino-bf16"))
+    # int8 is faster, but its vectors are other vectors
+    assert line.startswith("[met] any (openvino-bf16)") and "1.67x" in line
+    assert verdict("int8", cases, base, ("onnx-int8",)).startswith("[NOT MET] int8: none keeps")

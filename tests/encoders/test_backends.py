@@ -3,6 +3,8 @@ checked against SentenceTransformer.encode on the same texts; --quantize int8 as
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -51,12 +53,38 @@ def test_backend_vectors_equal_sentence_transformer(root, texts150, reference, b
     d = enc.describe()
     assert d["backend"] == backend and d["dtype"] == "float32"
     onnx = root / "cache" / "onnx"
-    assert d["backend_model"].startswith(str(onnx)) and d["backend_model"].endswith("model.onnx")
+    # ONNX Runtime runs the fused copy of the export (MiniLM is BERT-family); OpenVINO the export itself
+    runs = "model-ort-fused.onnx" if backend == "onnx" else "model.onnx"
+    assert d["backend_model"].startswith(str(onnx)) and d["backend_model"].endswith("/" + runs)
+
+
+def test_the_onnx_backend_runs_fused_attention(root, texts150):
+    import onnx
+
+    _, enc = _encode(root, texts150[:4], backend="onnx")
+    graph = onnx.load(enc.describe()["backend_model"], load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= ops, ops
+    source = onnx.load(str(Path(enc.describe()["backend_model"]).with_name("model-eager.onnx"))).graph
+    assert "Attention" not in {node.op_type for node in source.node}
+
+
+def test_a_fused_graph_that_disagrees_is_set_aside(root, texts150, reference, monkeypatch):
+    from chatspace.encoders import backends
+
+    other = root / "disagree"
+    other.mkdir()
+    monkeypatch.setattr(backends, "_max_difference", lambda first, second: 0.5)
+    emb, enc = _encode(other, texts150, backend="onnx")
+    assert enc.describe()["backend_model"].endswith("/model.onnx")
+    assert cosine_rows(emb, reference).min() >= 0.99999
+    folder = Path(enc.describe()["backend_model"]).parent
+    assert (folder / "model-ort-fused.rejected").is_file() and not (folder / "model-ort-fused.onnx").exists()
 
 
 def test_the_export_is_made_once_and_reused(root, texts150):
     _, first = _encode(root, texts150[:8], backend="onnx")
-    path = first.describe()["backend_model"]
+    path = str(Path(first.describe()["backend_model"]).with_name("model.onnx"))
     exports = sorted(p.name for p in (root / "cache" / "onnx").rglob("*.onnx"))
     stamp = (root / "cache" / "onnx").joinpath(path).stat().st_mtime_ns
     _, second = _encode(root, texts150[:8], backend="openvino")
@@ -108,3 +136,22 @@ def test_embed_hf_with_the_onnx_backend(tmp_path, texts, st_model):
     assert manifest["config"]["backend"] == "onnx"
     bad = run_cli(*embed_args(path, tmp_path / "bad", "--quantize", "int8"))
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--backend onnx" in bad.stderr
+
+
+def test_openvino_says_which_precision_it_really_ran(root, texts150, reference, monkeypatch, caplog):
+    """On a CPU without native bfloat16 OpenVINO compiles to float32 whatever the hint: the run's
+    encoder description says float32 and a warning says so, instead of a bfloat16 label on f32 vectors."""
+    import openvino
+
+    real = openvino.Core
+
+    class NoBf16Core(real):  # stands in for OpenVINO on an AVX2 CPU
+        def compile_model(self, model, device, config):
+            return super().compile_model(model, device, {**config, "INFERENCE_PRECISION_HINT": "f32"})
+
+    monkeypatch.setattr(openvino, "Core", NoBf16Core)
+    with caplog.at_level("WARNING", logger="chatspace.encoders.backends"):
+        emb, enc = _encode(root, texts150[:20], backend="openvino", dtype="bfloat16")
+    assert enc.describe()["dtype"] == "float32"
+    assert "OpenVINO runs this model in float32 here, not bfloat16" in caplog.text
+    assert cosine_rows(emb, reference[:20]).min() >= 0.99999  # float32 vectors, as said
