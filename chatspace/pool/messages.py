@@ -38,11 +38,13 @@ class Ready:
 
 @dataclass(frozen=True)
 class RowsDone:
-    """Rows (embedded or skipped) and tokens since the last report: drives progress and stall checks."""
+    """Rows (embedded or skipped) and tokens of `unit` since the last report: drives progress and stall
+    checks; a unit's rows are taken back from the bar if its worker is lost before the unit is written."""
 
     rank: int
     rows: int
     tokens: int
+    unit: int
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,18 @@ class Progress:
             self._last_line = now
             log.info("%s", self.status())
 
+    def take_back(self, rows: int, tokens: int) -> None:
+        """Rows of a unit whose worker was lost before writing it: they will be embedded and counted again,
+        so the bar never passes its total. The rates' window moves down alike, so rates stay as measured."""
+        if not rows and not tokens:
+            return
+        self._done -= rows
+        self._tokens -= tokens
+        self._window = deque((t, done - rows, toks - tokens) for t, done, toks in self._window)
+        if self._bar is not None:
+            self._bar.n = max(self._bar.n - rows, 0)
+            self._bar.refresh()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -84,6 +84,7 @@ class Scheduler:
         self.restarted: set[int] = set()  # ranks whose current process is a restart
         self.restarts: Counter = Counter()
         self.deaths: Counter = Counter()  # unit -> workers lost while holding it
+        self.unwritten: dict[int, list[int]] = {}  # unit -> [rows, tokens] on the bar, not yet written
         self.errors: dict[int, Failed] = {}  # rank -> the error it reported before exiting
         self.placements: dict[int, dict[str, Any]] = {}  # rank -> where its current worker runs
         self.stop_sent = False
@@ -166,11 +167,15 @@ class Scheduler:
         if isinstance(msg, RowsDone | UnitDone | Ready):
             self.stats[rank]["last_progress"] = time.monotonic()
         match msg:
-            case RowsDone(rows=rows, tokens=tokens):
+            case RowsDone(rows=rows, tokens=tokens, unit=unit):
                 self.stats[rank]["rows"] += rows
                 self.stats[rank]["tokens"] += tokens
+                shown = self.unwritten.setdefault(unit, [0, 0])
+                shown[0] += rows
+                shown[1] += tokens
                 self.progress.update(rows, tokens)
             case UnitDone(record=record):
+                self.unwritten.pop(record["unit"], None)
                 self.records[record["unit"]] = record
                 self.progress.skipped(sum(record.get("skipped", {}).values()))
                 self.held[rank].discard(record["unit"])
@@ -281,6 +286,8 @@ class Scheduler:
         if len(units) == 1 and self.deaths[units[0]] >= 2:
             self.poison(units[0])
         self.pending.extendleft(self.units[u] for u in reversed(units))
+        for u in units:  # their rows will be counted again when they are redone
+            self.progress.take_back(*self.unwritten.pop(u, (0, 0)))
         self.builder.base["units_redone"] = sorted({u for e in self.lost for u in e["units"]})
         never_started = rank in self.restarted and rank not in self.ready
         self.ready.discard(rank)

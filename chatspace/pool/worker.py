@@ -346,7 +346,7 @@ class WorkerLoop:
         self._report_progress(unit, e - s, skipped_now, int(prepared.token_counts.sum()))
 
     def _report_progress(self, unit: _UnitInProgress, rows: int, skipped: int, tokens: int) -> None:
-        self.channel.send(RowsDone(rank=self.spec.rank, rows=rows + skipped, tokens=tokens))
+        self.channel.send(RowsDone(rank=self.spec.rank, rows=rows + skipped, tokens=tokens, unit=unit.unit))
 
     def _writer(self, q: queue.Queue) -> None:
         while True:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -13,6 +14,7 @@ from tests.helpers import REPO, embed_args, run_cli, run_manifest, run_table, wr
 from tests.helpers.faults import assert_all_gone, start_cli, wait_for_units, worker_processes
 
 pytestmark = pytest.mark.slow
+PROGRESS = re.compile(r"progress: ([\d,]+)/([\d,]+) rows")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def _args(path, out, *extra):
 def test_a_killed_worker_is_replaced_and_the_run_completes_exactly(corpus, tmp_path):
     path, ids = corpus
     out = tmp_path / "out"
-    proc = start_cli(_args(path, out))
+    proc = start_cli(_args(path, out), env={"CHATSPACE_PROGRESS_EVERY": "0.01"})  # a line per report
     wait_for_units(out, 2, proc)
     workers = worker_processes(proc)
     assert len(workers) == 2
@@ -38,6 +40,8 @@ def test_a_killed_worker_is_replaced_and_the_run_completes_exactly(corpus, tmp_p
     assert proc.returncode == 0, stderr
     assert "was killed by SIGKILL" in stderr and "starting a new worker on cpu:" in stderr
     assert "Traceback" not in stderr
+    shown = [(int(d.replace(",", "")), int(t.replace(",", ""))) for d, t in PROGRESS.findall(stderr)]
+    assert shown and all(done <= total for done, total in shown), shown  # the lost unit's rows taken back
     got = run_table(out).column("id").to_pylist()
     assert len(got) == len(ids) and set(got) == ids  # exactly the planned rows: no gap, no duplicate
     m = run_manifest(out)

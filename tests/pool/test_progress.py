@@ -47,6 +47,25 @@ def test_rates_leave_out_model_loading_and_follow_the_recent_window(monkeypatch)
     assert p.rates()[0] == pytest.approx(1.0, rel=0.05)
 
 
+def test_rows_of_a_lost_unit_are_taken_back_without_changing_the_rates(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(progress_module.time, "monotonic", clock)
+    p = Progress(enabled=False)
+    p.start(total=100, workers=2)
+    p.worker_ready(1, 1)
+    for _ in range(10):  # 10 rows (50 tokens) a second
+        clock.now += 1.0
+        p.update(10, 50)
+    before = p.rates()
+    p.take_back(30, 150)  # a lost worker's unwritten unit: redone later
+    assert p.rates() == before
+    assert LINE.search(p.status()).group(1) == "70"
+    for _ in range(3):  # the unit is redone: the bar ends at its total, not past it
+        clock.now += 1.0
+        p.update(10, 50)
+    assert LINE.search(p.status()).groups()[:3] == ("100", "100", "100.0")
+
+
 @pytest.mark.slow
 def test_a_piped_run_prints_progress_lines_with_an_eta(tmp_path, texts):
     rows = [{"id": f"r{i}", "text": t if i % 50 else ""} for i, t in enumerate(texts[:300])]
