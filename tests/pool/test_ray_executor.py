@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import tempfile
@@ -76,6 +77,11 @@ def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
     assert run_cli("verify", str(tmp_path / "ray")).returncode == 0
     workers = run_manifest(tmp_path / "ray")["workers"]  # Ray did the work: two actors, both recorded
     assert len({w["ray_actor_id"] for w in workers}) == 2 and all(w["ray_node_id"] for w in workers)
+    # The actors' log lines reach the run's log file (and the console once), tagged with their devices.
+    (log_file,) = (tmp_path / "ray" / "logs").glob("*.log")
+    ready = re.findall(r"\[([^\]]+)\] ready: ", log_file.read_text())
+    assert sorted(ready) == sorted(w["device"] for w in workers), ready
+    assert len(re.findall(r"\] ready: ", ray.stderr)) == 2, ray.stderr
 
 
 def test_ray_worker_count_must_be_positive(tmp_path):

@@ -9,6 +9,7 @@ them down on every exit path. One module per backend: local.py (spawned processe
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import ClassVar
 
 from chatspace.config import RunConfig
 from chatspace.hardware.devices import Device
+from chatspace.logs import quiet_libraries
 from chatspace.pool.messages import Message, Task
 from chatspace.pool.worker import WorkerSpec
 
@@ -40,6 +42,33 @@ def share_worker_cores(spec: WorkerSpec) -> None:
             "TORCHINDUCTOR_COMPILE_THREADS",
         ):
             os.environ[name] = str(spec.threads)
+
+
+class _DeviceTag(logging.Filter):
+    def __init__(self, device: str):
+        super().__init__()
+        self.device = device
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.device = self.device
+        return True
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self.queue.put(record)  # waits rather than fail when a bounded queue (Ray's) is full
+
+
+def send_worker_logs(queue, device: str, level: int) -> None:
+    """In a worker's own process: its log records, tagged with its device, go to `queue`, from which
+    the supervisor writes them to the run's console and log file (`log_sink`), local or on a Ray node."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    handler = _QueueHandler(queue)
+    handler.addFilter(_DeviceTag(device))
+    root.addHandler(handler)
+    root.setLevel(level)
+    quiet_libraries(level)
 
 
 class Executor(ABC):

@@ -6,8 +6,6 @@ Shutdown escalates: terminate, wait, kill.
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
 import multiprocessing as mp
 import os
 import queue
@@ -18,8 +16,8 @@ import time
 
 from chatspace.config import RunConfig
 from chatspace.hardware.devices import Device, cpu_count, parse_device_labels
-from chatspace.logs import quiet_libraries, quiet_worker_environment
-from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, share_worker_cores
+from chatspace.logs import quiet_worker_environment
+from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, send_worker_logs, share_worker_cores
 from chatspace.pool.messages import Message, Task
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
@@ -27,16 +25,6 @@ from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 def _parent_alive() -> bool:
     parent = mp.parent_process()
     return parent is None or parent.is_alive()
-
-
-class _DeviceFilter(logging.Filter):
-    def __init__(self, device: str):
-        super().__init__()
-        self.device = device
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.device = self.device
-        return True
 
 
 def _die_with_parent() -> None:
@@ -60,13 +48,7 @@ def local_worker_main(spec: WorkerSpec, tasks, results, logs, log_level: int) ->
     if spec.device.kind == "cuda" and spec.device.physical is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = spec.device.physical
     share_worker_cores(spec)
-    root = logging.getLogger()
-    root.handlers.clear()
-    handler = logging.handlers.QueueHandler(logs)
-    handler.addFilter(_DeviceFilter(spec.device.label))
-    root.addHandler(handler)
-    root.setLevel(log_level)
-    quiet_libraries(log_level)
+    send_worker_logs(logs, spec.device.label, log_level)
     code = WorkerLoop(spec, QueueChannel(tasks, results, _parent_alive)).run()
     # Flush every message to the supervisor, then leave at once: interpreter teardown (garbage
     # collection of the model) costs about a second per worker and does nothing useful here.

@@ -22,8 +22,8 @@ from typing import Any
 from chatspace.config import RunConfig
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.hardware.devices import Device
-from chatspace.logs import quiet_libraries, quiet_worker_environment
-from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, share_worker_cores
+from chatspace.logs import quiet_worker_environment
+from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, send_worker_logs, share_worker_cores
 from chatspace.pool.messages import Message, Task
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
@@ -96,13 +96,8 @@ class RayWorkerActor:
 
     def run(self, spec: WorkerSpec, tasks, results, log_level: int) -> int:
         quiet_worker_environment()
-        root = logging.getLogger()
-        root.handlers.clear()
-        handler = logging.StreamHandler(sys.stderr)  # Ray forwards actors' output to the driver
-        handler.setFormatter(logging.Formatter(f"%(asctime)s [{spec.device.label}] %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-        root.setLevel(log_level)
-        quiet_libraries(log_level)
+        # Log records travel with the worker's messages, to the run's console and log file.
+        send_worker_logs(results, spec.device.label, log_level)
         share_worker_cores(spec)
         # Ray ends a (non-detached) actor whose driver exits, so the supervisor is alive while this runs.
         return WorkerLoop(spec, QueueChannel(tasks, results), placement=ray_placement(spec.device)).run()
@@ -260,6 +255,7 @@ class RayExecutor(Executor):
         deadline = time.monotonic() + timeout
         while True:
             ranks = sorted(self.queues)
+            msg = None
             for i in range(len(ranks)):
                 rank = ranks[(self._next + i) % len(ranks)]
                 try:
@@ -267,10 +263,15 @@ class RayExecutor(Executor):
                 except Empty:
                     continue
                 self._next = (self._next + i + 1) % len(ranks)
+                break
+            if isinstance(msg, logging.LogRecord):  # a worker's log line, sent with its messages
+                self.log_sink(msg)
+            elif msg is not None:
                 return msg
-            if time.monotonic() >= deadline:
+            elif time.monotonic() >= deadline:
                 return None
-            time.sleep(0.02)
+            else:
+                time.sleep(0.02)
 
     def exitcode(self, rank: int) -> int | None:
         if rank in self._codes:
