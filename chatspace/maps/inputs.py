@@ -3,15 +3,18 @@
 An input is an output root (every run under it, narrowed by model/dataset/split/subset/run id as
 `load_embeddings` does), a run's index folder or manifest, a folder of shard files, or one shard file.
 Runs with manifests are read through their manifests' shard lists; a plain folder is read by its
-Parquet footers. Only the sampled rows are kept: memory follows the sample, not the dataset.
+Parquet footers. Each may be local or on an object store (`s3://bucket/prefix`, read through the same
+`OutputRoot` as the runs were written). Only the sampled rows are kept: memory follows the sample, not
+the dataset.
 """
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,7 @@ import pyarrow.parquet as pq
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.store import reader
 from chatspace.store.layout import INDEXES_DIR, MANIFEST_NAME
+from chatspace.store.root import OutputRoot, remote_error
 
 # Columns carried from the shards into the sample (the embedding is turned into a matrix on the way).
 CARRIED = ("id", "dataset", "split", "model", "run_id", "text")
@@ -42,7 +46,8 @@ class Selection:
 
 @dataclass
 class Shard:
-    path: Path
+    root: OutputRoot  # the filesystem it is read through (its input's)
+    path: PurePath
     rows: int
     dataset: str
     split: str | None
@@ -51,6 +56,13 @@ class Shard:
     dimension: int
     input: str  # the input argument it came from
     manifest: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.root.url(self.path)
+
+    def open(self) -> pq.ParquetFile:
+        return pq.ParquetFile(str(self.path), filesystem=self.root.arrow_filesystem)
 
 
 @dataclass
@@ -65,12 +77,12 @@ class Sample:
         return int(self.vectors.shape[0])
 
 
-def _first_values(path: Path) -> tuple[pa.Schema, dict[str, Any], int]:
+def _first_values(root: OutputRoot, path: PurePath) -> tuple[pa.Schema, dict[str, Any], int]:
     """Schema, the first row's provenance columns, and the row count (from the footer) of a shard."""
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(str(path), filesystem=root.arrow_filesystem)
     except (OSError, pa.ArrowInvalid) as e:
-        raise UsageError(f"{path}: not a readable Parquet file ({e})") from None
+        raise UsageError(f"{root.url(path)}: not a readable Parquet file ({e})") from None
     schema = pf.schema_arrow
     if "embedding" not in schema.names or "id" not in schema.names:
         raise UsageError(f"{path}: not a chatspace shard (needs `id` and `embedding` columns)")
@@ -82,78 +94,97 @@ def _first_values(path: Path) -> tuple[pa.Schema, dict[str, Any], int]:
     return schema, first, pf.metadata.num_rows
 
 
-def _dimension(schema: pa.Schema, path: Path) -> int:
+def _dimension(schema: pa.Schema, path: str) -> int:
     t = schema.field("embedding").type
     if pa.types.is_fixed_size_list(t):
         return int(t.list_size)
     raise UsageError(f"{path}: `embedding` is {t}, not a fixed-size list of floats")
 
 
-def _shard(path: Path, origin: str, expected_rows: int | None, manifest: str | None) -> Shard:
-    schema, first, rows = _first_values(path)
+def _shard(
+    root: OutputRoot, path: PurePath, origin: str, expected_rows: int | None, manifest: str | None
+) -> Shard:
+    schema, first, rows = _first_values(root, path)
     if expected_rows is not None and rows != expected_rows:
         raise ChatspaceError(
-            f"{path} holds {rows} rows, its manifest says {expected_rows}; run `chatspace verify`"
+            f"{root.url(path)} holds {rows} rows, its manifest says {expected_rows}; run `chatspace verify`"
         )
     return Shard(
+        root=root,
         path=path,
         rows=rows,
         dataset=str(first.get("dataset") or path.parent.name),
         split=first.get("split"),
         model=first.get("model"),
         run_id=first.get("run_id"),
-        dimension=_dimension(schema, path),
+        dimension=_dimension(schema, root.url(path)),
         input=origin,
         manifest=manifest,
     )
 
 
-def _has_manifests(p: Path) -> bool:
+def _has_manifests(root: OutputRoot) -> bool:
     """An output root, a run's index folder, or a manifest file (read through load_embeddings' rules)."""
-    if p.is_file():
+    p = root.path
+    if root.is_file(p):
         return p.name == MANIFEST_NAME
-    return (p / MANIFEST_NAME).is_file() or (p / INDEXES_DIR).is_dir()
+    return root.is_file(p / MANIFEST_NAME) or root.is_dir(p / INDEXES_DIR)
 
 
-def resolve_shards(inputs: Sequence[str | Path], selection: Selection = Selection()) -> list[Shard]:
+def _found(
+    raw: str, selection: Selection
+) -> tuple[OutputRoot, list[tuple[PurePath, int | None, str | None]]]:
+    """The input's filesystem and its shards: (path, rows its manifest lists or None, manifest or None)."""
+    root = OutputRoot(raw)
+    if not root.exists(root.path):
+        raise UsageError(f"input {raw} does not exist")
+    if _has_manifests(root):
+        output, chosen = reader.open_runs(
+            raw,
+            selection.model,
+            selection.dataset,
+            selection.split,
+            {
+                "subset": selection.subset,
+                "run_id": selection.run_id,
+                "include_incomplete": selection.include_incomplete,
+            },
+        )
+        found = [
+            (shard_path, rows, output.url(manifest_path))
+            for manifest_path, _, run_shards in chosen
+            for shard_path, rows in run_shards
+        ]
+        return output, found
+    if root.is_file(root.path):
+        return root, [(root.path, None, None)]
+    files = sorted(f for f in root.fs.find(str(root.path)) if f.endswith(".parquet"))
+    if not files:
+        raise UsageError(f"input {raw}: no manifest (indexes/) and no .parquet files under it")
+    return root, [(root.as_path(f), None, None) for f in files]
+
+
+def resolve_shards(inputs: Sequence[str | os.PathLike], selection: Selection = Selection()) -> list[Shard]:
     """Every shard the inputs name, each once, with its provenance; refuses inputs of different
     models or dimensions with one line naming them."""
     shards: list[Shard] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for raw in inputs:
-        p = Path(raw).expanduser()
-        if not p.exists():
-            raise UsageError(f"input {raw} does not exist")
-        if _has_manifests(p):
-            chosen = reader.select_runs(
-                p,
-                model=selection.model,
-                dataset=selection.dataset,
-                split=selection.split,
-                subset=selection.subset,
-                run_id=selection.run_id,
-                include_incomplete=selection.include_incomplete,
-            )
-            found = [
-                (shard_path, rows, str(manifest_path))
-                for manifest_path, _, run_shards in chosen
-                for shard_path, rows in run_shards
-            ]
-        elif p.is_file():
-            found = [(p, None, None)]
-        else:
-            files = sorted(f for f in p.rglob("*.parquet") if f.is_file())
-            if not files:
-                raise UsageError(f"input {raw}: no manifest (indexes/) and no .parquet files under it")
-            found = [(f, None, None) for f in files]
-        for path, rows, manifest in found:
-            if not path.is_file():
-                raise ChatspaceError(f"{path} is listed in {manifest} but missing; run `chatspace verify`")
-            key = path.resolve()
-            if key in seen:
-                continue
-            seen.add(key)
-            shards.append(_shard(path, str(raw), rows, manifest))
+        try:
+            root, found = _found(str(raw), selection)
+            for path, rows, manifest in found:
+                if not root.is_file(path):
+                    raise ChatspaceError(
+                        f"{root.url(path)} is listed in {manifest} but missing; run `chatspace verify`"
+                    )
+                if root.url(path) in seen:
+                    continue
+                seen.add(root.url(path))
+                shards.append(_shard(root, path, str(raw), rows, manifest))
+        except (UsageError, ChatspaceError):
+            raise
+        except OSError as e:  # an object store that refuses or cannot be reached
+            raise UsageError(f"input {raw}: {remote_error(e)}") from None
     if not shards:
         raise UsageError("the inputs hold no shards")
     _check_one_space(shards)
@@ -216,7 +247,7 @@ def read_sample(
     by_dataset: dict[str, list[Shard]] = {}
     for s in shards:
         by_dataset.setdefault(s.dataset, []).append(s)
-    wanted: dict[Path, np.ndarray] = {}  # shard -> sorted local row positions
+    wanted: dict[str, np.ndarray] = {}  # shard URL -> sorted local row positions
     per_dataset: dict[str, dict[str, int]] = {}
     for name, group in by_dataset.items():
         total = sum(s.rows for s in group)
@@ -225,16 +256,16 @@ def read_sample(
         start = 0
         for s in group:
             lo, hi = np.searchsorted(positions, [start, start + s.rows])
-            wanted[s.path] = positions[lo:hi] - start
+            wanted[s.url] = positions[lo:hi] - start
             start += s.rows
 
     columns: dict[str, list[Any]] = {c: [] for c in (*CARRIED, "preview")}
     blocks: list[np.ndarray] = []
     for s in shards:
-        local = wanted[s.path]
+        local = wanted[s.url]
         if local.size == 0:
             continue
-        pf = pq.ParquetFile(s.path)
+        pf = s.open()
         present = [c for c in (*CARRIED, "embedding") if c in pf.schema_arrow.names]
         offset = 0
         for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=present):
@@ -256,7 +287,7 @@ def read_sample(
             if on_rows:
                 on_rows(batch.num_rows)
         if offset != s.rows:
-            raise ChatspaceError(f"{s.path} changed while it was read ({offset} rows, expected {s.rows})")
+            raise ChatspaceError(f"{s.url} changed while it was read ({offset} rows, expected {s.rows})")
     vectors = np.concatenate(blocks) if blocks else np.empty((0, dim), np.float32)
     if not keep_full_text:
         columns.pop("text")

@@ -243,3 +243,28 @@ def test_an_unreachable_store_or_missing_credentials_is_one_line_and_exit_2(tmp_
     )
     assert no_keys.returncode == 2 and "Traceback" not in no_keys.stderr
     assert "output root s3://bucket/out is not writable (NoCredentialsError" in no_keys.stderr
+
+
+def test_reduce_embeddings_reads_runs_and_shard_folders_in_s3(s3, s3_env, tmp_path, texts):
+    pytest.importorskip("sklearn")
+    import pyarrow.parquet as pq
+
+    bucket = s3.make_bucket("maps")
+    url = f"s3://{bucket}/out"
+    path, rows = write_corpus(tmp_path, texts, 40)
+    assert run_cli(*embed_args(path, url, devices="cpu"), env=s3_env).returncode == 0
+    points = {}
+    for name, source in (("root", url), ("folder", f"{url}/embeddings")):
+        out = tmp_path / f"{name}.parquet"
+        proc = run_cli(
+            "reduce-embeddings", source, "--method", "pca", "-o", str(out), "--no-progress", env=s3_env
+        )
+        assert proc.returncode == 0, proc.stderr
+        points[name] = pq.read_table(out).sort_by("id")
+    assert points["root"].column("id").to_pylist() == sorted(r["id"] for r in rows)
+    assert points["root"].equals(points["folder"])  # the same vectors, whichever way they were found
+    missing = run_cli(
+        "reduce-embeddings", f"s3://{bucket}/nothing", "-o", str(tmp_path / "x.parquet"), env=s3_env
+    )
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0, missing.stderr
+    assert f"s3://{bucket}/nothing does not exist" in missing.stderr
