@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -234,20 +235,25 @@ class BatchPlanner:
 
 
 def pad_batch(ids: list, types: list, length: int, pad_id: int, *, left: bool) -> dict[str, np.ndarray]:
-    """input_ids, attention_mask (and token_type_ids) padded to `length`, on the tokenizer's side."""
+    """input_ids, attention_mask (and token_type_ids) padded to `length`, on the tokenizer's side.
+
+    One boolean-mask scatter of all rows' tokens (a row-major mask visits them in order, left or right
+    padded), not a numpy assignment per row: this runs for every batch, on the thread feeding the model."""
     n = len(ids)
+    lens = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+    np.minimum(lens, length, out=lens)
+    total = int(lens.sum())
+    columns = np.arange(length)
+    mask = columns >= (length - lens)[:, None] if left else columns < lens[:, None]
     input_ids = np.full((n, length), pad_id, dtype=np.int64)
-    mask = np.zeros((n, length), dtype=np.int64)
-    token_types = np.zeros((n, length), dtype=np.int64) if any(t is not None for t in types) else None
-    for i, seq in enumerate(ids):
-        k = min(len(seq), length)
-        sl = slice(length - k, length) if left else slice(0, k)
-        input_ids[i, sl] = seq[:k]
-        mask[i, sl] = 1
-        if token_types is not None and types[i] is not None:
-            token_types[i, sl] = types[i][:k]
-    out = {"input_ids": input_ids, "attention_mask": mask}
-    if token_types is not None:
+    input_ids[mask] = np.fromiter(chain.from_iterable(s[:length] for s in ids), np.int64, count=total)
+    out = {"input_ids": input_ids, "attention_mask": mask.astype(np.int64)}
+    if any(t is not None for t in types):
+        rows = (
+            t[:length] if t is not None else repeat(0, k) for t, k in zip(types, lens.tolist(), strict=True)
+        )
+        token_types = np.zeros((n, length), dtype=np.int64)
+        token_types[mask] = np.fromiter(chain.from_iterable(rows), np.int64, count=total)
         out["token_type_ids"] = token_types
     return out
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,7 @@ class SentenceTransformerEncoder(Encoder):
         graph, then a check that other shapes reuse them). On CUDA: the largest batch the budget
         allows at the longest bucket, so the allocator grows (or the budget adapts) now. Returns the
         out-of-memory splits it took."""
-        pad = self._pad_id()
+        pad = self._pad_id
         shapes: list[tuple[int, int]] = [(2, min(16, self._max_tokens))]
         if self.cfg.compile_model:
             short, longer = min(9, self._max_tokens), min(24, self._max_tokens)
@@ -266,12 +267,10 @@ class SentenceTransformerEncoder(Encoder):
     def _batch_size(self) -> int:
         return self.cfg.batch_size or DEFAULT_BATCH_SIZE
 
+    @cached_property  # asked per batch; the tokenizer's attribute lookups are slow
     def _pad_id(self) -> int:
         tok = self._model.tokenizer
-        pad = tok.pad_token_id
-        if pad is None:
-            pad = tok.eos_token_id if tok.eos_token_id is not None else 0
-        return int(pad)
+        return int(next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0))
 
     def describe(self) -> dict[str, Any]:
         budget = self._budget()
@@ -489,11 +488,12 @@ class SentenceTransformerEncoder(Encoder):
                 features["position_ids"] = features["position_ids"] + self._position_offset
             features = {k: v for k, v in features.items()}
         else:
-            features = pad_batch(ids, types, batch.length, self._pad_id(), left=self._left_padding())
+            features = pad_batch(ids, types, batch.length, self._pad_id, left=self._left_padding)
         features["modality"] = "text"
         if self._prompt.length:
             features["prompt_length"] = self._prompt.length  # pooling may leave the prompt out
         return {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in features.items()}
 
+    @cached_property
     def _left_padding(self) -> bool:
         return getattr(self._model.tokenizer, "padding_side", "right") == "left"

@@ -147,3 +147,27 @@ def test_split_halves_pad_to_their_own_longest_row():
     first, second = batch.split()
     assert len(first) + len(second) == 8
     assert first.length == first.lengths.max() < second.length == second.lengths.max()
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_pad_batch_places_every_row_on_the_tokenizers_side(left):
+    from chatspace.encoders.batching import pad_batch
+
+    rng = np.random.default_rng(3)
+    ids = [list(map(int, rng.integers(5, 1000, size=n))) for n in (7, 1, 12, 9, 0)]
+    types = [[1] * len(ids[0]), None, [0, 1] * 6, [1] * 9, []]
+    out = pad_batch(ids, types, 10, 99, left=left)  # 12 tokens in row 2: cut to the batch's length
+    for i, (seq, typ) in enumerate(zip(ids, types, strict=True)):
+        k = min(len(seq), 10)
+        where = slice(10 - k, 10) if left else slice(0, k)
+        expect_ids = np.full(10, 99)
+        expect_ids[where] = seq[:k]
+        expect_types = np.zeros(10, dtype=np.int64)
+        expect_types[where] = (typ or [0] * k)[:k]
+        assert out["input_ids"][i].tolist() == expect_ids.tolist()
+        expect_mask = np.zeros(10, dtype=np.int64)
+        expect_mask[where] = 1
+        assert out["attention_mask"][i].tolist() == expect_mask.tolist()
+        assert out["token_type_ids"][i].tolist() == expect_types.tolist()
+    assert all(v.dtype == np.int64 and v.shape == (5, 10) for v in out.values())
+    assert "token_type_ids" not in pad_batch(ids, [None] * 5, 10, 0, left=left)
