@@ -473,11 +473,10 @@ class SentenceTransformerEncoder(Encoder):
 
         rows = [self._chunks[k].prepared.payload for k in batch.chunks.tolist()]
         positions = batch.positions.tolist()
-        ids = [payload["input_ids"][p][: batch.length] for payload, p in zip(rows, positions, strict=True)]
+        # No row is longer than the batch's length (its longest row): taken as they are, not copied.
+        ids = [payload["input_ids"][p] for payload, p in zip(rows, positions, strict=True)]
         types = [
-            payload["token_type_ids"][p][: batch.length]
-            if payload.get("token_type_ids") is not None
-            else None
+            payload["token_type_ids"][p] if payload.get("token_type_ids") is not None else None
             for payload, p in zip(rows, positions, strict=True)
         ]
         if self._varlen:
