@@ -68,7 +68,7 @@ def build_table(rows: ShardRows, embedding_dtype: str = "float32") -> pa.Table:
 def write_shard(root: OutputRoot, path: PurePath, table: pa.Table, embeddings: np.ndarray) -> ShardInfo:
     """Write `table` to `path` atomically; `embeddings` (float32, as stored) give the norm range."""
     buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=4096)
+    pq.write_table(table, buffer, compression="zstd", row_group_size=4096, **_vector_encoding(table.schema))
     data = memoryview(buffer.getvalue())
     digest = hashlib.sha256(data).hexdigest()
     root.write_atomic(path, data, durable=True)
@@ -81,6 +81,17 @@ def write_shard(root: OutputRoot, path: PurePath, table: pa.Table, embeddings: n
         float(norms.min()) if norms is not None else None,
         float(norms.max()) if norms is not None else None,
     )
+
+
+def _vector_encoding(schema: pa.Schema) -> dict:
+    """Parquet encodings for the vectors: no dictionary (vectors never repeat: trying one doubled the
+    write time and grew the file), and float32 values split by byte before zstd (~10% smaller files).
+    Both are standard Parquet that pyarrow, polars, duckdb and `datasets` read."""
+    names = schema.names
+    options: dict = {"use_dictionary": [n for n in names if n != "embedding"]}
+    if "embedding" in names and schema.field("embedding").type.value_type == pa.float32():
+        options["use_byte_stream_split"] = ["embedding.list.element"]
+    return options
 
 
 def read_shard(root: OutputRoot, path: PurePath, columns: Sequence[str] | None = None) -> pa.Table:

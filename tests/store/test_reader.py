@@ -107,6 +107,25 @@ def test_dataframe_libraries_read_the_output(run_root, manifest_path):
     ds2 = datasets.load_dataset("parquet", data_files=shard_paths(run_root), split="train")
     assert sorted(ds2["id"]) == sorted(table.column("id").to_pylist())
 
+    # The vectors are stored byte-split (no dictionary); every reader decodes the same floats from the files.
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    column = (
+        pq.ParquetFile(shard_paths(run_root)[0])
+        .metadata.row_group(0)
+        .column(table.schema.get_field_index("embedding"))
+    )
+    assert "BYTE_STREAM_SPLIT" in column.encodings and "RLE_DICTIONARY" not in column.encodings
+    ids, vectors = to_numpy(table)
+    want = dict(zip(ids.tolist(), vectors, strict=True))
+    by_polars = pl.read_parquet(shard_paths(run_root)).select("id", "embedding").rows()
+    by_duckdb = duckdb.sql(f"select id, embedding from '{glob}'").fetchall()
+    by_datasets = list(zip(ds2["id"], ds2["embedding"], strict=True))
+    for rows in (by_polars, by_duckdb, by_datasets):
+        assert len(rows) == 120
+        assert all(np.array_equal(np.asarray(v, np.float32), want[i]) for i, v in rows)
+
 
 @pytest.mark.slow
 def test_list_runs_and_the_runs_command(run_root, manifest_path):
