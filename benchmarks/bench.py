@@ -43,6 +43,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -164,12 +165,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def unused_results_path(stem: str) -> Path:
+    """results/<host>-<date>.json, else -b, -c, ...: a later run the same day never replaces the file an
+    earlier RESULTS.md entry links to."""
+    for suffix in ("", *(f"-{chr(c)}" for c in range(ord("b"), ord("z") + 1))):
+        path = RESULTS_DIR / f"{stem}{suffix}.json"
+        if not path.exists():
+            return path
+    return RESULTS_DIR / f"{stem}-{int(time.time())}.json"
+
+
 def write_results(args, results: dict, load_warnings: list[str]) -> None:
     env_info = results["env"]
     stem = f"{env_info['host']}-{env_info['date'][:10].replace('-', '')}"
     # A --quick smoke run never replaces the day's full results: it goes to the git-ignored cache.
     out = args.out or (
-        corpus_mod.CACHE_DIR / f"{stem}-quick.json" if args.quick else RESULTS_DIR / f"{stem}.json"
+        corpus_mod.CACHE_DIR / f"{stem}-quick.json" if args.quick else unused_results_path(stem)
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=float) + "\n")
