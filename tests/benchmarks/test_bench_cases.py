@@ -62,3 +62,36 @@ def test_backends_verdict_takes_only_backends_that_keep_the_vectors(monkeypatch)
     # int8 is faster, but its vectors are other vectors
     assert line.startswith("[met] any (openvino-bf16)") and "1.67x" in line
     assert verdict("int8", cases, base, ("onnx-int8",)).startswith("[NOT MET] int8: none keeps")
+
+
+@pytest.mark.slow
+def test_backend_forward_times_every_runtime_on_the_same_batches():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/backend_forward.py",
+            "--threads",
+            "1",
+            "--batches",
+            "3",
+            "--repeats",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = dict(re.findall(r"^(\S.*?)\s+[\d,]+ tok/s\s+worst token cosine ([\d.]+)$", proc.stdout, re.M))
+    assert set(lines) == {
+        "torch float32",
+        "torch bfloat16",
+        "onnxruntime float32 (fused)",
+        "openvino float32",
+        "openvino bfloat16",
+    }, proc.stdout
+    for name in ("onnxruntime float32 (fused)", "openvino float32"):
+        assert float(lines[name]) >= 0.99999  # the same transformer: float rounding apart
