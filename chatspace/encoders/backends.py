@@ -10,10 +10,10 @@ sentence-transformers' own `backend="onnx"/"openvino"` goes through `optimum`, w
 transformers below the 5.x this package runs on, so the export is done here with torch itself.
 For BERT-family models the onnx backend runs a second export, traced through the model's eager attention
 (which ONNX Runtime's transformer optimizer recognises, unlike SDPA), with its fusions applied (attention,
-skip layer norms, bias GELU) and checked against the unfused graph before it is used. OpenVINO keeps the
-SDPA export: the eager graph's additive mask overflows to NaN in bfloat16. `--quantize int8` (ONNX Runtime only) adds
-dynamic int8 quantization of the exported weights, per output channel, with different vectors (a run
-identity of its own).
+skip layer norms, bias GELU) and checked against the unfused graph before it is used. OpenVINO keeps
+the SDPA export: the eager graph's additive mask overflows to NaN in bfloat16. `--quantize int8` (ONNX
+Runtime only) adds dynamic int8 quantization of the exported weights, per output channel, with
+different vectors (a run identity of its own).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def fused_onnx(model, plain: Path, names: tuple[str, ...]) -> Path:
     options.use_raw_attention_mask(True)
 
     def write(tmp: Path) -> None:
-        model = optimize_model(
+        optimized = optimize_model(
             str(eager),
             model_type="bert",
             num_heads=config.num_attention_heads,
@@ -134,7 +134,7 @@ def fused_onnx(model, plain: Path, names: tuple[str, ...]) -> Path:
             optimization_options=options,
             opt_level=0,
         )
-        model.save_model_to_file(str(tmp))
+        optimized.save_model_to_file(str(tmp))
 
     _atomic(fused, write)
     gap = _max_difference(eager, fused)

@@ -85,7 +85,7 @@ def _first_values(root: OutputRoot, path: PurePath) -> tuple[pa.Schema, dict[str
         raise UsageError(f"{root.url(path)}: not a readable Parquet file ({e})") from None
     schema = pf.schema_arrow
     if "embedding" not in schema.names or "id" not in schema.names:
-        raise UsageError(f"{path}: not a chatspace shard (needs `id` and `embedding` columns)")
+        raise UsageError(f"{root.url(path)}: not a chatspace shard (needs `id` and `embedding` columns)")
     wanted = [c for c in ("dataset", "split", "model", "run_id") if c in schema.names]
     first: dict[str, Any] = {}
     if pf.metadata.num_rows and pf.metadata.num_row_groups:
