@@ -157,11 +157,11 @@ def _max_difference(first: Path, second: Path) -> float:
     mask[1, 7:] = 0
     mask[2, 3:] = 0
     ids[mask == 0] = 0
+    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
     outputs = []
     for path in (first, second):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         wanted = {i.name for i in session.get_inputs()}
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         outputs.append(session.run(None, {k: v for k, v in feed.items() if k in wanted})[0])
     keep = mask.astype(bool)  # padded positions' outputs are never pooled
     return float(np.abs(outputs[0][keep] - outputs[1][keep]).max())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import PurePath
 from typing import Any
 
@@ -139,16 +139,9 @@ def _found(
     if not root.exists(root.path):
         raise UsageError(f"input {raw} does not exist")
     if _has_manifests(root):
+        filters = asdict(selection)  # model, dataset, split, then the RunFilters
         output, chosen = reader.open_runs(
-            raw,
-            selection.model,
-            selection.dataset,
-            selection.split,
-            {
-                "subset": selection.subset,
-                "run_id": selection.run_id,
-                "include_incomplete": selection.include_incomplete,
-            },
+            raw, filters.pop("model"), filters.pop("dataset"), filters.pop("split"), filters
         )
         found = [
             (shard_path, rows, output.url(manifest_path))

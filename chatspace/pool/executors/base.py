@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from chatspace.config import RunConfig
+from chatspace.encoders.tokenize import use_tokenizer_threads
 from chatspace.hardware.devices import Device
 from chatspace.logs import quiet_libraries
 from chatspace.pool.messages import Message, Task
@@ -30,17 +31,11 @@ SpecFactory = Callable[[int, Device, int | None], WorkerSpec]  # (rank, device, 
 
 def share_worker_cores(spec: WorkerSpec) -> None:
     """In a worker's own process, before anything starts a thread pool: its share of the cores for
-    every pool it may start (torch/OpenMP, MKL, the tokenizer's Rayon, inductor's compile workers);
-    a CPU worker with no share given keeps the tokenizer single-threaded."""
-    if spec.device.kind == "cpu":
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    every pool it may start (torch/OpenMP, MKL, inductor's compile workers, and the tokenizer's Rayon
+    pool through the encoder's own `use_tokenizer_threads`)."""
+    use_tokenizer_threads(spec.threads)
     if spec.threads:
-        for name in (
-            "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS",
-            "RAYON_NUM_THREADS",
-            "TORCHINDUCTOR_COMPILE_THREADS",
-        ):
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS"):
             os.environ[name] = str(spec.threads)
 
 
