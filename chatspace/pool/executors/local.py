@@ -105,14 +105,25 @@ class _LocalWorker:
         for pump in self.pumps:
             pump.start()
 
-    def stop_pumps(self) -> None:
+    def retire(self, timeout: float = 2.0) -> None:
+        """Stop the pumps, close the queues, and wait (boundedly) for every thread that holds them.
+
+        A queue's named semaphores are unlinked by whichever thread drops the last reference to it. If
+        that is a pump or a queue's feeder thread still winding down while the interpreter exits, the
+        thread can be frozen between unlinking a semaphore and telling the resource tracker, which
+        then warns of a "leaked semaphore" after the run's last line. So those threads end here."""
         for pump in self.pumps:
             pump.stopping.set()
-
-    def release_queues(self) -> None:
+        for pump in self.pumps:
+            pump.join(timeout)
         for q in (self.tasks, self.results, self.logs):
-            q.cancel_join_thread()  # a dead reader must not hold up the supervisor's exit
+            q.cancel_join_thread()  # never wait unboundedly on a dead reader
             q.close()
+            # No public join with a timeout: a feeder blocked on a dead worker's full pipe stays
+            # blocked (and keeps its queue, cleaned up at exit by the main thread).
+            feeder = getattr(q, "_thread", None)
+            if feeder is not None:
+                feeder.join(timeout)
 
 
 def threads_per_worker(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
@@ -151,8 +162,7 @@ class LocalExecutor(Executor):
             old.process.join(5)
             # Let the old result pump hand over what the worker sent before it died, then retire it.
             time.sleep(0.3)
-            old.stop_pumps()
-            old.release_queues()
+            old.retire()
         worker = _LocalWorker(self.ctx, self.specs[rank], self.inbox, self.log_sink, self.log_level)
         self.workers[rank] = worker
         worker.start()
@@ -193,5 +203,4 @@ class LocalExecutor(Executor):
                 p.kill()
                 p.join(2)
         for w in self.workers.values():
-            w.stop_pumps()
-            w.release_queues()
+            w.retire()
