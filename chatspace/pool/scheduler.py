@@ -3,7 +3,8 @@
 Each worker has its own small queue of units; the supervisor knows exactly which units every worker
 holds (a set: a worker may work on several at once). When a worker dies, its units go back to the front
 of the line and a fresh worker starts on the same device; if the device itself is gone (the new worker
-cannot even start), the run goes on with the others. Bounded by --max-worker-restarts per device (0: the
+cannot even start), the run goes on with the others. (On Ray a replacement has no device of its own:
+one lost before it started is placed again.) Bounded by --max-worker-restarts per device (0: the
 first loss stops the run). A unit that was alone in a worker that died, after already being in one that
 died, is a poison unit: the run stops and names its rows instead of feeding it to worker after worker.
 Workers get their stop marker only when every unit is recorded, so a late loss always has takers.
@@ -290,11 +291,12 @@ class Scheduler:
             self.progress.take_back(*self.unwritten.pop(u, (0, 0)))
         self.builder.base["units_redone"] = sorted({u for e in self.lost for u in e["units"]})
         never_started = rank in self.restarted and rank not in self.ready
+        device_gone = never_started and self.executor.replacements_keep_their_device
         self.ready.discard(rank)
-        if never_started or self.restarts[rank] >= limit:
+        if device_gone or self.restarts[rank] >= limit:
             self.gone.add(rank)
             entry["restarted"] = False
-            why = "could not be restarted" if never_started else f"was lost {self.restarts[rank] + 1} times"
+            why = "could not be restarted" if device_gone else f"was lost {self.restarts[rank] + 1} times"
             if not self.live():
                 raise ChatspaceError(
                     f"worker {rank} ({device}) {cause}; no worker is left (the device {why}). "

@@ -76,6 +76,10 @@ class Executor(ABC):
     # Whether a replacement worker surely starts (its device is its own), or may wait for room that
     # only frees up when the run ends (a cluster that lost a node): then it is not waited for at the end.
     replacements_always_start: ClassVar[bool] = True
+    # Whether a replacement starts on the lost worker's own device (one that cannot start means the
+    # device is gone), or is placed anew wherever there is room (Ray: a replacement lost before it
+    # started, say on a node whose death Ray had not yet noticed, is placed again, within the limit).
+    replacements_keep_their_device: ClassVar[bool] = True
 
     def __init__(self, cfg: RunConfig, log_sink: Callable[[logging.LogRecord], None], log_level: int):
         self.cfg = cfg

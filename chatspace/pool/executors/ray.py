@@ -141,6 +141,7 @@ class RayExecutor(Executor):
     name = "ray"
     workers_share_this_machine = False
     replacements_always_start = False
+    replacements_keep_their_device = False
 
     def __init__(self, cfg: RunConfig, log_sink, log_level: int):
         super().__init__(cfg, log_sink, log_level)
