@@ -32,7 +32,14 @@ from chatspace.pool.worker import WorkerSpec
 from chatspace.redact import RedactingFilter
 from chatspace.store.layout import RunLayout, ensure_writable_output
 from chatspace.store.lock import acquire_output_lock
-from chatspace.store.manifest import ManifestBuilder, ManifestWriteError, git_sha, library_versions, now_iso
+from chatspace.store.manifest import (
+    ManifestBuilder,
+    ManifestWriteError,
+    git_sha,
+    library_versions,
+    load_unit_records,
+    now_iso,
+)
 
 log = logging.getLogger("chatspace")
 
@@ -262,6 +269,8 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         progress.close()
         if executor is not None:
             executor.shutdown()
+        if status != "complete":
+            _fold_in_unreported_units(layout, run_id, records)
         builder.timings["total_seconds"] = round(time.perf_counter() - t_start, 3)
         manifest_error = None
         try:
@@ -291,6 +300,19 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         final.output.url(final.embeddings_dir),
     )
     return RunResult(final.manifest_path, manifest, final)
+
+
+def _fold_in_unreported_units(layout: RunLayout, run_id: str, records: dict[int, dict]) -> None:
+    """Units a worker finished (its record written) whose message had not been read when the run
+    stopped: the manifest of an unfinished run lists every finished shard, as --resume will find them."""
+    try:
+        on_disk = load_unit_records(layout)
+    except Exception as e:  # noqa: BLE001 - the run is already ending, maybe because storage failed
+        log.debug("could not read the unit records back (%s)", e)
+        return
+    for unit, record in on_disk.items():
+        if unit not in records and record.get("run_id") == run_id:
+            records[unit] = record
 
 
 def _publish_log(final: RunLayout, log_path: Path, run_id: str) -> None:

@@ -78,6 +78,7 @@ def test_with_no_restarts_a_killed_worker_fails_fast_and_resume_finishes_exactly
 def _resume_redoes_only_what_is_missing(args, out, before: dict, ids: set[str]) -> None:
     """--resume leaves finished shards untouched (same bytes, same mtime) and embeds only the rest."""
     listed = {Path(s["path"]).name for s in before["shards"]}
+    assert {s["unit"] for s in before["shards"]} == _recorded_units(out)  # every finished unit is listed
     kept = {name: state for name, state in shard_state(out).items() if name in listed}
     done_rows = sum(s["rows"] for s in before["shards"])
     assert len(kept) == len(listed) > 0
@@ -91,6 +92,36 @@ def _resume_redoes_only_what_is_missing(args, out, before: dict, ids: set[str]) 
     got = run_table(out).column("id").to_pylist()
     assert len(got) == len(set(got)) and set(got) == ids
     assert run_cli("verify", str(out)).returncode == 0
+
+
+def _recorded_units(out: Path) -> set[int]:
+    """Units whose completion record (written after the shard) is on disk."""
+    return {int(p.stem.split("-")[1]) for p in out.glob("indexes/*/*/*/units/unit-*.json")}
+
+
+def test_an_interrupted_manifest_lists_units_finished_while_the_supervisor_was_busy(corpus, tmp_path):
+    """The supervisor is frozen (SIGSTOP) while its worker finishes another unit, then stopped: the
+    worker's message about that unit is never read, yet the manifest lists its shard."""
+    path, ids = corpus
+    out = tmp_path / "out"
+    args = _args(path, out, "--devices", "cpu", "--rows-per-shard", "16")
+    proc, workers = start_until_units(args, out, 1)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        seen = len(_recorded_units(out))
+        deadline = time.monotonic() + 120
+        while len(_recorded_units(out)) <= seen:  # the worker goes on with the units it holds
+            assert time.monotonic() < deadline, "the worker finished no unit while the supervisor slept"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert_all_gone(workers)
+    m = run_manifest(out)
+    assert m["status"] == "interrupted"
+    _resume_redoes_only_what_is_missing(args, out, m, ids)
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
