@@ -4,7 +4,8 @@ torch (the SentenceTransformer's own module), ONNX Runtime (the fused export `--
 OpenVINO (the export `--backend openvino` runs), float32 and bfloat16, on the same batches of random
 token ids: `--shapes fixed` repeats four shapes of ~2,048 tokens (each runtime's best case, its kernels
 cached per shape), `--shapes varied` gives 60 batches of random lengths 16-256 as the worker's buckets
-do (`--batches N` for another count). Prints one line per runtime: tokens/s and the worst token-vector cosine to torch float32.
+do (`--batches N` for another count). Prints one line per runtime: tokens/s and the worst token-vector
+cosine to torch float32.
 
     python benchmarks/backend_forward.py --threads 2 --shapes varied
 """

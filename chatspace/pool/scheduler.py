@@ -97,6 +97,10 @@ class Scheduler:
     def device(self, rank: int) -> str:
         return self.executor.specs[rank].device.label
 
+    def loading_replacement(self, rank: int) -> bool:
+        """`rank` runs a replacement worker that has not yet said it is ready."""
+        return rank in self.restarted and rank not in self.ready
+
     def live(self) -> list[int]:
         return [r for r in self.held if r not in self.gone and r not in self.finished]
 
@@ -134,7 +138,7 @@ class Scheduler:
         for rank in self.live():
             if self.stop_sent or self.executor.exitcode(rank) is not None:
                 continue
-            if rank in self.restarted and rank not in self.ready:
+            if self.loading_replacement(rank):
                 continue  # a replacement gets work once loaded; the others go on meanwhile
             held = self.held[rank]
             while self.pending and len(held) < TASKS_PER_WORKER and not any(self.deaths[u] for u in held):
@@ -190,7 +194,7 @@ class Scheduler:
                 self.errors[rank] = msg
                 # An API worker's errors come from the server (already retried there): a new worker won't help.
                 fatal = self.cfg.mode != "hf" or (
-                    msg.stage in FATAL_STAGES and not (rank in self.restarted and rank not in self.ready)
+                    msg.stage in FATAL_STAGES and not self.loading_replacement(rank)
                 )
                 if fatal or not self.cfg.max_worker_restarts:
                     raise ChatspaceError(
@@ -233,7 +237,7 @@ class Scheduler:
         if not self.stop_sent or self.executor.replacements_always_start:
             return
         for rank in self.live():
-            if rank in self.restarted and rank not in self.ready:
+            if self.loading_replacement(rank):
                 log.info(
                     "worker %d (%s): no work left for its replacement; not waiting for it",
                     rank,
@@ -290,8 +294,8 @@ class Scheduler:
         for u in units:  # their rows will be counted again when they are redone
             self.progress.take_back(*self.unwritten.pop(u, (0, 0)))
         self.builder.base["units_redone"] = sorted({u for e in self.lost for u in e["units"]})
-        never_started = rank in self.restarted and rank not in self.ready
-        device_gone = never_started and self.executor.replacements_keep_their_device
+        # A replacement lost before it started: its device is gone, unless replacements are placed anew.
+        device_gone = self.loading_replacement(rank) and self.executor.replacements_keep_their_device
         self.ready.discard(rank)
         if device_gone or self.restarts[rank] >= limit:
             self.gone.add(rank)
