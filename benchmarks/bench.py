@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.case == "padding":
         from cases import padding
 
-        return padding.main(args.rows or 20000, args.out)
+        return padding.main(args.rows, args.out)
     if args.case in SINGLE_CASES:
         return importlib.import_module(f"cases.{args.case}").main(args)
 

@@ -21,6 +21,18 @@ from itertools import chain, repeat
 import numpy as np
 
 BUCKET_GROWTH = 1.1  # each bucket ~10% longer than the last: pad-to-longest wastes < ~5% in a bucket
+# A batch forced out before its bucket is full takes in neighbouring buckets' rows while at least this
+# share of its padded tokens stays real.
+MERGE_EFFICIENCY = 0.92
+MERGE_SLACK = 0.1  # ... or while it pads at most this share of its budget (a few short rows ride along)
+END_SLACK = 0.05  # the same at the end of the input, where nothing else would fill the batches anyway
+# Rows may wait, over all buckets, up to this many budgets' worth of tokens (unless told otherwise): with
+# ~10% buckets, 16 budgets let forced batches fill to ~0.8-0.95 of the budget on long-tailed text.
+PENDING_BUDGETS = 16
+# No row waits while more than this many rows, or budgets' worth of tokens, are added after it: a rare
+# length cannot hold its chunk (and the unit around it) open for ever while other buckets keep filling.
+MAX_WAIT_ROWS = 65536
+MAX_WAIT_BUDGETS = 32
 
 
 def length_buckets(min_tokens: int, max_tokens: int, growth: float = BUCKET_GROWTH) -> list[int]:
@@ -70,6 +82,15 @@ class _Queue:
     rows: int = 0
     tokens: int = 0
     longest: int = 0
+    in_order: bool = False  # one array, in ascending length
+
+    def sorted_lengths(self) -> np.ndarray:
+        """The waiting rows' lengths in ascending order (the queue is kept in that order from now on)."""
+        if not self.in_order:
+            lengths, chunks, positions = self.take_all()
+            self.put(lengths, chunks, positions)
+            self.in_order = True
+        return self.lengths[0]
 
     def take_all(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lengths, chunks, positions = (np.concatenate(x) for x in (self.lengths, self.chunks, self.positions))
@@ -81,6 +102,7 @@ class _Queue:
     def put(self, lengths: np.ndarray, chunks: np.ndarray, positions: np.ndarray) -> None:
         if not len(lengths):
             return
+        self.in_order = False
         self.lengths.append(lengths)
         self.chunks.append(chunks)
         self.positions.append(positions)
@@ -95,6 +117,11 @@ class BatchPlanner:
     `budget`: padded tokens per batch (rows x longest row; with `varlen`, the real tokens); None
     batches by `batch_size` rows. `max_rows` caps the rows of any batch. `bucket_budgets` lowers
     the budget of a bucket and every longer one (after running out of memory).
+
+    A bucket that fills its budget goes out as full batches. A bucket forced out before it is full
+    (the pending bound, a starving input, the end of the input) takes rows of its neighbouring
+    buckets along while the batch keeps `merge_efficiency` of its padded tokens real, so a forced
+    batch is still close to full rather than one narrow bucket's few rows.
     """
 
     def __init__(
@@ -106,19 +133,27 @@ class BatchPlanner:
         max_rows: int | None = None,
         varlen: bool = False,
         max_pending_tokens: int | None = None,
+        merge_efficiency: float = MERGE_EFFICIENCY,
+        merge_slack: float = MERGE_SLACK,
+        end_slack: float = END_SLACK,
+        max_wait_rows: int = MAX_WAIT_ROWS,
     ):
         self.buckets = list(buckets)
         self.budget = budget
         self.batch_size = batch_size
         self.max_rows = max_rows
         self.varlen = varlen
+        self.merge_efficiency = merge_efficiency
+        self.merge_slack, self.end_slack = merge_slack, end_slack
         self.bucket_budgets: dict[int, int] = {}
         unit = budget or batch_size * self.buckets[-1]
-        # Four batches' worth: enough to fill batches across many small units, little enough that
-        # units keep completing (and shards keep landing) all through a run.
-        self.max_pending_tokens = max_pending_tokens or 4 * unit
+        self.max_pending_tokens = max_pending_tokens or PENDING_BUDGETS * unit
         self._queues = [_Queue() for _ in self.buckets]
         self._oldest: dict[int, int] = {}  # bucket index -> lowest chunk id waiting there
+        self.max_wait_rows = max_wait_rows
+        self.max_wait_tokens = MAX_WAIT_BUDGETS * unit
+        self._added = (0, 0)  # rows, tokens added so far
+        self._arrival: dict[int, tuple[int, int]] = {}  # chunk id -> rows, tokens added before it
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -152,6 +187,8 @@ class BatchPlanner:
             np.searchsorted(np.asarray(self.buckets), lengths, side="left"), len(self.buckets) - 1
         )
         positions = np.arange(len(lengths), dtype=np.int64)
+        self._arrival.setdefault(chunk, self._added)
+        self._added = (self._added[0] + len(lengths), self._added[1] + int(lengths.sum()))
         for b in np.unique(which).tolist():
             sel = which == b
             self._queues[b].put(lengths[sel], np.full(int(sel.sum()), chunk, np.int64), positions[sel])
@@ -160,27 +197,39 @@ class BatchPlanner:
     # --- out -------------------------------------------------------------------------------------
 
     def full_batches(self) -> list[Batch]:
-        """Every batch that fills its budget, plus whatever the pending bound forces out."""
+        """Every batch that fills its budget, plus whatever the pending bound forces out (the rows
+        of the bucket holding the oldest row, with its neighbours')."""
         out: list[Batch] = []
         for b, q in enumerate(self._queues):
             if q.rows and self._cost(b, q.rows, q.longest, q.tokens) >= self._limit(b):
                 out.extend(self._drain(b, keep_partial=True))
-        while self.pending_tokens > self.max_pending_tokens:
-            out.extend(self._drain(self._oldest_bucket(), keep_partial=False))
+        while self.pending_tokens > self.max_pending_tokens or self._waited_too_long():
+            out.extend(self._forced(self._oldest_bucket(), slack=self.merge_slack))
         return out
 
+    def _waited_too_long(self) -> bool:
+        if not self._oldest:
+            self._arrival.clear()
+            return False
+        oldest = self._arrival.get(self._oldest[self._oldest_bucket()], (0, 0))
+        if len(self._arrival) > 4 * len(self._queues) + 64:  # forget chunks with no row waiting
+            waiting = set(self._oldest.values())
+            self._arrival = {k: v for k, v in self._arrival.items() if v >= oldest or k in waiting}
+        rows, tokens = self._added
+        return rows - oldest[0] > self.max_wait_rows or tokens - oldest[1] > self.max_wait_tokens
+
     def flush_oldest(self) -> list[Batch]:
-        """The batches of the bucket holding the oldest waiting row (the input is starving)."""
+        """One batch around the oldest waiting row (the input is starving)."""
         if not self.pending_rows:
             return []
-        return self._drain(self._oldest_bucket(), keep_partial=False)
+        # Latency, not memory, forces it out: no slack, so a small batch is still a tight one.
+        return self._forced(self._oldest_bucket(), slack=0.0)
 
     def flush(self) -> list[Batch]:
-        """Everything still waiting (no more input is coming)."""
+        """Everything still waiting (no more input is coming), oldest rows first."""
         out: list[Batch] = []
-        for b, q in enumerate(self._queues):
-            if q.rows:
-                out.extend(self._drain(b, keep_partial=False))
+        while self.pending_rows:
+            out.extend(self._forced(self._oldest_bucket(), slack=self.end_slack))
         return out
 
     # --- internals -------------------------------------------------------------------------------
@@ -192,7 +241,8 @@ class BatchPlanner:
 
     def _limit(self, b: int) -> int:
         budget = self.budget_for(self.buckets[b])
-        return budget if budget is not None else self.batch_size
+        limit = budget if budget is not None else self.batch_size
+        return limit
 
     def _oldest_bucket(self) -> int:
         return min(self._oldest, key=lambda b: (self._oldest[b], b))
@@ -214,8 +264,7 @@ class BatchPlanner:
                 and end == len(lengths)
                 and self._cost(b, len(tail), int(tail[-1]), int(tail.sum())) < self._limit(b)
             ):
-                q.put(lengths[start:], chunks[start:], positions[start:])
-                self._oldest[b] = int(chunks[start:].min())
+                self._requeue(b, lengths[start:], chunks[start:], positions[start:])
                 break
             sl = slice(start, end)
             batches.append(Batch(chunks[sl], positions[sl], lengths[sl], int(lengths[end - 1]), bucket))
@@ -232,6 +281,138 @@ class BatchPlanner:
         window = lengths[start : start + cap]
         cost = np.cumsum(window) if self.varlen else np.arange(1, len(window) + 1) * window
         return start + max(1, int(np.searchsorted(cost, budget, side="right")))
+
+    def _requeue(self, b: int, lengths: np.ndarray, chunks: np.ndarray, positions: np.ndarray) -> None:
+        if len(lengths):
+            self._queues[b].put(lengths, chunks, positions)
+            self._oldest[b] = int(chunks.min())
+
+    def _forced(self, b0: int, slack: float) -> list[Batch]:
+        """One batch that must go out now, seeded with bucket b0's rows: grown, bucket by bucket, into
+        the neighbouring buckets (their longest rows below, their shortest above) while it fits the
+        budget and keeps `merge_efficiency` of its padded tokens real (rows x the longest row)."""
+        q = self._queues[b0]
+        if self._cost(b0, q.rows, q.longest, q.tokens) >= self._limit(b0) or (
+            self.max_rows and q.rows > self.max_rows
+        ):
+            return self._drain(b0, keep_partial=True) or self._drain(b0, keep_partial=False)
+        taken = {b0: q.rows}  # bucket -> rows taken (the longest below b0, the shortest above)
+        lo = hi = b0
+        rows, longest, tokens = q.rows, q.longest, q.tokens
+        while True:
+            options = []  # (efficiency, bucket, rows taken, longest, real tokens)
+            down = self._next_nonempty(lo, -1)
+            if down is not None:
+                lengths = self._queues[down].sorted_lengths()
+                k = self._fits(len(lengths), rows, longest, tokens, lengths[::-1], hi)
+                if k:
+                    real = tokens + int(lengths[-k:].sum())
+                    options.append((self._efficiency(rows + k, longest, real), down, k, longest, real))
+            up = self._next_nonempty(hi, +1)
+            if up is not None:
+                lengths = self._queues[up].sorted_lengths()
+                k = self._fits_up(rows, tokens, lengths, up)
+                if k:
+                    real = tokens + int(lengths[:k].sum())
+                    top = int(lengths[k - 1])
+                    options.append((self._efficiency(rows + k, top, real), up, k, top, real))
+            options = [
+                o for o in options if self._wastes_little(rows + o[2], o[3], o[4], max(hi, o[1]), slack)
+            ]
+            if not options:
+                break
+            _, b, k, longest, tokens = max(options)
+            rows += k
+            taken[b] = k
+            lo, hi = min(lo, b), max(hi, b)
+            if k < self._queues[b].rows:
+                break  # the budget is full
+        return [self._take(taken, b0, hi)]
+
+    def _next_nonempty(self, b: int, step: int) -> int | None:
+        b += step
+        while 0 <= b < len(self._queues):
+            if self._queues[b].rows:
+                return b
+            b += step
+        return None
+
+    def _fits(self, available: int, rows: int, longest: int, tokens: int, longest_first, hi: int) -> int:
+        """Rows of a shorter bucket (`longest_first`: its lengths, longest first) that still fit."""
+        limit = self._limit(hi)
+        room = (self.max_rows - rows) if self.max_rows else available
+        if self.budget_for(self.buckets[hi]) is None:
+            room = min(room, limit - rows)
+        elif self.varlen:
+            room = min(room, int(np.searchsorted(np.cumsum(longest_first) + tokens, limit, side="right")))
+        else:
+            room = min(room, limit // max(longest, 1) - rows)
+        return max(0, min(available, room))
+
+    def _fits_up(self, rows: int, tokens: int, lengths: np.ndarray, up: int) -> int:
+        """The shortest rows of a longer bucket that fit: the batch is then padded to the longest taken."""
+        limit = self._limit(up)
+        n = len(lengths)
+        if self.max_rows:
+            n = min(n, max(0, self.max_rows - rows))
+        counts = np.arange(1, n + 1)
+        if self.budget_for(self.buckets[up]) is None:
+            cost = rows + counts
+        elif self.varlen:
+            cost = tokens + np.cumsum(lengths[:n])
+        else:
+            cost = (rows + counts) * lengths[:n]
+        return int(np.searchsorted(cost, limit, side="right"))
+
+    def _wastes_little(self, rows: int, longest: int, real: int, hi: int, slack: float) -> bool:
+        """A merged batch keeps `merge_efficiency` of its padded tokens real, or pads no more than
+        `slack` of its budget: a few short rows may ride along with many long ones."""
+        if self.varlen:
+            return True
+        padded = rows * longest
+        if self.budget_for(self.buckets[hi]) is None:
+            return real >= self.merge_efficiency * padded
+        return real >= self.merge_efficiency * padded or padded - real <= slack * self._limit(hi)
+
+    def _efficiency(self, rows: int, longest: int, real: int) -> float:
+        return 1.0 if self.varlen else real / (rows * longest)
+
+    def _take(self, taken: dict[int, int], seed: int, hi: int) -> Batch:
+        """Remove the rows chosen by _forced from their queues, as one batch in length order: below
+        the seed bucket its longest rows, at or above it its shortest."""
+        parts = []
+        for b, k in taken.items():
+            lengths, chunks, positions = self._queues[b].take_all()
+            self._oldest.pop(b, None)
+            cut = len(lengths) - k if b < seed else k
+            sl, rest = (slice(cut, None), slice(0, cut)) if b < seed else (slice(0, cut), slice(cut, None))
+            parts.append((lengths[sl], chunks[sl], positions[sl]))
+            self._requeue(b, lengths[rest], chunks[rest], positions[rest])
+        lengths, chunks, positions = (np.concatenate(x) for x in zip(*parts, strict=True))
+        order = np.argsort(lengths, kind="stable")
+        lengths, chunks, positions = lengths[order], chunks[order], positions[order]
+        return Batch(chunks, positions, lengths, int(lengths[-1]), self.buckets[hi])
+
+
+def worker_planner(
+    buckets: list[int], *, budget: int | None, batch_size: int, varlen: bool = False, cuda: bool
+) -> BatchPlanner:
+    """The planner a worker runs (the padding benchmark plans with this same call). CPU batches are
+    small: two batches' worth of waiting rows fill them, and keep a worker from claiming many units
+    ahead of its neighbours; every padded token costs compute there, so forced batches get no slack.
+    On CUDA rows may wait up to PENDING_BUDGETS budgets and forced batches take the slack, so that
+    batches come out close to the budget (a GPU pays per batch as much as per token)."""
+    if cuda:
+        return BatchPlanner(buckets, budget=budget, batch_size=batch_size, varlen=varlen)
+    return BatchPlanner(
+        buckets,
+        budget=budget,
+        batch_size=batch_size,
+        varlen=varlen,
+        max_pending_tokens=2 * budget if budget else None,
+        merge_slack=0.0,
+        end_slack=0.0,
+    )
 
 
 def pad_batch(ids: list, types: list, length: int, pad_id: int, *, left: bool) -> dict[str, np.ndarray]:

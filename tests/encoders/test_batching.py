@@ -171,3 +171,63 @@ def test_pad_batch_places_every_row_on_the_tokenizers_side(left):
         assert out["token_type_ids"][i].tolist() == expect_types.tolist()
     assert all(v.dtype == np.int64 and v.shape == (5, 10) for v in out.values())
     assert "token_type_ids" not in pad_batch(ids, [None] * 5, 10, 0, left=left)
+
+
+@pytest.mark.parametrize("budget", [16384, 131072])
+@pytest.mark.parametrize("rows_per_shard", [1000, 100000])
+@pytest.mark.parametrize(
+    "mix", [("long-tailed", _long_tailed(200000, 6), 512), ("fineweb", _fineweb_like(60000, 7), 32768)]
+)
+def test_batches_fill_the_budget_as_a_cuda_worker_plans_them(budget, rows_per_shard, mix):
+    """The CUDA planner: mean padded tokens per batch >= 0.75 of the budget, padding >= 0.9."""
+    from chatspace.encoders.batching import worker_planner
+
+    _, lengths, cap = mix
+    units = _units(np.minimum(lengths, cap), rows_per_shard)
+    planner = worker_planner(length_buckets(8, cap), budget=budget, batch_size=32, cuda=True)
+    batches = simulate(units, planner, chunk_rows=min(1024, rows_per_shard))
+    assert _rows(batches) == _expected_rows(units, min(1024, rows_per_shard))
+    assert np.mean([len(b) * b.length for b in batches]) >= 0.75 * budget
+    assert padding_efficiency(batches) >= 0.9
+    assert all(len(b) * b.length <= budget for b in batches if len(b) > 1)
+
+
+def test_a_rare_length_waits_a_bounded_number_of_rows():
+    """A row whose bucket never fills goes out once MAX_WAIT_ROWS rows have arrived after it, so its
+    chunk (and unit) completes though the pending bound is never reached."""
+    planner = BatchPlanner(length_buckets(8, 512), budget=131072, batch_size=32, max_wait_rows=5000)
+    planner.add(0, np.array([500]))
+    done_at = None
+    for chunk in range(1, 40):
+        planner.add(chunk, np.full(256, 16))  # a full 16-token batch every 32 chunks
+        if any(0 in b.chunks.tolist() for b in planner.full_batches()):
+            done_at = chunk
+            break
+    assert done_at is not None and 5000 < done_at * 256 <= 5000 + 256
+
+
+def test_a_forced_batch_takes_in_neighbouring_buckets():
+    """The pending bound forces the oldest row's bucket out with its neighbours' rows: one batch close
+    to the budget, still padded tightly, instead of a narrow bucket's few rows."""
+    planner = BatchPlanner(length_buckets(8, 512), budget=10_000, batch_size=32, max_pending_tokens=9_000)
+    rng = np.random.default_rng(8)
+    planner.add(0, rng.integers(90, 110, size=60))  # ~6,000 tokens over three buckets: none full
+    planner.add(1, rng.integers(90, 110, size=40))
+    (batch,) = planner.full_batches()
+    assert len(set(np.searchsorted(planner.buckets, batch.lengths).tolist())) >= 3
+    assert len(batch) * batch.length >= 0.75 * 10_000
+    assert padding_efficiency([batch]) >= 0.9
+
+
+def test_the_padding_case_plans_as_a_worker_and_reports_batch_fill():
+    import sys
+
+    from tests.helpers import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from cases import padding
+
+    row = padding.measure(_fineweb_like(20000, 9), 32768, 131072, 1000, cuda=True)
+    assert row["planned_as"] == "cuda" and 0 < row["batch_fill"] <= 1.5 and row["eager"] >= 0.9
+    planner = padding._planner(32768, 131072, cuda=True)
+    assert planner.max_pending_tokens == 16 * 131072 and len(planner.buckets) == len(length_buckets(8, 32768))
