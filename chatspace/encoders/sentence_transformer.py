@@ -36,7 +36,7 @@ from chatspace.encoders.backends import (
     model_key,
 )
 from chatspace.encoders.base import Encoder, Prepared
-from chatspace.encoders.batching import Batch, BatchPlanner, length_buckets, pad_batch
+from chatspace.encoders.batching import Batch, BatchPlanner, length_buckets, pad_batch, worker_planner
 from chatspace.encoders.encode_options import (
     ResolvedPrompt,
     check_truncate_dim,
@@ -52,9 +52,10 @@ from chatspace.encoders.torch_runtime import (
     free_device_memory,
     is_out_of_memory,
     launch,
-    mark_dynamic,
     peak_allocated_gib,
     set_compile_threads,
+    use_host_free_masks,
+    warm_up_shapes,
 )
 from chatspace.errors import ChatspaceError
 from chatspace.hardware.cpu import slow_dtype_warning
@@ -106,6 +107,7 @@ class SentenceTransformerEncoder(Encoder):
         self._dtype_name = ""
         self._attn = None
         self._varlen = False  # unpadded (flash-attention varlen) batches
+        self._host_free_masks = False  # SDPA masks built without reading them on the host
         self._collator = None
         self._planner: BatchPlanner | None = None
         self._chunks: dict[Any, _Chunk] = {}
@@ -162,15 +164,11 @@ class SentenceTransformerEncoder(Encoder):
         self._model = model
         self._forward = model if backend == "torch" else self._runtime_forward(model)
         self._take_over_flattening(model)
+        # Unpadded (varlen) batches carry no mask; padded ones get one that needs no host check.
+        self._host_free_masks = backend == "torch" and not self._varlen and use_host_free_masks(model)
         budget = self._budget()
-        self._planner = BatchPlanner(
-            self._buckets,
-            budget=budget,
-            batch_size=self._batch_size,
-            varlen=self._varlen,
-            # CPU batches are small: two batches' worth of waiting rows fill them, and keep a worker
-            # from claiming many units ahead of its neighbours.
-            max_pending_tokens=2 * budget if budget and not self._cuda else None,
+        self._planner = worker_planner(
+            self._buckets, budget=budget, batch_size=self._batch_size, varlen=self._varlen, cuda=self._cuda
         )
         stats.load_seconds += time.perf_counter() - t0
 
@@ -213,21 +211,18 @@ class SentenceTransformerEncoder(Encoder):
         first.can_flatten_inputs = False  # prepare() sees one row per text again
 
     def _warm_up(self) -> int:
-        """Run the shapes the run will see before the clock starts, through the same guarded path as
-        real batches (so running out of memory here lowers the budget instead of failing the worker).
-
-        Compiled: a many-row and a one-row batch at two lengths (the dynamic graph and the one-row
-        graph, then a check that other shapes reuse them). On CUDA: the largest batch the budget
-        allows at the longest bucket, so the allocator grows (or the budget adapts) now. Returns the
-        out-of-memory splits it took."""
+        """Run the shapes the run will see before the clock starts (warm_up_shapes: largest first,
+        none beyond what a real batch of the budget needs), through the same guarded path as real
+        batches, so running out of memory here lowers the budget instead of failing the worker.
+        Returns the out-of-memory splits it took."""
         pad = self._pad_id
-        shapes: list[tuple[int, int]] = [(2, min(16, self._max_tokens))]
-        if self.cfg.compile_model:
-            short, longer = min(9, self._max_tokens), min(24, self._max_tokens)
-            shapes = [(3, short), (1, short), (5, longer), (1, longer)]
-        if self._cuda:
-            budget = self._budget() or self._batch_size * self._max_tokens
-            shapes.append((max(1, budget // self._max_tokens), self._max_tokens))
+        shapes = warm_up_shapes(
+            max_tokens=self._max_tokens,
+            budget=self._budget(),
+            batch_size=self._batch_size,
+            compiled=self.cfg.compile_model,
+            cuda=self._cuda,
+        )
         sample = self._model.preprocess(
             ["warm-up"], processing_kwargs={"common": {"return_tensors": None}, "text": {"padding": False}}
         )
@@ -236,7 +231,7 @@ class SentenceTransformerEncoder(Encoder):
         for rows, length in shapes:
             ids = [[pad] * length for _ in range(rows)]
             if rows > 1 and length > 1:
-                ids[0] = ids[0][: max(1, length // 2)]  # a half-padded row exercises the mask path
+                ids[0] = ids[0][: max(1, length // 2)]  # a padded row, as most batches have
             lengths = np.array([len(x) for x in ids], dtype=np.int64)
             payload = {"input_ids": ids, "token_type_ids": [[0] * len(x) for x in ids] if has_types else None}
             prepared = Prepared([""] * rows, lengths, np.zeros(rows, bool), {}, payload)
@@ -290,6 +285,7 @@ class SentenceTransformerEncoder(Encoder):
             "backend_model": str(runtime.onnx_path) if runtime else None,
             "attn_implementation": self._attn,
             "unpadded_batches": self._varlen,
+            "host_free_masks": self._host_free_masks,
             "compiled": self.cfg.compile_model,
             "compiled_graphs": self.compile_counters.graphs if self.cfg.compile_model else None,
             "graph_breaks": self.compile_counters.graph_breaks if self.cfg.compile_model else None,
@@ -343,17 +339,20 @@ class SentenceTransformerEncoder(Encoder):
         """Run what is ready; return the chunks whose rows are all back, as (key, embeddings).
 
         flush: "full" runs only batches that fill their budget; "starved" (no input is waiting) also
-        collects what is in flight, or else runs the bucket holding the oldest row; "all" (no more
-        input is coming) runs and collects everything."""
+        runs one batch around the oldest waiting row at once, behind whatever is in flight (or, with
+        no row waiting, waits for the oldest batch in flight); "all" (no more input is coming) runs
+        and collects everything."""
         self._run_batches(self._planner.full_batches())
         if flush == "all":
             self._run_batches(self._planner.flush())
             self._collect_all()
         elif flush == "starved":
-            if self._inflight:
-                self._collect_all()
-            else:
+            while self._inflight and self._inflight[0].finished():
+                self._collect(self._inflight.popleft())
+            if self._planner.pending_rows:
                 self._run_batches(self._planner.flush_oldest())
+            elif self._inflight:
+                self._collect(self._inflight.popleft())
         done, self._done = self._done, []
         out = []
         for key in done:
@@ -417,9 +416,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def _launch(self, batch: Batch, t0: float) -> InFlight:
         features = self._features(batch)
-        if self.cfg.compile_model:
-            mark_dynamic(features)
-        result, started, done = launch(self._embed, features, cuda=self._cuda)
+        result, started, done = launch(self._embed, features, cuda=self._cuda, dynamic=self.cfg.compile_model)
         return InFlight(batch, result, done, started, t0, time.perf_counter() - t0)
 
     def _embed(self, features: dict[str, Any]):

@@ -182,7 +182,7 @@ class FakeAllocator:
         self.ran: list[int] = []
         self.live_at_start: list[int] = []
 
-    def __call__(self, forward, features, *, cuda):
+    def __call__(self, forward, features, *, cuda, **options):
         import torch
 
         need = int(features["input_ids"].numel())
@@ -192,7 +192,7 @@ class FakeAllocator:
             self.ooms += 1
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate (fake)")
         self.ran.append(need)
-        return self.real_launch(forward, features, cuda=cuda)
+        return self.real_launch(forward, features, cuda=cuda, **options)
 
 
 class _Block:

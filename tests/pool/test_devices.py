@@ -194,3 +194,18 @@ def test_device_auto_without_gpus_is_the_cpu(monkeypatch):
         _from_device_flag("cuda")
     with pytest.raises(UsageError, match="one of --device, --gpus or --devices"):
         devices.device_flags("0", None, "cpu")
+
+
+def test_ray_cuda_workers_get_their_share_of_a_nodes_cores():
+    from chatspace.pool.executors.ray import cluster_capacity, cpus_per_gpu
+
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 64.0, "GPU": 8.0}},
+        {"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}},
+        {"Alive": True, "Resources": {"CPU": 32.0}},  # no GPU: not counted
+        {"Alive": False, "Resources": {"CPU": 4.0, "GPU": 4.0}},
+    ]
+    assert cpus_per_gpu(nodes) == 8  # 64 / 8 and 16 / 2, as local workers share a machine's cores
+    assert cluster_capacity(nodes, "cuda", cpus_per_gpu(nodes)) == 10  # every live GPU still has room
+    assert cpus_per_gpu([{"Alive": True, "Resources": {"CPU": 2.0, "GPU": 4.0}}]) == 1
+    assert cpus_per_gpu([{"Alive": True, "Resources": {"CPU": 8.0}}]) is None

@@ -135,6 +135,19 @@ def cluster_capacity(nodes: list[dict[str, Any]], kind: str, cpus_per_worker: in
     return total
 
 
+def cpus_per_gpu(nodes: list[dict[str, Any]]) -> int | None:
+    """A CUDA worker's threads (torch, tokenizer, compile pool) and the CPUs it asks Ray for: its
+    node's cores shared out over the node's GPUs, as local workers share a machine's; the smallest
+    share over the GPU nodes, so a worker fits on any of them. None without a GPU node."""
+    shares = []
+    for node in nodes:
+        resources = node.get("Resources", {})
+        gpus = int(resources.get("GPU", 0))
+        if node.get("Alive", True) and gpus:
+            shares.append(max(1, int(resources.get("CPU", 0)) // gpus))
+    return min(shares) if shares else None
+
+
 class RayExecutor(Executor):
     """Workers as Ray actors, placed by Ray across the cluster's nodes."""
 
@@ -178,9 +191,9 @@ class RayExecutor(Executor):
     def place(self) -> tuple[tuple[Device, ...], int | None]:
         self._connect()
         kind = self.cfg.ray_device
-        threads = self.cfg.threads_per_worker or (1 if kind == "cpu" else None)
-        cpus_per_worker = threads or 1
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        threads = self.cfg.threads_per_worker or (1 if kind == "cpu" else cpus_per_gpu(nodes))
+        cpus_per_worker = threads or 1
         capacity = cluster_capacity(nodes, kind, cpus_per_worker)
         what = "GPU" if kind == "cuda" else f"{cpus_per_worker} CPU(s)"
         if capacity == 0:
