@@ -185,3 +185,37 @@ def test_compiled_through_the_device_copy_two_graphs_no_recompiles(texts200):
     assert len(set(shapes)) > 5
     assert stats.recompiles == 0 and enc.compile_counters.graphs == 2
     assert enc.compile_counters.limit_hits == 0
+
+
+def test_a_causal_decoder_reads_no_mask_value_on_the_host_either():
+    """A Qwen3-shaped decoder (causal mask, left padding), tiny and random: the same masks, no host read."""
+    from types import SimpleNamespace
+
+    from transformers import Qwen3Config, Qwen3Model
+
+    from chatspace.encoders.torch_runtime import use_host_free_masks
+
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=1000,
+    )
+    model = Qwen3Model(config).eval()
+    model.set_attn_implementation("sdpa")
+    ids = torch.randint(5, 999, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, :5] = 0  # a left-padded row
+    with HostReads() as stock, torch.inference_mode():
+        expected = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert stock.reads  # transformers' own causal mask checks the padding on the host
+    assert use_host_free_masks([SimpleNamespace(model=model)])
+    with HostReads() as mode, torch.inference_mode():
+        got = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert mode.reads == []
+    real = mask.bool()
+    assert torch.allclose(got[real], expected[real], atol=1e-5)
