@@ -1,32 +1,39 @@
-"""`make gpu-check`: what only a GPU can show, in one command of a few minutes on one H100.
+"""`make gpu-check`: what only a GPU can show, in one command that ends within its budget and always
+brings its figures home.
 
-Each step runs in its own process (a CUDA error or a crash in one step cannot take the others with it),
-its output is saved to benchmarks/gpu-check/<step>.log and .json as soon as it ends, and
-benchmarks/RESULTS-gpu.md is rewritten after every step, so whatever ran is kept even when a later
-step fails. Steps, in order:
+Every step runs in its own process group under a hard limit (killed, with everything it started, when
+the limit or the check's budget runs out). A step appends each measurement to one JSON-lines file the
+moment it exists (flushed and fsynced), so a step that is killed keeps its finished half, and
+RESULTS-gpu.md is rewritten from that file before and after every step. Steps, in order:
 
-1. versions     - Python, torch/CUDA, transformers, sentence-transformers, the GPU, NVML, flash-attn
-2. minilm       - all-MiniLM-L6-v2: cosine to `SentenceTransformer.encode` (fp32) in fp32, bf16, fp16
-                  and compiled bf16 (goals: >= 0.99999 fp32, >= 0.999 half precision)
-3. qwen3-ref    - a Qwen3-Embedding-0.6B-shaped model (random weights) against its model card's plain
-                  reference (tokenizer, model, last-token pooling, left padding); one length per text
-4. oom          - a real out-of-memory under a reduced memory fraction: splits > 0, rows finite, the
-                  next pass without running out of memory
-5. minilm-speed, 6. qwen3-speed - eager vs compiled bf16 at 131,072 tokens per batch: rows/s, real and
-                  padded tokens/s, padding efficiency, encode busy/idle, GPU busy fraction (CUDA
-                  events), NVML utilisation, MFU; graphs, graph breaks and recompiles over two passes
-7. cli          - `chatspace embed-hf --gpus 0` end to end, then `chatspace verify`
+1. versions       - Python, torch/CUDA, transformers, sentence-transformers, the GPU, driver, flash-attn,
+                    and whether each module chatspace needs imports
+2. cli            - `chatspace embed-hf --gpus 0` end to end (spawned worker pinned by CUDA_VISIBLE_DEVICES,
+                    NVML in the worker, Parquet, manifest), then `chatspace verify`
+3. headline       - SentenceTransformer's own `encode` in fp16 against `chatspace embed-hf --dtype float16`
+                    on the same rows, each as a whole process: rows/s and their ratio, per-row cosine
+4. minilm-quality - all-MiniLM-L6-v2 through the encoder against `SentenceTransformer.encode` (fp32)
+5. qwen3-ref      - a Qwen3-Embedding-0.6B-shaped model (random weights) against its model card's reference
+6. oom            - a real out-of-memory under a reduced memory fraction: the batch splits, rows stay finite
+7. qwen3-eager    - throughput of the Qwen3 shape, bf16 eager at 131,072 tokens per batch
+8. qwen3-compiled - the same compiled (graphs, graph breaks, recompiles), then MiniLM compiled vs fp32
 
-    python benchmarks/gpu_check.py [--minilm PATH] [--only STEP ...]
+Output (few files, so a sealed machine's output folder brings them all back): DIR/RESULTS-gpu.md and
+DIR/gpu-check/{measurements.jsonl,steps.log}, where DIR is --out, else $OUT, else benchmarks/gpu-check/.
 
-Without CUDA it prints one line and exits 1 at once.
+    python benchmarks/gpu_check.py [--budget-s 480] [--out DIR] [--only STEP ...] [--rehearse]
+
+--rehearse runs every step on the CPU at toy scale (a check of this script, minutes on two cores).
+CHATSPACE_GPU_CHECK_HANG=STEP makes that step hang (to test that the check still ends and reports).
+Without CUDA (and without --rehearse) it prints one line and exits 1 at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,105 +44,229 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
-OUT_DIR = HERE / "gpu-check"
-RESULTS_MD = HERE / "RESULTS-gpu.md"
-STEPS = {  # name -> time limit (seconds); together well inside 8 minutes on one H100
+from gpu_record import Recorder, read_records, render_results  # noqa: E402
+
+# name -> the step's own hard limit in seconds (the check's budget may cut it shorter)
+STEPS = {
     "versions": 60,
-    "minilm": 120,
-    "qwen3-ref": 150,
+    "cli": 120,
+    "headline": 150,
+    "minilm-quality": 90,
+    "qwen3-ref": 120,
     "oom": 90,
-    "minilm-speed": 120,
-    "qwen3-speed": 200,
-    "cli": 90,
+    "qwen3-eager": 120,
+    "qwen3-compiled": 200,
 }
-DEADLINE_SECONDS = 470  # steps that would start later are skipped (and say so)
+DEFAULT_BUDGET_S = 480
+END_RESERVE_S = 8  # kept back from the budget to kill a step and write the results
+MIN_STEP_S = 10  # a step with less time than this left is recorded as skipped
+KILL_GRACE_S = 3
 
 
-# --- the runner ----------------------------------------------------------------------------------------
+def output_dir(args) -> Path:
+    if args.out:
+        return Path(args.out)
+    if os.environ.get("OUT"):
+        return Path(os.environ["OUT"])
+    return HERE / ("gpu-check-rehearsal" if args.rehearse else "gpu-check")
 
 
-def write_results(results: dict, started: str, path: Path) -> None:
-    lines = [
-        "# GPU check",
-        "",
-        f"`make gpu-check`, started {started}. Each step's full output is in benchmarks/gpu-check/.",
-        "",
-    ]
-    for name, res in results.items():
-        lines += [f"## {name}", "", "```json", json.dumps(res, indent=2, default=str), "```", ""]
-    path.write_text("\n".join(lines))
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="GPU checks (see the module docstring)")
+    ap.add_argument(
+        "--budget-s", type=float, default=DEFAULT_BUDGET_S, help="the whole check ends within this"
+    )
+    ap.add_argument("--out", help="output folder (default: $OUT, else benchmarks/gpu-check/)")
+    ap.add_argument("--minilm", help="all-MiniLM-L6-v2 folder (default: the packaged model)")
+    ap.add_argument("--only", nargs="*", choices=list(STEPS), help="run only these steps")
+    ap.add_argument("--rehearse", action="store_true", help="every step on the CPU at toy scale")
+    ap.add_argument("--step-limit-s", type=float, help="cap every step's own limit at this")
+    ap.add_argument("--step", help=argparse.SUPPRESS)
+    ap.add_argument("--record", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.budget_s <= END_RESERVE_S + MIN_STEP_S:
+        ap.error(f"--budget-s must be over {END_RESERVE_S + MIN_STEP_S}")
+    return args
+
+
+# --- killing a step with everything it started ----------------------------------------------------------
+
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # the name may hold spaces and parentheses
+        kids.setdefault(ppid, []).append(int(entry.name))
+    return kids
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (Linux /proc; empty elsewhere)."""
+    if not os.path.isdir("/proc"):
+        return []
+    kids, out, todo = _children_map(), [], [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _become_subreaper() -> None:
+    """Orphans of a step (a worker whose parent was killed) are re-parented to this process, not to init,
+    so they are found and killed below."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGTERM the step's process group and every descendant (also those in groups of their own), then
+    SIGKILL whatever is left after a short grace, and reap."""
+    targets = set(descendants(proc.pid))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        for pid in targets | set(descendants(os.getpid())):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=KILL_GRACE_S)
+        if sig == signal.SIGTERM:
+            time.sleep(0.5)
+        targets |= set(descendants(os.getpid()))
+    _reap()
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+# --- the runner -------------------------------------------------------------------------------------------
+
+
+def run_step(name: str, timeout: float, args, out: Path, rec: Recorder) -> dict:
+    log_path = out / "gpu-check" / "steps.log"
+    cmd = [sys.executable, __file__, "--step", name, "--record", str(rec.path)]
+    if args.minilm:
+        cmd += ["--minilm", args.minilm]
+    if args.rehearse:
+        cmd.append("--rehearse")
+    with open(log_path, "ab") as log:
+        log.write(f"\n===== {name} (limit {timeout:.0f}s) =====\n".encode())
+        log.flush()
+        log_offset = log.tell()
+        t = time.monotonic()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # a killed step's output is in the log up to its end
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True
+        )
+        try:
+            code = proc.wait(timeout=timeout)
+            status = "ok" if code == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            code, status = None, "timed out"
+        kill_tree(proc)  # also after a clean exit: nothing a step started outlives it
+        seconds = time.monotonic() - t
+    with open(log_path, "rb") as fh:
+        fh.seek(log_offset)
+        tail = fh.read().decode("utf-8", "replace").splitlines()[-15:]
+    rec.ensure_line_end()  # a step killed mid-line leaves no half line before the runner's own
+    return {
+        "status": status,
+        "exit": code,
+        "seconds": round(seconds, 1),
+        "limit_s": round(timeout),
+        "log_tail": tail,
+    }
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="GPU checks (see the module docstring)")
-    ap.add_argument("--minilm", help="all-MiniLM-L6-v2 folder (default: the packaged model)")
-    ap.add_argument("--only", nargs="*", choices=list(STEPS), help="run only these steps")
-    ap.add_argument("--smoke", action="store_true", help="run the steps on the CPU, small: tests this script")
-    ap.add_argument("--step", help=argparse.SUPPRESS)
-    ap.add_argument("--json", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    t0 = float(os.environ.get("CHATSPACE_GPU_CHECK_T0") or 0) or None  # set by gpu-check.sh: installs count
+    started_mono = time.monotonic() - (max(0.0, time.time() - t0) if t0 else 0.0)
+    args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if args.smoke:
-        os.environ["CHATSPACE_GPU_CHECK_SMOKE"] = "1"
-    smoke = os.environ.get("CHATSPACE_GPU_CHECK_SMOKE") == "1"
+    if args.rehearse:
+        os.environ["CHATSPACE_GPU_CHECK_REHEARSE"] = "1"
     if args.step:  # inside a step's own process
         import gpu_steps
 
-        result = getattr(gpu_steps, "step_" + args.step.replace("-", "_"))(args)
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
-        return 0
+        return gpu_steps.run(args.step, args, Recorder(Path(args.record), args.step))
     try:
         import torch
-
-        cuda = torch.cuda.is_available() or smoke
-        why = "torch.cuda.is_available() is False"
     except ImportError:
-        cuda, why = False, "torch is not installed"
-    if not cuda:
-        print(f"gpu-check: no CUDA device here ({why}); run it on a machine with a GPU", file=sys.stderr)
+        print(
+            f"gpu-check: {sys.executable} has no torch; run it with a Python that has torch", file=sys.stderr
+        )
         return 1
-    out_dir = OUT_DIR.with_name("gpu-check-smoke") if smoke else OUT_DIR
-    results_md = RESULTS_MD.with_name("RESULTS-gpu-smoke.md") if smoke else RESULTS_MD
-    out_dir.mkdir(exist_ok=True)
+    if not args.rehearse and not torch.cuda.is_available():
+        print(
+            f"gpu-check: no CUDA device here (torch {torch.__version__}: torch.cuda.is_available() is False)",
+            file=sys.stderr,
+        )
+        return 1
+    deadline = started_mono + args.budget_s - END_RESERVE_S
+    out = output_dir(args)
+    (out / "gpu-check").mkdir(parents=True, exist_ok=True)
+    rec = Recorder(out / "gpu-check" / "measurements.jsonl", "check")
+    rec.path.write_text("")
+    (out / "gpu-check" / "steps.log").write_text("")
+    results_md = out / "RESULTS-gpu.md"
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    t0 = time.monotonic()
-    results: dict = {}
+    mode = "rehearsal on the CPU (toy scale)" if args.rehearse else "GPU"
+    rec.write(
+        "check",
+        {"started": started, "mode": mode, "budget_s": args.budget_s, "python": sys.executable},
+        kind="check",
+    )
+    _become_subreaper()
     failed = []
     for name, limit in STEPS.items():
         if args.only and name not in args.only:
             continue
-        if time.monotonic() - t0 > DEADLINE_SECONDS and not smoke:
-            results[name] = {"skipped": "the 8-minute budget was spent"}
-            write_results(results, started, results_md)
-            continue
-        json_path = out_dir / f"{name}.json"
-        json_path.unlink(missing_ok=True)
-        cmd = [sys.executable, __file__, "--step", name, "--json", str(json_path)]
-        if args.minilm:
-            cmd += ["--minilm", args.minilm]
-        if smoke:
-            cmd.append("--smoke")
-        t = time.monotonic()
-        with open(out_dir / f"{name}.log", "w") as log:
-            try:
-                code = subprocess.run(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, timeout=limit, cwd=REPO
-                ).returncode
-            except subprocess.TimeoutExpired:
-                code = "timeout"
-        res = json.loads(json_path.read_text()) if json_path.is_file() else {}
-        res = {**res, "exit": code, "seconds": round(time.monotonic() - t, 1)}
-        if (
-            code != 0
-            or res.get("ok") is False
-            or any(isinstance(v, dict) and v.get("ok") is False for v in res.values())
-        ):
+        left = deadline - time.monotonic()
+        timeout = min(limit, args.step_limit_s or limit, left)
+        if timeout < MIN_STEP_S:
+            rec.write(
+                "end",
+                {"status": "skipped", "why": f"the check's budget of {args.budget_s:.0f}s was spent"},
+                step=name,
+                kind="end",
+            )
             failed.append(name)
-        results[name] = res
-        write_results(results, started, results_md)
-        print(f"{name}: {'ok' if name not in failed else 'FAILED'} ({res['seconds']}s)", flush=True)
-    print(f"wrote {results_md} ({round(time.monotonic() - t0)}s); failed: {', '.join(failed) or 'none'}")
+            continue
+        rec.write("start", {"limit_s": round(timeout)}, step=name, kind="start")
+        render_results(read_records(rec.path), results_md)
+        end = run_step(name, timeout, args, out, rec)
+        rec.write("end", end, step=name, kind="end")
+        render_results(read_records(rec.path), results_md)
+        if end["status"] != "ok":
+            failed.append(name)
+        print(f"{name}: {end['status']} ({end['seconds']}s)", flush=True)
+    rec.write(
+        "check", {"finished_s": round(time.monotonic() - started_mono, 1), "failed": failed}, kind="check"
+    )
+    render_results(read_records(rec.path), results_md)
+    print(
+        f"wrote {results_md} ({time.monotonic() - started_mono:.0f}s); failed: {', '.join(failed) or 'none'}"
+    )
     return 1 if failed else 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make gpu-wheels`: gather what `make gpu-check` needs on a sealed GPU machine (no package registry; its
 # own Python with torch, transformers and sentence-transformers) into .gpu-wheels/:
-#   * the wheels of chatspace's dependencies that such an image lacks (orjson, datasets, openai, ...;
+#   * the wheels of chatspace's dependencies that such an image lacks (orjson, nvidia-ml-py, psutil, datasets, ...;
 #     not bpe-openai: 40 MB, used only to count tokens for the OpenAI API, which the check never calls),
 #     for its Python (GPU_PYTHON_VERSION, default 3.12) on x86-64 Linux, without their dependencies:
 #     everything else is expected from the image, and nothing it has is shadowed;
@@ -14,7 +14,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${GPU_WHEELS:-.gpu-wheels}
 PYVER=${GPU_PYTHON_VERSION:-3.12}
 # Each pinned to the version this checkout is tested with (the .venv's), so the GPU runs the same code.
-PACKAGES=(orjson datasets dill multiprocess openai httpx2 httpcore2 truststore jiter sniffio pydantic pydantic-core
+PACKAGES=(orjson nvidia-ml-py psutil datasets dill multiprocess openai httpx2 httpcore2 truststore jiter sniffio pydantic pydantic-core
           annotated-types typing-inspection)
 
 rm -rf "$OUT"

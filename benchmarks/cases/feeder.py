@@ -7,7 +7,11 @@ after the model's truncation.
     feeder tok/s = tokens / the worker's pipeline time (its wall time less model load and warm-up)
     tokenizer tok/s = tokens / time spent in tokenizer(batch) calls alone
 
-Goal: the feeder at >= 0.8x the tokenizer alone. Each is run --repeats times (interleaved), the best kept.
+    host_us_per_row = (pipeline time - tokenizer time) / rows: the worker's own work per row outside
+        the tokenizer (reading, extraction, metadata, batching, the collect loop, Parquet)
+
+Goals at one thread: the feeder at >= 0.9x the tokenizer alone, and host_us_per_row <= 8. Each is run
+--repeats times (interleaved), the best kept.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from harness import HERE, REPO, Bench, finish_standalone, log, standalone
 
 NOOP_FORWARD = HERE / "noop_forward"
 TOKENIZE_ALONE = [sys.executable, str(HERE / "tokenize_alone.py")]
-GOAL = 0.8
+GOAL = 0.9
+HOST_US_GOAL = 8.0
 
 
 def pipeline_seconds(case: dict) -> float:
@@ -73,10 +78,12 @@ def main(args) -> int:
                 f = feeder(bench, data, model, threads)
                 t = tokenizer_alone(bench, data, model_path, threads)
                 run = {"threads": threads, "feeder": f, "tokenizer": t, "ratio": f["tok_s"] / t["tok_s"]}
+                run["host_us_per_row"] = (f["seconds"] - t["seconds"]) / f["rows"] * 1e6
                 results["runs"].append(run)
                 log(f"{threads} thread(s): feeder {f['tok_s']:,.0f} tok/s, tokenizer {t['tok_s']:,.0f} tok/s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results["best"] = {str(k): v for k, v in best_runs(results).items()}
     finish_standalone(bench, results, render(results, cores), "feeder", args.out)
     return 0  # the goal is judged in the printed table, as the full bench does
 
@@ -88,7 +95,18 @@ def best_runs(results: dict) -> dict[int, dict]:
         k = run["threads"]
         f = max(run["feeder"]["tok_s"], best.get(k, {}).get("feeder_tok_s", 0.0))
         t = max(run["tokenizer"]["tok_s"], best.get(k, {}).get("tokenizer_tok_s", 0.0))
-        best[k] = {"feeder_tok_s": f, "tokenizer_tok_s": t, "ratio": f / t, "tokens": run["feeder"]["tokens"]}
+        f_s = min(run["feeder"]["seconds"], best.get(k, {}).get("feeder_s", float("inf")))
+        t_s = min(run["tokenizer"]["seconds"], best.get(k, {}).get("tokenizer_s", float("inf")))
+        rows = run["feeder"]["rows"]
+        best[k] = {
+            "feeder_tok_s": f,
+            "tokenizer_tok_s": t,
+            "ratio": f / t,
+            "tokens": run["feeder"]["tokens"],
+            "feeder_s": f_s,
+            "tokenizer_s": t_s,
+            "host_us_per_row": (f_s - t_s) / rows * 1e6 if rows else None,
+        }
     return best
 
 
@@ -104,6 +122,12 @@ def render(results: dict, cores: int) -> str:
             f"[{threads} thread{'s' if threads > 1 else ''}]",
             f"feeder: {b['feeder_tok_s']:,.0f} tok/s",
             f"tokenizer: {b['tokenizer_tok_s']:,.0f} tok/s",
-            f"ratio: {b['ratio']:.2f}x (goal >= {GOAL}x){'' if b['ratio'] >= GOAL else ' NOT MET'}",
+            f"ratio: {b['ratio']:.2f}x (goal >= {GOAL}x){'' if b['ratio'] >= GOAL or threads > 1 else ' NOT MET'}",
+            f"host work: {b['host_us_per_row']:.1f} us per row outside the tokenizer"
+            + (
+                f" (goal <= {HOST_US_GOAL}){'' if b['host_us_per_row'] <= HOST_US_GOAL else ' NOT MET'}"
+                if threads == 1
+                else ""
+            ),
         ]
     return "\n".join(lines)

@@ -183,7 +183,20 @@ def extract_rows(
 
     A row that could not be parsed at all arrives as None and is counted as invalid_row.
     """
+    plain = mode == "text"
     for index, row in zip(indices, rows, strict=True):
+        # The common case without a function call per row: a top-level string field and id (the same
+        # values the general path below gives).
+        if plain and type(row) is dict:
+            text = row.get(text_field)
+            if type(text) is str and text.strip():
+                if id_field is None:
+                    yield index, f"{split}-{index}", text
+                    continue
+                rid = row.get(id_field)
+                if type(rid) is int or (type(rid) is str and rid.strip()):
+                    yield index, str(rid), text
+                    continue
         try:
             if row is None:
                 raise Skip(INVALID_ROW)

@@ -87,6 +87,12 @@ class Source:
         i = bisect.bisect_right(self._starts, index) - 1
         return i, index - self._starts[i]
 
+    def locate_many(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(file numbers, rows within those files) of many global rows at once."""
+        starts = np.asarray(self._starts, dtype=np.int64)
+        file_no = np.searchsorted(starts, indices, side="right") - 1
+        return file_no, np.asarray(indices, dtype=np.int64) - starts[file_no]
+
     def read(self, indices: Sequence[int] | np.ndarray, columns: Sequence[str]) -> list[dict | None]:
         """Rows at the given sorted global indices, as dicts of the requested columns.
 

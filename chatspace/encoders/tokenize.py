@@ -146,10 +146,14 @@ def tokenize(
     encodings = getattr(feats, "encodings", None)
     if cut_rows:
         _redo_short_cuts(model, feats, texts, cut_rows, prompt)
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     embedded_chars = None
     if encodings:
-        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
+        # A truncated row has the truncation length, the longest any row can have: only rows of the
+        # longest length are asked (building `overflowing` costs a Python object per row).
+        truncated = np.zeros(len(ids), dtype=bool)
+        longest = np.flatnonzero(lengths == lengths.max()).tolist() if len(ids) else []
+        truncated[longest] = [bool(encodings[i].overflowing) for i in longest]
         embedded_chars = embedded_char_counts(texts, encodings, truncated, prompt_chars=len(prompt or ""))
     else:  # slow tokenizer: reaching the limit is the best evidence available
         truncated = lengths >= max_tokens
@@ -185,7 +189,7 @@ def embedded_char_counts(
     """Characters of each text that reached the model: all of it, or, when truncated, up to the end
     of the last token kept (from the fast tokenizer's offsets into prompt + text; special tokens map
     to (0, 0), so the last token with a non-zero end is the last one kept)."""
-    counts = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    counts = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     for i in np.flatnonzero(truncated).tolist():
         end = next((e for _, e in reversed(encodings[i].offsets) if e), 0)
         counts[i] = max(0, end - prompt_chars)

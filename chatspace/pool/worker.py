@@ -34,7 +34,7 @@ from chatspace.redact import redact
 from chatspace.stats import WorkerStats
 from chatspace.store.layout import RunLayout
 from chatspace.store.manifest import now_iso
-from chatspace.store.shards import ShardRows, build_table, write_shard
+from chatspace.store.shards import ShardRows, build_table, metadata_json, write_shard
 
 log = logging.getLogger("chatspace.worker")
 
@@ -87,7 +87,14 @@ class _UnitInProgress:
     selected: int
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    meta: list[dict] = field(default_factory=list)
+    # Per usable row, as arrays (filled as chunks come back): where it came from, what the model saw.
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    file_no: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    file_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    text_chars: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: text kept whole
+    skip: dict[int, str] = field(default_factory=dict)  # position -> why the encoder skipped that row
     embeddings: list[np.ndarray] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
@@ -274,13 +281,15 @@ class WorkerLoop:
                 split=self.cfg.base_split,
                 skipped=unit.skipped,
             )
-            for k, rid, text in usable:
-                file_no, file_row = source.locate(k)
-                unit.ids.append(rid)
-                unit.texts.append(text)
-                unit.meta.append(
-                    {"row": k, "file": source.spec.files[file_no].user_path, "file_row": file_row}
-                )
+            usable = list(usable)
+            unit.ids = [rid for _, rid, _ in usable]
+            unit.texts = [text for _, _, text in usable]
+            unit.rows = np.fromiter((k for k, _, _ in usable), dtype=np.int64, count=len(usable))
+            unit.file_no, unit.file_row = source.locate_many(unit.rows)
+            n = len(usable)
+            unit.tokens = np.zeros(n, np.int64)
+            unit.truncated = np.zeros(n, bool)
+            unit.text_chars = np.full(n, -1, np.int64)
         chunks = [(s, min(s + CHUNK_ROWS, len(unit.texts))) for s in range(0, len(unit.texts), CHUNK_ROWS)]
         unit.chunks_left = len(chunks)
         unit.embeddings = [None] * len(chunks)  # filled by position as chunks come back, in any order
@@ -330,15 +339,15 @@ class WorkerLoop:
 
     def _chunk_done(self, unit: _UnitInProgress, prepared: Prepared, s: int, e: int, emb: np.ndarray) -> None:
         for pos, reason in prepared.skipped.items():
-            unit.meta[s + pos]["skip"] = reason
+            unit.skip[s + pos] = reason
+        unit.tokens[s:e] = prepared.token_counts
+        unit.truncated[s:e] = prepared.truncated
         chars = prepared.embedded_chars
-        for pos in range(e - s):
-            meta = unit.meta[s + pos]
-            meta["tokens"] = int(prepared.token_counts[pos])
-            meta["truncated"] = bool(prepared.truncated[pos])
-            if chars is not None and chars[pos] < len(unit.texts[s + pos]):
+        if chars is not None:
+            lengths = np.fromiter(map(len, unit.texts[s:e]), dtype=np.int64, count=e - s)
+            for pos in np.flatnonzero(chars < lengths).tolist():
                 # `text` holds what the model saw; the source row keeps the rest.
-                meta["text_chars"] = len(unit.texts[s + pos])
+                unit.text_chars[s + pos] = lengths[pos]
                 unit.texts[s + pos] = unit.texts[s + pos][: int(chars[pos])]
         unit.embeddings[s // CHUNK_ROWS] = emb
         unit.chunks_left -= 1
@@ -364,26 +373,37 @@ class WorkerLoop:
             emb = (
                 np.concatenate(unit.embeddings) if unit.embeddings else np.zeros((0, self.encoder.dimension))
             )
-            keep = [i for i, m in enumerate(unit.meta) if "skip" not in m]
-            for m in unit.meta:
-                if "skip" in m:
-                    unit.skipped[m["skip"]] = unit.skipped.get(m["skip"], 0) + 1
+            keep = np.ones(len(unit.texts), bool)
+            keep[list(unit.skip)] = False
+            for reason in unit.skip.values():
+                unit.skipped[reason] = unit.skipped.get(reason, 0) + 1
+            kept = int(keep.sum())
             unit.stats.units += 1
             unit.stats.selected += unit.selected
-            unit.stats.rows += len(keep)
+            unit.stats.rows += kept
             for reason, n in unit.skipped.items():
                 unit.stats.count_skip(reason, n)
             shard = None
             now = datetime.now(UTC)
-            if keep:
-                emb = emb[keep].astype(np.float32, copy=False)
+            if kept:
+                emb = (emb if kept == len(keep) else emb[keep]).astype(np.float32, copy=False)
                 if not np.isfinite(emb).all():
                     raise FloatingPointError(f"unit {unit.unit}: the encoder produced non-finite values")
-                common = {"field": cfg.text_field, "extract": cfg.extract}
+                whole = kept == len(keep)
+                files = [orjson.dumps(f.user_path).decode() for f in spec.source.files]
                 rows = ShardRows(
-                    ids=[unit.ids[i] for i in keep],
-                    texts=[unit.texts[i] for i in keep],
-                    metadata_json=[orjson.dumps({**common, **unit.meta[i]}).decode() for i in keep],
+                    ids=unit.ids if whole else [unit.ids[i] for i in np.flatnonzero(keep).tolist()],
+                    texts=unit.texts if whole else [unit.texts[i] for i in np.flatnonzero(keep).tolist()],
+                    metadata_json=metadata_json(
+                        orjson.dumps({"field": cfg.text_field, "extract": cfg.extract}).decode()[:-1],
+                        files,
+                        unit.rows[keep],
+                        unit.file_no[keep],
+                        unit.file_row[keep],
+                        unit.tokens[keep],
+                        unit.truncated[keep],
+                        unit.text_chars[keep],
+                    ),
                     embeddings=emb.astype(np.float16) if cfg.embedding_dtype == "float16" else emb,
                     source=spec.source.source,
                     dataset=spec.source.dataset,
@@ -406,7 +426,7 @@ class WorkerLoop:
             record = {
                 "unit": unit.unit,
                 "selected": unit.selected,
-                "rows": len(keep),
+                "rows": kept,
                 "skipped": unit.skipped,
                 "shard": shard,
                 "worker": spec.rank,

@@ -45,6 +45,12 @@ def test_feeder_case_runs_the_pipeline_with_a_no_op_forward(tmp_path):
         # The pipeline (with its texts cut before tokenizing) and the plain tokenizer count the same tokens.
         assert run["feeder"]["tokens"] == run["tokenizer"]["tokens"] > 0
         assert run["feeder"]["rows"] == 300
+        # The pipeline's own time per row outside the tokenizer, per run and per thread count.
+        assert run["host_us_per_row"] == pytest.approx(
+            (run["feeder"]["seconds"] - run["tokenizer"]["seconds"]) / 300 * 1e6
+        )
+    assert {"1"} <= set(results["best"]) and all("host_us_per_row" in b for b in results["best"].values())
+    assert re.search(r"^host work: -?[\d.]+ us per row outside the tokenizer", proc.stdout, re.M)
 
 
 def test_backends_verdict_takes_only_backends_that_keep_the_vectors(monkeypatch):

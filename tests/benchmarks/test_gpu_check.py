@@ -1,41 +1,161 @@
-"""`make gpu-check` on a machine without CUDA: one line, non-zero, nothing run."""
+"""`make gpu-check`: one line without CUDA or without torch; the CPU rehearsal runs every step and writes
+the same files a GPU machine hands back; a hung step is killed with everything it started, recorded as
+timed out, and the check still ends within its budget with every other step's figures."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 from tests.helpers import REPO
 
+STEPS = ["versions", "cli", "headline", "minilm-quality", "qwen3-ref", "oom", "qwen3-eager", "qwen3-compiled"]
+
 
 def test_gpu_check_without_cuda_is_one_line_and_fails(tmp_path):
-    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # no nvidia-smi there on a CPU machine
+    env = {
+        **os.environ,
+        "PATH": "/usr/bin:/bin",
+        "OUT": str(tmp_path / "out"),
+    }  # no nvidia-smi on a CPU machine
+    if os.path.exists("/dev/nvidiactl"):
+        pytest.skip("this machine has an NVIDIA device")
     proc = subprocess.run(
         ["bash", "scripts/gpu-check.sh"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
     )
-    if os.path.exists("/dev/nvidiactl"):
-        import pytest
-
-        pytest.skip("this machine has an NVIDIA device")
     assert proc.returncode == 1
     assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
     assert "no CUDA device" in proc.stderr
-    assert not (REPO / "benchmarks" / "gpu-check").exists() or not any(
-        (REPO / "benchmarks" / "gpu-check").iterdir()
-    )
+    assert not (tmp_path / "out").exists()
 
 
-def test_gpu_check_script_refuses_without_cuda_even_past_the_shell_guard():
+def test_gpu_check_script_refuses_without_cuda_even_past_the_shell_guard(tmp_path):
     """benchmarks/gpu_check.py itself (a machine with the NVIDIA tools but no usable CUDA)."""
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py"], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
     import torch
 
     if torch.cuda.is_available():
-        import pytest
-
         pytest.skip("CUDA is available here")
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
-    assert "no CUDA device" in proc.stderr
+    assert "no CUDA device" in proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_python_without_torch_is_one_line_saying_so(tmp_path):
+    """The GPU image's python3 without torch: said as such, not as "no CUDA device"."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "torch.py").write_text("raise ImportError('no torch in this Python')\n")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "nvidia-smi").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{tools}:/usr/bin:/bin",
+        "PYTHONPATH": f"{shadow}:{REPO}",
+        "GPU_PYTHON": sys.executable,
+        "OUT": str(tmp_path / "out"),
+    }
+    proc = subprocess.run(
+        ["bash", "scripts/gpu-check.sh"], cwd=REPO, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "has no torch" in proc.stderr
+    direct = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert direct.returncode == 1 and direct.stderr.strip().endswith(
+        "has no torch; run it with a Python that has torch"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def rehearse(out, *extra, hang=None, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("CHATSPACE_GPU_CHECK_HANG", None)
+    if hang:
+        env["CHATSPACE_GPU_CHECK_HANG"] = hang
+    t = time.monotonic()
+    proc = subprocess.run(
+        ["bash", "scripts/gpu-check.sh", "--rehearse", "--out", str(out), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    records = [
+        json.loads(line) for line in (out / "gpu-check" / "measurements.jsonl").read_text().splitlines()
+    ]
+    return proc, time.monotonic() - t, records
+
+
+def ends(records) -> dict:
+    return {r["step"]: r["value"] for r in records if r["kind"] == "end"}
+
+
+def measured(records, step) -> dict:
+    return {r["key"]: r["value"] for r in records if r["step"] == step and r["kind"] == "measure"}
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine_hands_back(tmp_path):
+    proc, _, records = rehearse(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["RESULTS-gpu.md", "gpu-check/measurements.jsonl", "gpu-check/steps.log"]
+    assert list(ends(records)) == STEPS and all(e["status"] == "ok" for e in ends(records).values())
+    versions = measured(records, "versions")["packages"]
+    assert versions["torch"] and versions["transformers"] and versions["sentence_transformers"]
+    cli = measured(records, "cli")
+    assert cli["embed"]["status"] == "complete" and cli["parquet"]["rows"] == cli["embed"]["rows"] > 0
+    headline = measured(records, "headline")
+    assert headline["ratio"]["ratio"] > 0 and headline["cosine_to_plain"]["ok"]
+    assert headline["chatspace"]["rows"] == headline["plain"]["rows"] == headline["ratio"]["rows"]
+    assert measured(records, "qwen3-compiled")["summary"]["graphs"] >= 1
+    md = (tmp_path / "RESULTS-gpu.md").read_text()
+    assert "**Headline:**" in md and "failed: none" in md
+    assert all(f"| {step} | ok |" in md for step in STEPS)
+
+
+@pytest.mark.slow
+def test_a_hung_step_is_killed_with_its_children_and_the_others_keep_their_figures(tmp_path):
+    budget = 200
+    steps = ["versions", "cli", "qwen3-ref"]
+    proc, wall, records = rehearse(
+        tmp_path, "--only", *steps, "--budget-s", str(budget), "--step-limit-s", "40", hang="cli"
+    )
+    assert wall < budget, wall
+    assert proc.returncode == 1
+    status = {step: end["status"] for step, end in ends(records).items()}
+    assert status == {"versions": "ok", "cli": "timed out", "qwen3-ref": "ok"}
+    before = measured(records, "cli")["before_hang"]  # written before the hang: kept
+    assert not alive(before["pid"]) and not alive(before["child_pid"])  # its own session's child too
+    assert measured(records, "versions")["packages"]["torch"]
+    assert measured(records, "qwen3-ref")["float32"]["ok"]
+    md = (tmp_path / "RESULTS-gpu.md").read_text()
+    assert "| cli | timed out |" in md and "| qwen3-ref | ok |" in md and "failed: cli" in md

@@ -166,3 +166,28 @@ def test_a_dead_server_is_one_line_naming_it_after_a_couple_of_quick_tries(datas
     assert run_manifest(out)["status"] == "failed"
     _no_key_anywhere(out, proc.stdout, proc.stderr)
     assert "PASSWORD" not in proc.stderr
+
+
+def test_rows_the_encoder_skips_are_left_out_counted_and_the_rest_keep_their_metadata(
+    server, tmp_path, texts
+):
+    import orjson
+
+    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:40])]
+    for i in (3, 17):
+        rows[i]["text"] = "word " * 9000  # over the model's 8191 tokens: skipped with --on-long skip
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "out"
+    proc = run_cli(*_args(path, out, "--execute", "--on-long", "skip"), env=_env(server))
+    assert proc.returncode == 0, proc.stderr
+    table = run_table(out)
+    ids = table.column("id").to_pylist()
+    assert sorted(ids) == sorted(f"d{i}" for i in range(40) if i not in (3, 17))
+    assert run_manifest(out)["skipped"].get("too_long") == 2
+    for rid, text, meta in zip(
+        ids, table.column("text").to_pylist(), table.column("metadata").to_pylist(), strict=True
+    ):
+        m = orjson.loads(meta)
+        n = int(rid[1:])
+        assert (m["row"], m["file_row"], m["file"]) == (n, n, str(path)) and text == rows[n]["text"]
+        assert m["tokens"] > 0 and m["truncated"] is False and list(m)[:2] == ["field", "extract"]

@@ -114,3 +114,49 @@ def test_row_ids():
         with pytest.raises(Skip) as e:
             row_id(bad, "id", "train", 0)
         assert e.value.reason == "missing_id"
+
+
+def test_extract_rows_fast_path_gives_what_the_per_row_functions_give():
+    """Plain string fields take a shortcut in extract_rows; it must agree with extract_row/row_id."""
+    from chatspace.data.extract import Skip, extract_row, extract_rows, row_id
+
+    rows = [
+        {"text": "hello", "id": 7},
+        {"text": "  ", "id": 1},
+        {"text": "x", "id": True},
+        {"text": "x", "id": 3.0},
+        {"text": "x", "id": " "},
+        {"text": "x", "id": "a"},
+        {"text": None, "id": 2},
+        {"text": ["a", "b"], "id": 2},
+        {"id": 4},
+        {"text": "y"},
+        None,
+        {"text.a": "dotted", "id": 9},
+        {"text": {"a": "nested"}, "id": 10},
+        {"text": 5, "id": 11},
+    ]
+    for id_field in ("id", None):
+        for text_field in ("text", "text.a"):
+            skipped: dict[str, int] = {}
+            got = list(
+                extract_rows(
+                    range(len(rows)),
+                    rows,
+                    text_field=text_field,
+                    mode="text",
+                    id_field=id_field,
+                    split="train",
+                    skipped=skipped,
+                )
+            )
+            want, want_skipped = [], {}
+            for i, row in enumerate(rows):
+                try:
+                    if row is None:
+                        raise Skip("invalid_row")
+                    text = extract_row(row, text_field, "text")
+                    want.append((i, row_id(row, id_field, "train", i), text))
+                except Skip as s:
+                    want_skipped[s.reason] = want_skipped.get(s.reason, 0) + 1
+            assert got == want and skipped == want_skipped, (id_field, text_field)
