@@ -174,8 +174,10 @@ def _running_cluster(tmp_path_factory, node_env: dict[str, str] | None = None):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    with _running_cluster(tmp_path_factory) as cluster:
+def ray_cluster(tmp_path_factory, s3_server):
+    """The module's two-node cluster; its nodes hold the session's S3 credentials, as a real cluster's
+    would, so the object-store run needs no cluster of its own."""
+    with _running_cluster(tmp_path_factory, node_env=s3_server.env) as cluster:
         yield cluster
 
 
@@ -350,33 +352,31 @@ def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path, own_ray_cluste
     assert run_cli("verify", str(out)).returncode == 0
 
 
-def test_a_ray_run_writes_straight_to_object_storage(texts, tmp_path, tmp_path_factory, monkeypatch):
+def test_a_ray_run_writes_straight_to_object_storage(texts, tmp_path, ray_cluster, s3_server, monkeypatch):
     """No shared filesystem: the workers on both nodes write their shards and unit records into an
     S3-compatible store (moto's server on loopback; credentials on the nodes, as on a real cluster)."""
     import chatspace
     from chatspace.store.frames import to_numpy
-    from tests.helpers.s3_server import running_s3_server
 
     data, rows = write_corpus(tmp_path, texts, 120)
     assert (
         run_cli(*embed_args(data, tmp_path / "local", "--rows-per-shard", "10", devices="cpu")).returncode
         == 0
     )
-    with running_s3_server() as s3, _running_cluster(tmp_path_factory, node_env=s3.env) as cluster:
-        url = f"s3://{s3.make_bucket('ray')}/out"
-        proc = cluster.embed(data, url, "--rows-per-shard", "10", "--ray-device", "cpu", env=s3.env)
-        assert proc.returncode == 0, proc.stderr
-        verify = run_cli("verify", url, env=s3.env)
-        assert verify.returncode == 0, verify.stderr
-        for name, value in s3.env.items():
-            monkeypatch.setenv(name, value)
-        got = chatspace.load_embeddings(url)
-        want = chatspace.load_embeddings(tmp_path / "local")
-        (got_ids, got_vectors), (want_ids, want_vectors) = to_numpy(got), to_numpy(want)
-        assert sorted(got_ids.tolist()) == sorted(want_ids.tolist()) == sorted(r["id"] for r in rows)
-        order_got, order_want = np.argsort(got_ids), np.argsort(want_ids)
-        assert cosine_rows(got_vectors[order_got], want_vectors[order_want]).min() >= 0.9999
-        (manifest,) = [orjson.loads(s3.filesystem().cat_file(k)) for k in s3.filesystem().glob(
-            url.removeprefix("s3://") + "/indexes/*/*/*/manifest.json"
-        )]  # fmt: skip
-        assert len({w["ray_node_id"] for w in manifest["workers"]}) == 2
+    url = f"s3://{s3_server.make_bucket('ray')}/out"
+    proc = ray_cluster.embed(data, url, "--rows-per-shard", "10", "--ray-device", "cpu", env=s3_server.env)
+    assert proc.returncode == 0, proc.stderr
+    verify = run_cli("verify", url, env=s3_server.env)
+    assert verify.returncode == 0, verify.stderr
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    got = chatspace.load_embeddings(url)
+    want = chatspace.load_embeddings(tmp_path / "local")
+    (got_ids, got_vectors), (want_ids, want_vectors) = to_numpy(got), to_numpy(want)
+    assert sorted(got_ids.tolist()) == sorted(want_ids.tolist()) == sorted(r["id"] for r in rows)
+    order_got, order_want = np.argsort(got_ids), np.argsort(want_ids)
+    assert cosine_rows(got_vectors[order_got], want_vectors[order_want]).min() >= 0.9999
+    (manifest,) = [orjson.loads(s3_server.filesystem().cat_file(k)) for k in s3_server.filesystem().glob(
+        url.removeprefix("s3://") + "/indexes/*/*/*/manifest.json"
+    )]  # fmt: skip
+    assert len({w["ray_node_id"] for w in manifest["workers"]}) == 2
