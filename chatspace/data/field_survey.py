@@ -3,8 +3,10 @@
 Candidates are the columns and the paths into nested values (`meta.title`, `choices.0.turns`), each
 classed by what its sampled values hold: a conversation, free text, a list of strings, or something
 not to embed — short categorical labels (`category`) and id-like values (`q-00081`, hashes), which are
-offered as `--id-field` candidates instead. Ranking: conversations, then long free text, then lists of
-strings, then short free text; within a class, longer text first.
+offered as `--id-field` candidates instead. Ranking: fields that give text in (nearly) as many sampled rows
+as the best-covered field first — a long field most rows lack (MT-bench's `reference`, in 30 of 80
+questions) is no substitute for one every row has (`turns`); then conversations, then long free text,
+then lists of strings, then short free text; within a class, longer text first.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ LONG_TEXT_CHARS = 80  # mean length from which free text counts as long
 LABEL_MAX_CHARS = 40  # labels are short ...
 LABEL_MAX_DISTINCT = 0.5  # ... and repeat: at most this fraction of the sampled values are distinct
 ID_MAX_CHARS = 100
+# A field counts as well covered when it gives text in at least this fraction of the rows that the
+# best-covered field does; fields that fall short rank after all that reach it.
+WELL_COVERED = 0.9
 _RANK = {"conversation": 0, "long-text": 1, "list": 2, "text": 3}
 
 
@@ -161,18 +166,36 @@ def survey_fields(
                 left_out.append({"field": path, "why": why})
                 continue
             fields.append({**base, "kind": "text", "strings": len(strings), **_text_usage(values, len(rows))})
-    fields.sort(key=_rank)
+    best_coverage = max((coverage(f) for f in fields), default=0)
+    fields.sort(key=lambda f: _rank(f, best_coverage))
     return fields, left_out
 
 
-def _rank(field: dict[str, Any]) -> tuple[int, float]:
+def best_extract(field: dict[str, Any]) -> str:
+    """The --extract mode to suggest for a conversation field: first-assistant where any row has one."""
+    found = {m: field["extract"][m]["found"] for m in CONVERSATION_MODES}
+    return "first-assistant" if found["first-assistant"] else max(found, key=found.__getitem__)
+
+
+def usable_rows(field: dict[str, Any]) -> int:
+    """How many sampled rows give text to embed from this field (with its suggested --extract)."""
+    if field["kind"] == "conversation":
+        return field["extract"][best_extract(field)]["found"]
+    return field.get("usable", 0)
+
+
+def coverage(field: dict[str, Any]) -> float:
+    return usable_rows(field) / field["sampled"] if field["sampled"] else 0.0
+
+
+def _rank(field: dict[str, Any], best_coverage: float) -> tuple[bool, int, float]:
     mean = (field.get("chars") or {}).get("mean") or 0
     kind = field["kind"]
     if kind == "conversation":
         mean = (field["extract"]["first-assistant"].get("chars") or {}).get("mean") or 0
     elif kind == "text" and mean >= LONG_TEXT_CHARS:
         kind = "long-text"
-    return _RANK[kind], -mean
+    return coverage(field) < WELL_COVERED * best_coverage, _RANK[kind], -mean
 
 
 def _not_text_reason(strings: list[str]) -> str | None:

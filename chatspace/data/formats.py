@@ -322,6 +322,7 @@ class JsonlReader:
     def read(self, local: np.ndarray, columns: Sequence[str]) -> list[dict | None]:
         rows: list[dict | None] = []
         mm = self._mm
+        end = 0
         for i in local.tolist():
             start = int(self._offsets[i])
             end = mm.find(b"\n", start)
@@ -332,7 +333,17 @@ class JsonlReader:
                 rows.append(None)
                 continue
             rows.append({c: obj[c] for c in columns if c in obj} if isinstance(obj, dict) else None)
+        if len(local) and isinstance(mm, mmap.mmap):
+            self._release(int(self._offsets[int(local[0])]), len(mm) if end < 0 else end + 1)
         return rows
+
+    def _release(self, start: int, end: int) -> None:
+        """Drop the pages just read from this process's resident set (the kernel's page cache keeps
+        them): without it a worker's RSS grows by the size of every file it reads, so peak memory
+        would grow with the sample, not with the unit."""
+        start -= start % mmap.PAGESIZE
+        if end > start and hasattr(self._mm, "madvise"):
+            self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def close(self) -> None:
         if isinstance(self._mm, mmap.mmap):

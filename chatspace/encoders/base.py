@@ -9,6 +9,7 @@ in `Prepared.skipped` with a reason, and are never written.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,10 @@ class Prepared:
 class Encoder(ABC):
     #: The model name stored in every row.
     model_name: str
+    #: Called as rows of a submitted chunk come back, before the whole chunk does: (key, rows, tokens).
+    #: Encoders that batch across chunks call it per batch, so progress moves with each batch; the
+    #: worker sets its own listener, nobody listens by default.
+    rows_back: Callable[[Any, int, int], None] = staticmethod(lambda key, rows, tokens: None)
 
     @property
     @abstractmethod

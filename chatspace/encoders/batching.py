@@ -60,6 +60,12 @@ class Batch:
     def __len__(self) -> int:
         return len(self.positions)
 
+    def rows_per_chunk(self) -> dict[int, tuple[int, int]]:
+        """(rows, real tokens) of this batch per chunk it serves: what progress counts as it comes back."""
+        keys, first, counts = np.unique(self.chunks, return_inverse=True, return_counts=True)
+        tokens = np.bincount(first, weights=self.lengths, minlength=len(keys))
+        return {k: (int(n), int(t)) for k, n, t in zip(keys.tolist(), counts, tokens, strict=True)}
+
     @property
     def real_tokens(self) -> int:
         return int(self.lengths.sum())

@@ -448,6 +448,8 @@ class SentenceTransformerEncoder(Encoder):
                 share = keys.count(key) / len(keys)
                 chunk.stats.add_busy("encode", host_seconds * share)
                 chunk.stats.padded_tokens += round(computed * share)
+        for key, (rows, tokens) in batch.rows_per_chunk().items():  # progress moves per batch
+            self.rows_back(key, rows, tokens)
         first = self._chunks.get(keys[0])
         if first is not None:
             first.stats.batches += 1

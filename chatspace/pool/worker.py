@@ -30,6 +30,7 @@ from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_err
 from chatspace.hardware.devices import Device
 from chatspace.hardware.telemetry import telemetry_for
 from chatspace.pool.messages import Failed, Finished, Message, Ready, RowsDone, Task, UnitDone
+from chatspace.pool.row_reports import RowReports
 from chatspace.redact import redact
 from chatspace.stats import WorkerStats
 from chatspace.store.layout import RunLayout
@@ -307,6 +308,9 @@ class WorkerLoop:
         The encoder is told when its input starves (flush partial batches now rather than wait) and
         when no more input will come, so the last partial batches of a worker run at once."""
         chunks: dict[int, tuple[_UnitInProgress, Prepared, tuple[int, int]]] = {}
+        # Rows count as the encoder's batches come back, not per chunk (see row_reports).
+        self._row_reports = RowReports(self._report_rows)
+        self.encoder.rows_back = self._row_reports.rows_back
         next_key = 0
         finished_input = False
         while True:
@@ -321,23 +325,26 @@ class WorkerLoop:
             if item is not None:
                 unit, prepared, span = item
                 if prepared is None:  # a unit with no usable rows
-                    self._report_progress(unit, 0, sum(unit.skipped.values()), 0)
+                    self._row_reports.unit_without_rows(unit.unit, sum(unit.skipped.values()))
                     if unit.chunks_left <= 0 and not self._put(write_q, unit):
                         return
                     continue
                 chunks[next_key] = (unit, prepared, span)
+                self._row_reports.submitted(next_key, unit.unit)
                 self.encoder.submit(next_key, prepared, unit.stats)
                 next_key += 1
             flush = "all" if finished_input else ("full" if item is not None else "starved")
             for key, emb in self.encoder.poll(flush):
                 unit, prepared, (s, e) = chunks.pop(key)
-                self._chunk_done(unit, prepared, s, e, emb)
+                self._chunk_done(key, unit, prepared, s, e, emb)
                 if unit.chunks_left <= 0 and not self._put(write_q, unit):
                     return
             if finished_input and not self.encoder.has_pending():
                 return
 
-    def _chunk_done(self, unit: _UnitInProgress, prepared: Prepared, s: int, e: int, emb: np.ndarray) -> None:
+    def _chunk_done(
+        self, key: int, unit: _UnitInProgress, prepared: Prepared, s: int, e: int, emb: np.ndarray
+    ) -> None:
         for pos, reason in prepared.skipped.items():
             unit.skip[s + pos] = reason
         unit.tokens[s:e] = prepared.token_counts
@@ -352,10 +359,10 @@ class WorkerLoop:
         unit.embeddings[s // CHUNK_ROWS] = emb
         unit.chunks_left -= 1
         skipped_now = sum(unit.skipped.values()) if s == 0 else 0  # extraction skips count once
-        self._report_progress(unit, e - s, skipped_now, int(prepared.token_counts.sum()))
+        self._row_reports.chunk_done(key, unit.unit, e - s + skipped_now, int(prepared.token_counts.sum()))
 
-    def _report_progress(self, unit: _UnitInProgress, rows: int, skipped: int, tokens: int) -> None:
-        self.channel.send(RowsDone(rank=self.spec.rank, rows=rows + skipped, tokens=tokens, unit=unit.unit))
+    def _report_rows(self, unit: int, rows: int, tokens: int) -> None:
+        self.channel.send(RowsDone(rank=self.spec.rank, rows=rows, tokens=tokens, unit=unit))
 
     def _writer(self, q: queue.Queue) -> None:
         while True:

@@ -29,6 +29,19 @@ def mt_bench_questions(texts: list[str], n: int = 24) -> list[dict]:
     ]
 
 
+def mt_bench_question_file(texts: list[str]) -> list[dict]:
+    """MT-bench's whole question.jsonl: 80 questions of 8 categories, ten each; the 30 of reasoning, math
+    and coding carry a `reference` answer, longer than the questions."""
+    rows = []
+    for i in range(80):
+        category = CATEGORIES[i // 10]
+        row = {"question_id": 81 + i, "category": category, "turns": [texts[2 * i], texts[2 * i + 1]]}
+        if category in ("reasoning", "math", "coding"):
+            row["reference"] = [texts[200 + i] + "\n\n" + texts[300 + i], texts[400 + i]]
+        rows.append(row)
+    return rows
+
+
 def mt_bench_answers(texts: list[str], n: int = 24) -> list[dict]:
     """model_answer/*.jsonl of MT-bench: the answer turns sit under choices[0].turns."""
     return [
@@ -261,16 +274,20 @@ def test_a_path_into_no_column_is_refused_before_work(tmp_path, texts):
 # --- download-dataset on the same shapes --------------------------------------------------------------
 
 
-def _closing_command(stdout: str) -> str:
+def _closing_command(stdout: str) -> tuple[str, str]:
+    """(the suggested command, the coverage comment beside it) of download-dataset's last line."""
     lines = stdout.rstrip().splitlines()
     assert lines[-2] == "to embed:", stdout
-    return lines[-1].strip()
+    command, _, note = lines[-1].strip().partition("  # ")
+    return command, note
 
 
 @pytest.mark.parametrize(
     ("shape", "best", "not_text"),
     [
         ("mt-bench-questions", "--text-field turns --id-field question_id", {"category"}),
+        # `reference` is longer but in 30 of the 80 rows: the questions, in every row, come first.
+        ("mt-bench-question-file", "--text-field turns --id-field question_id", {"category"}),
         (
             "mt-bench-answers",
             "--text-field choices.0.turns --id-field answer_id",
@@ -292,18 +309,28 @@ def _closing_command(stdout: str) -> str:
 def test_download_dataset_ranks_what_a_person_would_embed(tmp_path, texts, shape, best, not_text):
     rows = {
         "mt-bench-questions": mt_bench_questions,
+        "mt-bench-question-file": mt_bench_question_file,
         "mt-bench-answers": mt_bench_answers,
         "openai-logs": openai_logs,
     }[shape](texts)
     path = write_jsonl(tmp_path / f"{shape}.jsonl", rows)
     proc = run_cli("download-dataset", "--name", str(path), "--output-root", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
-    assert _closing_command(proc.stdout) == f"chatspace embed-hf --dataset {path} {best}"
+    command, coverage = _closing_command(proc.stdout)
+    assert command == f"chatspace embed-hf --dataset {path} {best}"
+    assert coverage == f"text in {len(rows)} of {len(rows)} sampled rows (100%)"
     info = orjson.loads(next((tmp_path / "out").glob("datasets/raw/local/*/*/info.json")).read_bytes())
     assert {f["field"] for f in info["not_text_fields"]} == not_text
     for f in info["text_fields"]:
         assert f["field"] not in not_text
-    if shape == "mt-bench-questions":
+    if shape == "mt-bench-question-file":
+        reference = next(f for f in info["text_fields"] if f["field"] == "reference")
+        assert reference["usable"] == 30 and reference["missing"] == 50
+        assert "--text-field reference --id-field question_id  # text in 30 of 80 sampled rows (38%)" in (
+            proc.stdout
+        )
+        assert reference["chars"]["mean"] > info["text_fields"][0]["chars"]["mean"]  # longer, yet second
+    if shape.startswith("mt-bench-question"):
         turns = info["text_fields"][0]
         assert turns["kind"] == "list" and turns["strings_per_row"]["mean"] == 2
         assert "list of strings" in proc.stdout
@@ -333,9 +360,9 @@ def test_download_dataset_puts_conversations_and_long_text_before_lists(tmp_path
     assert order[:2] == ["conversation", "body"]
     assert order.index("keywords") < order.index("title")
     assert "lang" not in order and "uuid" not in order and "tags" not in order
-    assert _closing_command(proc.stdout).endswith(
-        "--text-field conversation --extract first-assistant --id-field uuid"
-    )
+    command, coverage = _closing_command(proc.stdout)
+    assert command.endswith("--text-field conversation --extract first-assistant --id-field uuid")
+    assert coverage == "text in 30 of 30 sampled rows (100%)"
 
 
 # --- several extractions of one dataset, side by side ------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from chatspace.data import hub
 from chatspace.data.sources import Source, open_source
 from chatspace.errors import UsageError
-from tests.helpers import write_jsonl
+from tests.helpers import real_texts, write_jsonl
 
 
 def _read_all(src: Source, cols=("text",)):
@@ -167,3 +167,30 @@ def test_split_folders_and_split_named_files(tmp_path):
     assert open_source(str(flat), split="test", cache_dir=tmp_path).num_rows == 1
     with pytest.raises(UsageError, match="files name splits"):
         open_source(str(flat), split="dev", cache_dir=tmp_path)
+
+
+def _resident_file_kib() -> int:
+    """File-backed pages in this process's resident set (Linux: RssFile of /proc/self/status)."""
+    for line in open("/proc/self/status"):  # noqa: SIM115 - read once
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status (not Linux)")
+
+
+def test_reading_a_jsonl_file_does_not_keep_it_resident(tmp_path):
+    """A worker reads its units through a memory map; the pages it has read leave its resident set, so
+    peak memory follows the unit, not the size of the sample (here 24 MB read in 1,000-row units)."""
+    texts = real_texts(400)
+    rows = [
+        {"id": i, "text": (texts[i % 400] + " ") * (2000 // len(texts[i % 400]) + 1)} for i in range(12_000)
+    ]
+    path = write_jsonl(tmp_path / "big.jsonl", rows)
+    assert path.stat().st_size > 24_000_000
+    src = open_source(str(path), cache_dir=tmp_path / "cache")
+    before = _resident_file_kib()
+    for start in range(0, 12_000, 1_000):
+        got = src.read(np.arange(start, start + 1_000), ["id"])
+        assert [r["id"] for r in got] == list(range(start, start + 1_000))
+    grown_kib = _resident_file_kib() - before
+    src.close()
+    assert grown_kib < 4_000, f"{grown_kib} KiB of the 24 MB file stayed resident"

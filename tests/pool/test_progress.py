@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 import chatspace.pool.progress as progress_module
+from chatspace.encoders.base import CHUNK_ROWS
+from chatspace.encoders.batching import Batch
 from chatspace.pool.progress import Progress
-from tests.helpers import run_cli, write_jsonl
+from chatspace.pool.row_reports import SEND_EVERY_S, RowReports
+from tests.helpers import real_texts, run_cli, write_jsonl
 
 LINE = re.compile(
     r"progress: ([\d,]+)/([\d,]+) rows \(([\d.]+)%\), ([\d.,]+) rows/s, ([\d,]+) tok/s, ETA (\S+), ([\d,]+) skipped"
@@ -66,19 +70,50 @@ def test_rows_of_a_lost_unit_are_taken_back_without_changing_the_rates(monkeypat
     assert LINE.search(p.status()).groups()[:3] == ("100", "100", "100.0")
 
 
+def test_a_workers_reports_follow_its_batches_and_add_up_to_each_unit():
+    clock = _Clock()
+    sent: list[tuple[int, int, int]] = []
+    reports = RowReports(lambda unit, rows, tokens: sent.append((unit, rows, tokens)), clock=clock)
+    reports.submitted("a", unit=7)
+    reports.submitted("b", unit=7)
+    reports.rows_back("warm-up", 32, 900)  # not a chunk of this worker's: not counted
+    reports.rows_back("a", 40, 400)
+    assert sent == []  # gathered until SEND_EVERY_S has passed ...
+    clock.now += SEND_EVERY_S
+    reports.rows_back("a", 60, 600)
+    assert sent == [(7, 100, 1000)]  # ... then sent, so the count moves before the chunk is done
+    reports.rows_back("b", 10, 50)
+    # Chunk a: 1,024 rows (4 of them skipped by extraction) and 9,000 tokens in all.
+    reports.chunk_done("a", 7, rows=1024, tokens=9000)
+    reports.chunk_done("b", 7, rows=200, tokens=700)
+    reports.unit_without_rows(8, skipped=5)
+    assert sent[1:] == [(7, 924 + 10, 8000 + 50), (7, 190, 650), (8, 5, 0)]
+    assert sum(r for u, r, _ in sent if u == 7) == 1224 and sum(t for u, _, t in sent if u == 7) == 9700
+
+
+def test_a_batch_says_how_many_rows_and_tokens_it_holds_of_each_chunk():
+    batch = Batch(np.array([3, 5, 3, 3]), np.array([0, 0, 1, 2]), np.array([10, 7, 12, 4]), 12, 16)
+    assert batch.rows_per_chunk() == {3: (3, 26), 5: (1, 7)}
+
+
 @pytest.mark.slow
-def test_a_piped_run_prints_progress_lines_with_an_eta(tmp_path, texts):
-    rows = [{"id": f"r{i}", "text": t if i % 50 else ""} for i, t in enumerate(texts[:300])]
+def test_a_piped_run_prints_progress_lines_with_an_eta(tmp_path):
+    """Rows count as the encoder's batches come back, not per 1,024-row chunk: a 2,500-row CPU run
+    shows movement (and an ETA) well before its first chunk is done."""
+    texts = [t[:64] for t in real_texts(2500)]  # short rows: the count of rows is what is tested
+    rows = [{"id": f"r{i}", "text": t if i % 50 else ""} for i, t in enumerate(texts)]
     data = write_jsonl(tmp_path / "notes.jsonl", rows)
     proc = run_cli(
-        "embed-hf", "--dataset", str(data), "--id-field", "id", "--devices", "cpu", "--rows-per-shard", "100",
-        "--output-root", str(tmp_path / "out"), env={"CHATSPACE_PROGRESS_EVERY": "0.5"},
+        "embed-hf", "--dataset", str(data), "--id-field", "id", "--devices", "cpu",
+        "--output-root", str(tmp_path / "out"), env={"CHATSPACE_PROGRESS_EVERY": "0.2"}, timeout=280,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     found = [LINE.search(line) for line in proc.stderr.splitlines()]
     found = [m for m in found if m]
     assert found, proc.stderr  # stderr is a pipe here, as under nohup or a batch scheduler
     done = [int(m.group(1).replace(",", "")) for m in found]
-    assert done == sorted(done) and all(0 < d <= 300 for d in done)
-    assert all(m.group(2) == "300" for m in found)
-    assert any(m.group(6) not in ("?",) for m in found)  # an ETA once there is a rate
+    assert done == sorted(done) and all(0 < d <= 2500 for d in done)
+    assert all(m.group(2) == "2,500" for m in found)
+    with_eta = [m for m in found if m.group(6) != "?"]
+    assert len({int(m.group(1).replace(",", "")) for m in with_eta}) >= 3, proc.stderr
+    assert done[0] < CHUNK_ROWS, proc.stderr  # counted before the first chunk was done

@@ -174,8 +174,10 @@ def _running_cluster(tmp_path_factory, node_env: dict[str, str] | None = None):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    with _running_cluster(tmp_path_factory) as cluster:
+def ray_cluster(tmp_path_factory, s3_server):
+    """The module's two-node cluster; its nodes hold the session's S3 credentials, as a real cluster's
+    would, so the object-store run needs no cluster of its own."""
+    with _running_cluster(tmp_path_factory, node_env=s3_server.env) as cluster:
         yield cluster
 
 
@@ -212,6 +214,72 @@ def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_r
         leftovers = [p.pid for p in ray_cluster.processes() if "RayWorkerActor" in " ".join(_cmdline(p))]
     assert not leftovers, "the run left actors behind"
     assert all(node.poll() is None for node in ray_cluster.nodes)
+
+
+def _refusal(proc) -> str:
+    """The one line a refused driver gets (rc 2, no traceback, nothing else on stderr)."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+_NO_TOKEN = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def test_a_driver_without_the_clusters_token_gets_one_line(tmp_path, ray_cluster):
+    """Token authentication (Ray's default): ray.init would retry ~45 s and raise ConnectionError."""
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "hello"}])
+    args = embed_args(data, tmp_path / "out", "--executor", "ray", "--ray-address", ray_cluster.address)
+    args += ["--ray-device", "cpu"]
+    t0 = time.monotonic()
+    line = _refusal(run_cli(*args, unset=_NO_TOKEN, timeout=120))
+    assert time.monotonic() - t0 < 40, "ray.init would have retried for ~45 s"
+    assert line == (
+        f"chatspace: error: the Ray cluster at {ray_cluster.address} refused this driver's authentication "
+        "token: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (a file holding the cluster's token) or "
+        "RAY_AUTH_TOKEN (the token itself)"
+    )
+    wrong = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    line = _refusal(run_cli(*args, env=wrong, unset=("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"), timeout=120))
+    assert "refused this driver's authentication token" in line and "is not the cluster's" in line
+    assert not list((tmp_path / "out").rglob("manifest.json"))  # refused before any work
+
+
+def test_a_cluster_of_other_ray_and_python_versions_gets_one_line(tmp_path, ray_cluster):
+    """The versions a cluster records at start (its CLUSTER_METADATA, which ray.init checks), set to
+    others for the length of the test."""
+    import ray
+
+    original = _cluster_metadata(ray_cluster)
+    assert orjson.loads(original)["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    other = {**orjson.loads(original), "ray_version": "2.9.3", "python_version": "3.10.14"}
+    _cluster_metadata(ray_cluster, orjson.dumps(other))
+    try:
+        data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "hello"}])
+        proc = ray_cluster.embed(data, tmp_path / "out", "--ray-device", "cpu")
+    finally:
+        _cluster_metadata(ray_cluster, original)
+    line = _refusal(proc)
+    assert line.startswith(f"chatspace: error: the Ray cluster at {ray_cluster.address} runs Ray 2.9.3 ")
+    assert f"(this driver has Ray {ray.__version__})" in line and "Python 3.10.14" in line
+    assert "pip install 'ray==2.9.3'" in line and "use a Python 3.10.14 environment" in line
+
+
+def _cluster_metadata(cluster: LoopbackCluster, replace_with: bytes | None = None) -> bytes:
+    """The cluster's recorded versions (JSON), read (and replaced) through its GCS with its token."""
+    code = (
+        "import sys\n"
+        "from ray._raylet import InnerGcsClient\n"
+        f"gcs = InnerGcsClient.standalone({cluster.address!r}, None, 30_000)\n"
+        f"new = {replace_with!r}\n"
+        "if new is not None: gcs.internal_kv_put(b'CLUSTER_METADATA', new, True, b'cluster', 30)\n"
+        "sys.stdout.buffer.write(gcs.internal_kv_get(b'CLUSTER_METADATA', b'cluster', 30))\n"
+    )
+    env = {**os.environ, **_auth(cluster.base)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout
 
 
 def test_ray_workers_caps_the_cluster(texts, tmp_path, ray_cluster):
@@ -284,33 +352,31 @@ def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path, own_ray_cluste
     assert run_cli("verify", str(out)).returncode == 0
 
 
-def test_a_ray_run_writes_straight_to_object_storage(texts, tmp_path, tmp_path_factory, monkeypatch):
+def test_a_ray_run_writes_straight_to_object_storage(texts, tmp_path, ray_cluster, s3_server, monkeypatch):
     """No shared filesystem: the workers on both nodes write their shards and unit records into an
     S3-compatible store (moto's server on loopback; credentials on the nodes, as on a real cluster)."""
     import chatspace
     from chatspace.store.frames import to_numpy
-    from tests.helpers.s3_server import running_s3_server
 
     data, rows = write_corpus(tmp_path, texts, 120)
     assert (
         run_cli(*embed_args(data, tmp_path / "local", "--rows-per-shard", "10", devices="cpu")).returncode
         == 0
     )
-    with running_s3_server() as s3, _running_cluster(tmp_path_factory, node_env=s3.env) as cluster:
-        url = f"s3://{s3.make_bucket('ray')}/out"
-        proc = cluster.embed(data, url, "--rows-per-shard", "10", "--ray-device", "cpu", env=s3.env)
-        assert proc.returncode == 0, proc.stderr
-        verify = run_cli("verify", url, env=s3.env)
-        assert verify.returncode == 0, verify.stderr
-        for name, value in s3.env.items():
-            monkeypatch.setenv(name, value)
-        got = chatspace.load_embeddings(url)
-        want = chatspace.load_embeddings(tmp_path / "local")
-        (got_ids, got_vectors), (want_ids, want_vectors) = to_numpy(got), to_numpy(want)
-        assert sorted(got_ids.tolist()) == sorted(want_ids.tolist()) == sorted(r["id"] for r in rows)
-        order_got, order_want = np.argsort(got_ids), np.argsort(want_ids)
-        assert cosine_rows(got_vectors[order_got], want_vectors[order_want]).min() >= 0.9999
-        (manifest,) = [orjson.loads(s3.filesystem().cat_file(k)) for k in s3.filesystem().glob(
-            url.removeprefix("s3://") + "/indexes/*/*/*/manifest.json"
-        )]  # fmt: skip
-        assert len({w["ray_node_id"] for w in manifest["workers"]}) == 2
+    url = f"s3://{s3_server.make_bucket('ray')}/out"
+    proc = ray_cluster.embed(data, url, "--rows-per-shard", "10", "--ray-device", "cpu", env=s3_server.env)
+    assert proc.returncode == 0, proc.stderr
+    verify = run_cli("verify", url, env=s3_server.env)
+    assert verify.returncode == 0, verify.stderr
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    got = chatspace.load_embeddings(url)
+    want = chatspace.load_embeddings(tmp_path / "local")
+    (got_ids, got_vectors), (want_ids, want_vectors) = to_numpy(got), to_numpy(want)
+    assert sorted(got_ids.tolist()) == sorted(want_ids.tolist()) == sorted(r["id"] for r in rows)
+    order_got, order_want = np.argsort(got_ids), np.argsort(want_ids)
+    assert cosine_rows(got_vectors[order_got], want_vectors[order_want]).min() >= 0.9999
+    (manifest,) = [orjson.loads(s3_server.filesystem().cat_file(k)) for k in s3_server.filesystem().glob(
+        url.removeprefix("s3://") + "/indexes/*/*/*/manifest.json"
+    )]  # fmt: skip
+    assert len({w["ray_node_id"] for w in manifest["workers"]}) == 2

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -88,6 +90,32 @@ def test_ray_worker_count_must_be_positive(tmp_path):
     args = ["embed-hf", "--dataset", "x.jsonl", "--executor", "ray", "--output-root", str(tmp_path)]
     proc = run_cli(*args, "--ray-workers", "0")
     assert proc.returncode == 2 and "--ray-workers must be at least 1" in proc.stderr
+
+
+def test_an_address_that_answers_but_is_not_ray_is_one_line(tmp_path):
+    """An HTTP server where the cluster should be: named as not Ray at once, not after ray.init's
+    ~45 s of retries."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        data = write_jsonl(tmp_path / "d.jsonl", [{"text": "hello"}])
+        t0 = time.monotonic()
+        proc = run_cli(
+            "embed-hf", "--dataset", str(data), "--executor", "ray", "--ray-device", "cpu",
+            "--ray-address", f"127.0.0.1:{server.server_port}", "--output-root", str(tmp_path / "out"),
+            "--no-progress", unset=("RAY_ADDRESS",), timeout=120,
+        )  # fmt: skip
+        elapsed = time.monotonic() - t0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"chatspace: error: 127.0.0.1:{server.server_port} answers but is not a Ray cluster (no gRPC reply "
+        f"on port {server.server_port}); point --ray-address / RAY_ADDRESS at the head's GCS port (the "
+        "--port of `ray start --head`, 6379 by default)"
+    ]
+    assert elapsed < 40, "ray.init would have retried for ~45 s"
 
 
 @pytest.mark.parametrize("how", ["option", "env", "auto"])

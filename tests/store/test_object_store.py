@@ -20,15 +20,13 @@ from chatspace.store.frames import to_numpy
 from chatspace.store.reader import shard_paths
 from tests.helpers import cosine_rows, embed_args, run_cli, write_corpus
 from tests.helpers.faults import assert_all_gone, start_cli, worker_processes
-from tests.helpers.s3_server import running_s3_server
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def s3():
-    with running_s3_server() as server:
-        yield server
+@pytest.fixture
+def s3(s3_server):
+    return s3_server
 
 
 @pytest.fixture

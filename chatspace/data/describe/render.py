@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chatspace.data.describe.findings import plural
-from chatspace.data.field_survey import CONVERSATION_MODES
+from chatspace.data.field_survey import CONVERSATION_MODES, best_extract, usable_rows
 
 
 def _human_bytes(n: int | None) -> str:
@@ -48,7 +48,8 @@ def _table(rows: list[tuple[str, ...]], right: set[int] = frozenset(), indent: s
 
 
 def _suggest(info: dict[str, Any]) -> list[str]:
-    """`embed-hf` command lines for the text fields, best first (at most three)."""
+    """`embed-hf` command lines for the text fields, best first (at most three), each followed by a shell
+    comment saying how many sampled rows give text from that field."""
     q = shlex.quote
     dataset = f"--dataset {q(info['name'])}"
     if info.get("source") == "huggingface" and info.get("subset") and info.get("subset") != "default":
@@ -65,15 +66,19 @@ def _suggest(info: dict[str, Any]) -> list[str]:
     for f in info.get("text_fields", []):
         if f["field"] == id_field:
             continue
+        usable = usable_rows(f)
+        if not usable:
+            continue
         field = f"--text-field {q(f['field'])}"
         if f["kind"] == "conversation":
-            found = {m: f["extract"][m]["found"] for m in CONVERSATION_MODES}
-            best = "first-assistant" if found["first-assistant"] else max(found, key=found.__getitem__)
-            if found[best]:
-                out.append(f"chatspace embed-hf {dataset} {field} --extract {best}{id_part}")
-        elif f.get("usable"):
-            out.append(f"chatspace embed-hf {dataset} {field}{id_part}")
+            field += f" --extract {best_extract(f)}"
+        out.append(f"chatspace embed-hf {dataset} {field}{id_part}  {_coverage_note(usable, f['sampled'])}")
     return out[:3]
+
+
+def _coverage_note(usable: int, sampled: int) -> str:
+    share = f"{usable / sampled:.0%}" if sampled else "?"
+    return f"# text in {usable:,} of {plural(sampled, 'sampled row')} ({share})"
 
 
 def render(info: dict[str, Any], path: Path | None = None) -> str:

@@ -24,6 +24,7 @@ from chatspace.errors import ChatspaceError, UsageError
 from chatspace.hardware.devices import Device
 from chatspace.logs import quiet_worker_environment
 from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, send_worker_logs, share_worker_cores
+from chatspace.pool.executors.ray_probe import cluster_refusal
 from chatspace.pool.messages import Message, Task
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
@@ -39,7 +40,8 @@ def resolve_ray_address(address: str | None) -> str:
     A bare `ray.init()` attaches to whatever Ray's `ray_current_cluster` file names, and hangs for many
     minutes when that cluster has died. So no address (and no RAY_ADDRESS) starts a fresh local
     instance, and a named cluster ("auto" included) is probed first: one line within seconds if it
-    does not answer.
+    does not answer, or answers but would refuse this driver (ray_probe: not Ray, a token it does not
+    accept, other Ray or Python versions).
     """
     address = (address or os.environ.get("RAY_ADDRESS") or "").strip()
     if address in ("", "local"):
@@ -59,6 +61,10 @@ def resolve_ray_address(address: str | None) -> str:
             f"the Ray cluster at {target} does not answer ({e.strerror or e}); check --ray-address / "
             "RAY_ADDRESS, or leave both unset to run a local Ray instance"
         ) from None
+    if not target.startswith("ray://"):  # a GCS address: ask it now why it would refuse this driver
+        refusal = cluster_refusal(target, host, port)
+        if refusal:
+            raise UsageError(refusal)
     return address
 
 
