@@ -207,9 +207,25 @@ def step_versions(args, rec) -> dict:
     }
 
 
-def step_cli(args, rec) -> dict:
+def in_scratch(step):
+    """Run a step in a scratch folder of its own under the system's temporary folder, removed after."""
+    import functools
+    import shutil
+
+    @functools.wraps(step)
+    def run_in(args, rec):
+        scratch = tempfile.mkdtemp(prefix=f"chatspace-gpu-{step.__name__}-")
+        try:
+            return step(args, rec, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    return run_in
+
+
+@in_scratch
+def step_cli(args, rec, out: str) -> dict:
     """`chatspace embed-hf` end to end on the demo rows, then `chatspace verify`."""
-    out = tempfile.mkdtemp(prefix="chatspace-gpu-cli-")
     common = ["--dataset", "chatspace/resources/demo.jsonl", "--id-field", "id", *where()]
     if REHEARSE:
         common += ["--max-rows", "48"]
@@ -250,7 +266,8 @@ def step_cli(args, rec) -> dict:
     }
 
 
-def step_headline(args, rec) -> dict:
+@in_scratch
+def step_headline(args, rec, work: str) -> dict:
     """SentenceTransformer's own encode against `chatspace embed-hf`, the same rows, whole processes."""
     import corpus as corpus_mod
 
@@ -258,7 +275,6 @@ def step_headline(args, rec) -> dict:
     dtype = "float32" if REHEARSE else "float16"
     data = corpus_mod.build_corpus(n)
     model = minilm_path(args)
-    work = tempfile.mkdtemp(prefix="chatspace-gpu-headline-")
     plain_cmd = [sys.executable, str(HERE / "plain_encode.py"), "--data", str(data), "--model", model]
     plain_cmd += ["--device", DEVICE, "--dtype", dtype, "--out", f"{work}/plain"]
     plain, plain_wall = timed_run(plain_cmd, 400)
