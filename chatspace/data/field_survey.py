@@ -20,7 +20,7 @@ from chatspace.config import EXTRACT_MODES
 from chatspace.data.extract import Skip, extract_text
 from chatspace.data.fields import MissingField, lookup
 
-CONVERSATION_MODES = tuple(m for m in EXTRACT_MODES if m != "text")
+CONVERSATION_MODES = tuple(m for m in EXTRACT_MODES if m not in ("text", "each-turn"))  # one text a row
 MAX_DEPTH = 4  # dots in a candidate path
 MAX_PATHS = 64  # candidate paths looked at, at most
 LONG_TEXT_CHARS = 80  # mean length from which free text counts as long

@@ -22,13 +22,15 @@ import numpy as np
 import orjson
 
 from chatspace.config import RunConfig
-from chatspace.data.extract import extract_rows, needed_columns
+from chatspace.data.extract import needed_columns
 from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
+from chatspace.data.turns import extract_items
 from chatspace.encoders.base import CHUNK_ROWS, Prepared
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
 from chatspace.hardware.devices import Device
 from chatspace.hardware.telemetry import telemetry_for
+from chatspace.pool.long_rows import LongRows, row_ends
 from chatspace.pool.messages import Failed, Finished, Message, Ready, RowsDone, Task, UnitDone
 from chatspace.redact import redact
 from chatspace.stats import WorkerStats
@@ -92,6 +94,9 @@ class _UnitInProgress:
     skipped: dict[str, int] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
     chunks_left: int = 0
+    expansion: dict[str, int] = field(default_factory=dict)  # messages, chunks: the unit record's
+    row_ends: list[bool] | None = None  # per row: the last of its source row (None: all are)
+    groups: list | None = None  # --long-text mean: the rows that fold into one
 
 
 class WorkerLoop:
@@ -105,6 +110,7 @@ class WorkerLoop:
         self._error: BaseException | None = None
         self._error_stage = ""
         self._stop = threading.Event()
+        self.long_rows: LongRows | None = None
 
     # --- entry -----------------------------------------------------------------------------------
 
@@ -118,6 +124,8 @@ class WorkerLoop:
 
             self.encoder = build_encoder(self.cfg, spec.device, spec.threads)
             self.encoder.load(self.stats)
+            if self.cfg.long_text != "truncate":
+                self.long_rows = LongRows(self.cfg.long_text, self.cfg.chunk_overlap, self.encoder)
         except BaseException as e:  # noqa: BLE001 - every failure becomes a message
             self._report_error("loading the model", e)
             return 1
@@ -265,22 +273,27 @@ class WorkerLoop:
         with unit.stats.busy("read"):
             rows = source.read(indices, columns)
         with unit.stats.busy("extract"):
-            usable = extract_rows(
+            usable = extract_items(
                 indices.tolist(),
                 rows,
                 text_field=self.cfg.text_field,
                 mode=self.cfg.extract,
                 id_field=self.cfg.id_field,
                 split=self.cfg.base_split,
+                roles=self.cfg.roles,
                 skipped=unit.skipped,
+                counts=unit.expansion,
             )
-            for k, rid, text in usable:
+            for k, rid, text, extra in usable:
                 file_no, file_row = source.locate(k)
                 unit.ids.append(rid)
                 unit.texts.append(text)
-                unit.meta.append(
-                    {"row": k, "file": source.spec.files[file_no].user_path, "file_row": file_row}
-                )
+                meta = {"row": k, "file": source.spec.files[file_no].user_path, "file_row": file_row}
+                unit.meta.append({**meta, **extra} if extra else meta)
+        if self.long_rows is not None:
+            with unit.stats.busy("tokenize"):
+                self.long_rows.expand(unit)
+        unit.row_ends = row_ends(unit.meta)
         chunks = [(s, min(s + CHUNK_ROWS, len(unit.texts))) for s in range(0, len(unit.texts), CHUNK_ROWS)]
         unit.chunks_left = len(chunks)
         unit.embeddings = [None] * len(chunks)  # filled by position as chunks come back, in any order
@@ -343,7 +356,8 @@ class WorkerLoop:
         unit.embeddings[s // CHUNK_ROWS] = emb
         unit.chunks_left -= 1
         skipped_now = sum(unit.skipped.values()) if s == 0 else 0  # extraction skips count once
-        self._report_progress(unit, e - s, skipped_now, int(prepared.token_counts.sum()))
+        rows = e - s if unit.row_ends is None else sum(unit.row_ends[s:e])  # source rows finished
+        self._report_progress(unit, rows, skipped_now, int(prepared.token_counts.sum()))
 
     def _report_progress(self, unit: _UnitInProgress, rows: int, skipped: int, tokens: int) -> None:
         self.channel.send(RowsDone(rank=self.spec.rank, rows=rows + skipped, tokens=tokens, unit=unit.unit))
@@ -364,6 +378,8 @@ class WorkerLoop:
             emb = (
                 np.concatenate(unit.embeddings) if unit.embeddings else np.zeros((0, self.encoder.dimension))
             )
+            if self.long_rows is not None:
+                emb = self.long_rows.fold(unit, emb)
             keep = [i for i, m in enumerate(unit.meta) if "skip" not in m]
             for m in unit.meta:
                 if "skip" in m:
@@ -416,6 +432,8 @@ class WorkerLoop:
                 "source": identity_digest(spec.source.identity),
                 "written_at": now_iso(),
             }
+            if unit.expansion:
+                record["expansion"] = unit.expansion
         record["stats"] = unit.stats.to_dict()
         # The record is the unit's completion marker: written only after the shard is in place.
         try:
