@@ -234,3 +234,34 @@ def test_mt_bench_lists_of_strings_with_long_text(tmp_path, texts, st_model, mod
     else:
         assert ids == [str(r["question_id"]) for r in rows]
         assert stored[2] == "\n\n".join(rows[2]["turns"])
+
+
+def test_resume_after_sigkill_in_chunk_mode_gives_exactly_the_planned_chunk_rows(tmp_path, texts, st_model):
+    import os
+    import signal
+
+    from tests.helpers.faults import start_until_units
+
+    base = short_texts(texts, st_model, 48)
+    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(base)]
+    for k in range(0, 48, 6):  # a long text in every unit of 8 rows
+        rows[k]["text"] = _long_text(texts[k * 7 :], 600, st_model)
+    path = write_jsonl(tmp_path / "c.jsonl", rows)
+    out = tmp_path / "out"
+    args = [
+        "embed-hf", "--dataset", str(path), "--id-field", "id", "--output-root", str(out), "--devices", "cpu",
+        "--rows-per-shard", "8", "--no-progress", "--long-text", "chunk", "--chunk-overlap", "24",
+    ]  # fmt: skip
+    proc, _ = start_until_units(args, out, 2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    resumed = run_cli(*args, "--resume", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    chunker = TextChunker(st_model.tokenizer, 256, None, overlap=24)
+    planned = []
+    for r, windows in zip(rows, chunker.windows([r["text"] for r in rows]), strict=True):
+        planned += [r["id"]] if windows is None else [f"{r['id']}#{k}" for k in range(len(windows))]
+    ids, stored, _, emb = _rows(out)
+    assert sorted(ids) == sorted(planned) and len(ids) == len(set(ids))
+    assert cosine_rows(emb, st_model.encode(stored)).min() >= 0.99999
+    assert run_manifest(out)["totals"]["rows"] == len(planned)
