@@ -15,17 +15,17 @@ from typing import Any
 import numpy as np
 
 from chatspace.encoders.chunking import chunker_for, model_normalizes
+from chatspace.store.row_kinds import weighted_mean
 
 
 @dataclass
 class MeanGroup:
-    """Rows [start, end) of the embedded rows that make one output row; weights per embedded row."""
+    """Rows [start, end) of the embedded rows that make one output row."""
 
     rid: str
     start: int
     end: int
     text: str | None  # the full text when the rows are chunks of it; None: one row, kept as it is
-    weights: list[int]
 
 
 class LongRows:
@@ -47,7 +47,7 @@ class LongRows:
                 ids.append(rid)
                 texts.append(text)
                 meta.append(m)
-                groups.append(MeanGroup(rid, start, start + 1, None, [1]))
+                groups.append(MeanGroup(rid, start, start + 1, None))
                 continue
             counts["texts_chunked"] = counts.get("texts_chunked", 0) + 1
             counts["chunk_rows"] = counts.get("chunk_rows", 0) + len(cuts)
@@ -57,7 +57,7 @@ class LongRows:
                 texts.append(text[w.char_start : w.char_end])
                 chunk = {"index": k, "count": len(cuts), "char_start": w.char_start, "char_end": w.char_end}
                 meta.append({**m, "chunk": chunk})
-            groups.append(MeanGroup(rid, start, len(ids), text, [w.tokens for w in cuts]))
+            groups.append(MeanGroup(rid, start, len(ids), text))
         counts["source_texts"] = counts.get("source_texts", 0) + len(unit.texts)
         unit.ids, unit.texts, unit.meta = ids, texts, meta
         unit.groups = groups if self.mode == "mean" else None
@@ -83,11 +83,7 @@ class LongRows:
             skip = next((p["skip"] for p in parts if "skip" in p), None)
             if skip is not None:
                 m["skip"] = skip
-            weights = np.asarray(g.weights, dtype=np.float64)
-            vector = (emb[g.start : g.end].astype(np.float64) * weights[:, None]).sum(0) / weights.sum()
-            if self.normalize:
-                norm = np.linalg.norm(vector)
-                vector = vector / norm if norm > 0 else vector
+            vector = weighted_mean(emb[g.start : g.end], [p.get("tokens", 1) for p in parts], self.normalize)
             ids.append(g.rid)
             texts.append(g.text)
             meta.append(m)

@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from chatspace import load_embeddings
 from chatspace.encoders.chunking import TextChunker
 from tests.data.test_chat_shapes import mt_bench_questions, sharegpt_dump
 from tests.helpers import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
@@ -93,6 +94,11 @@ def test_each_turn_gives_one_row_per_message_and_roles_filter_them(tmp_path, tex
     totals = run_manifest(out2)["totals"]
     assert totals["expansion"]["messages_other_roles"] == sum(1 for e in expected if e[2] == "system")
     assert run_manifest(out2)["config"]["roles"] == "assistant,user"
+    # Reading back by role and turn.
+    users = load_embeddings(out, roles=["human"], columns=["id"]).column("id").to_pylist()
+    assert users == [e[0] for e in expected if e[2] == "user"]
+    second = load_embeddings(out, turns=[1]).column("id").to_pylist()
+    assert second == [f"{r['id']}:1" for r in dump if len(r["conversations"]) > 1]
 
 
 def test_roles_in_all_turns_join_only_those_messages(tmp_path, texts):
@@ -187,15 +193,20 @@ def test_mean_is_the_token_weighted_mean_of_the_chunks(tmp_path, texts, st_model
     assert stored[k] == long and meta[k]["chunks"] >= 12
     c_ids, c_text, c_meta, _ = _rows(chunked)
     chunks = [t for i, t in zip(c_ids, c_text, strict=True) if i.startswith("long#")]
-    weights = np.asarray(
-        [len(st_model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in chunks], dtype=np.float64
-    )
+    weights = np.asarray([len(st_model.tokenizer(t)["input_ids"]) for t in chunks], dtype=np.float64)
     expected = (st_model.encode(chunks).astype(np.float64) * weights[:, None]).sum(0) / weights.sum()
     expected /= np.linalg.norm(expected)  # all-MiniLM-L6-v2 normalizes
     assert cosine_rows(emb[k : k + 1], expected[None, :]).min() >= 0.99999
     assert abs(np.linalg.norm(emb[k]) - 1) < 1e-3
     others = [i for i in range(len(ids)) if i != k]
     assert cosine_rows(emb[others], st_model.encode([stored[i] for i in others])).min() >= 0.99999
+    # Read back from the chunk run: one row per source row, the same vectors as the mean run.
+    folded = load_embeddings(chunked, chunks="mean", columns=["id", "text", "embedding"])
+    assert folded.column_names == ["id", "text", "embedding"]
+    assert folded.column("id").to_pylist() == ids
+    assert folded.column("text").to_pylist()[k].split() == long.split()  # the blanks between chunks
+    f_emb = np.asarray(folded.column("embedding").to_pylist(), dtype=np.float32)
+    assert cosine_rows(f_emb, emb).min() >= 0.99999
 
 
 def test_each_turn_with_chunks_in_a_forty_message_conversation(tmp_path, texts, st_model):
