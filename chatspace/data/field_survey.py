@@ -203,6 +203,12 @@ def _conversation_field(
     roles: Counter[str] = Counter()
     for conv in conversations:
         roles.update(str(m.get("role", m.get("from"))) for m in conv)
+    message_chars = [
+        len(text)
+        for conv in conversations
+        for m in conv
+        if isinstance(text := m.get("content", m.get("value")), str)
+    ]
     return {
         **base,
         "kind": "conversation",
@@ -210,6 +216,8 @@ def _conversation_field(
         "json_string": json_string,
         "turns": length_stats([len(c) for c in conversations]),
         "roles": dict(roles.most_common()),
+        # What --extract each-turn would make of them: one row per message.
+        "messages": {"count": len(message_chars), "chars": length_stats(message_chars)},
         "extract": modes,
     }
 

@@ -276,3 +276,16 @@ def test_resume_after_sigkill_in_chunk_mode_gives_exactly_the_planned_chunk_rows
     assert sorted(ids) == sorted(planned) and len(ids) == len(set(ids))
     assert cosine_rows(emb, st_model.encode(stored)).min() >= 0.99999
     assert run_manifest(out)["totals"]["rows"] == len(planned)
+
+
+def test_download_dataset_suggests_each_turn_for_conversations(tmp_path, texts):
+    dump = sharegpt_dump(texts)
+    path = write_jsonl(tmp_path / "sharegpt.jsonl", dump)
+    proc = run_cli("download-dataset", "--name", str(path), "--output-root", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "--text-field conversations --extract each-turn --id-field id" in proc.stdout
+    messages = sum(len(r["conversations"]) for r in dump)
+    assert f"each-turn: {messages} messages" in proc.stdout
+    info = orjson.loads(next((tmp_path / "out").glob("datasets/raw/local/*/*/info.json")).read_bytes())
+    field = next(f for f in info["text_fields"] if f["field"] == "conversations")
+    assert field["messages"]["count"] == messages

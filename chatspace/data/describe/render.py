@@ -71,9 +71,18 @@ def _suggest(info: dict[str, Any]) -> list[str]:
             best = "first-assistant" if found["first-assistant"] else max(found, key=found.__getitem__)
             if found[best]:
                 out.append(f"chatspace embed-hf {dataset} {field} --extract {best}{id_part}")
+            if (f.get("messages") or {}).get("count"):  # per message, per role, per turn
+                out.append(f"chatspace embed-hf {dataset} {field} --extract each-turn{id_part}")
         elif f.get("usable"):
             out.append(f"chatspace embed-hf {dataset} {field}{id_part}")
     return out[:3]
+
+
+def _each_turn(messages: dict[str, Any] | None) -> str:
+    """What --extract each-turn would make of the sampled conversations."""
+    if not messages or not messages.get("count"):
+        return ""
+    return f"; each-turn: {messages['count']:,} messages, " + _stats(messages["chars"], "chars")
 
 
 def render(info: dict[str, Any], path: Path | None = None) -> str:
@@ -134,6 +143,7 @@ def render(info: dict[str, Any], path: Path | None = None) -> str:
                 desc = (
                     f"turns mean {_n(turns['mean'])}, max {_n(turns['max'])}; text found: {modes}; "
                     + _stats(f["extract"]["first-assistant"]["chars"], "first-assistant chars")
+                    + _each_turn(f.get("messages"))
                 )
                 rows.append(
                     (f["field"], "conversation" + (" (JSON text)" if f.get("json_string") else ""), desc)
