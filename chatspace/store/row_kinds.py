@@ -56,6 +56,23 @@ def select_turns(table: pa.Table, roles: Iterable[str] | None, turns: Iterable[i
     return table.take(pa.array(keep, type=pa.int64()))
 
 
+def row_labels(metadata: list[str | None]) -> list[str]:
+    """Per row, `[assistant · turn 3 of 12 · chunk 2 of 5] ` for turn and chunk rows, else ``."""
+    out = []
+    for text in metadata:
+        m = orjson.loads(text) if text else {}
+        parts = []
+        turn, chunk = m.get("turn"), m.get("chunk")
+        if isinstance(turn, dict):
+            parts += [str(turn.get("role")), f"turn {turn.get('index')} of {turn.get('count')}"]
+        if isinstance(chunk, dict):
+            parts.append(f"chunk {chunk.get('index', 0) + 1} of {chunk.get('count')}")
+        elif m.get("chunks"):
+            parts.append(f"mean of {m['chunks']} chunks")
+        out.append(f"[{' · '.join(parts)}] " if parts else "")
+    return out
+
+
 def _joined_text(pieces: list[tuple[int, int, str]]) -> str:
     """A text rebuilt from its chunks' [char_start, char_end) pieces: overlaps once, and the blank
     between two chunks (whitespace the cut skipped) as one space."""

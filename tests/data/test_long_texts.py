@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from chatspace import load_embeddings
@@ -226,6 +227,15 @@ def test_each_turn_with_chunks_in_a_forty_message_conversation(tmp_path, texts, 
         m["turn"]["index"] == 7 for i, m in zip(ids, meta, strict=True) if i in sevens
     )
     assert cosine_rows(emb, st_model.encode(stored)).min() >= 0.99999
+    # The map's hover (the preview) says whose message, which turn and which chunk a point is.
+    proc = run_cli(
+        "reduce-embeddings", "--embedding-dirs", str(out), "--output", str(tmp_path / "c.parquet"),
+        "--method", "pca", "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    points = {r["id"]: r["preview"] for r in pq.read_table(tmp_path / "c.parquet").to_pylist()}
+    assert points["conv:7#0"].startswith(f"[user · turn 7 of 40 · chunk 1 of {len(sevens)}] ")
+    assert points["conv:2"].startswith("[assistant · turn 2 of 40] ")
     totals = run_manifest(out)["totals"]
     assert totals["expansion"]["messages"] == 39 and totals["rows"] == 38 + len(sevens)
 
