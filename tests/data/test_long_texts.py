@@ -95,6 +95,10 @@ def test_each_turn_gives_one_row_per_message_and_roles_filter_them(tmp_path, tex
     totals = run_manifest(out2)["totals"]
     assert totals["expansion"]["messages_other_roles"] == sum(1 for e in expected if e[2] == "system")
     assert run_manifest(out2)["config"]["roles"] == "assistant,user"
+    assert "conversations (each-turn, assistant,user)" in run_cli("runs", str(out2), check=True).stdout
+    query = "SELECT count(*) FROM embeddings WHERE json_extract_string(metadata, '$.turn.role') = 'assistant'"
+    answer = run_cli("sql", str(out), query, check=True).stdout
+    assert str(sum(1 for e in expected if e[2] == "assistant")) in answer
     # Reading back by role and turn.
     users = load_embeddings(out, roles=["human"], columns=["id"]).column("id").to_pylist()
     assert users == [e[0] for e in expected if e[2] == "user"]
@@ -331,3 +335,19 @@ def test_ray_executor_writes_the_same_chunk_and_turn_rows_as_local_workers(tmp_p
         run_manifest(tmp_path / "ray")["totals"]["expansion"]
         == run_manifest(tmp_path / "local")["totals"]["expansion"]
     )
+
+
+def test_options_are_checked_before_any_work():
+    from chatspace.config import RunConfig
+    from chatspace.errors import UsageError
+
+    with pytest.raises(UsageError, match="embed-openai truncates"):
+        RunConfig.from_options(mode="openai", dataset="d.jsonl", long_text="chunk")
+    with pytest.raises(UsageError, match="--roles needs at least one role"):
+        RunConfig.from_options(dataset="d.jsonl", extract="each-turn", roles=" , ")
+    cfg = RunConfig.from_options(dataset="d.jsonl", extract="each-turn", roles="gpt,Human,user")
+    assert cfg.roles == "assistant,user"
+    # The default keeps the hash runs had before these options existed.
+    plain = RunConfig.from_options(dataset="d.jsonl")
+    assert plain.output_hash() == plain.replace(long_text="truncate", chunk_overlap=0).output_hash()
+    assert plain.output_hash() != plain.replace(long_text="chunk").output_hash()
