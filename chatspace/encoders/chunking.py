@@ -47,7 +47,8 @@ class TextChunker:
             )
         if overlap >= self.window // 2:
             raise ChatspaceError(
-                f"--chunk-overlap {overlap} must be under half a chunk ({self.window} tokens for this model)"
+                f"--chunk-overlap {overlap} must be under half a chunk: this model's chunks hold "
+                f"{self.window} tokens"
             )
         self.overlap = overlap
 
