@@ -269,17 +269,18 @@ def test_resume_after_sigkill_in_chunk_mode_gives_exactly_the_planned_chunk_rows
 
     base = short_texts(texts, st_model, 48)
     rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(base)]
-    for k in range(0, 48, 6):  # a long text in every unit of 8 rows
+    for k in range(0, 48, 3):  # a long text in every unit of 4 rows
         rows[k]["text"] = _long_text(texts[k * 7 :], 600, st_model)
     path = write_jsonl(tmp_path / "c.jsonl", rows)
     out = tmp_path / "out"
     args = [
         "embed-hf", "--dataset", str(path), "--id-field", "id", "--output-root", str(out), "--devices", "cpu",
-        "--rows-per-shard", "8", "--no-progress", "--long-text", "chunk", "--chunk-overlap", "24",
+        "--rows-per-shard", "4", "--no-progress", "--long-text", "chunk", "--chunk-overlap", "24",
     ]  # fmt: skip
     proc, _ = start_until_units(args, out, 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
+    assert len(list(out.glob("indexes/*/*/*/units/unit-*.json"))) < 12  # killed mid-run
     resumed = run_cli(*args, "--resume", timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     chunker = TextChunker(st_model.tokenizer, 256, None, overlap=24)
