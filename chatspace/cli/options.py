@@ -51,6 +51,11 @@ SHARED_OPTIONS: dict[str, str | Callable] = {
     "extract_first_assistant": click.option(
         "--extract-first-assistant", is_flag=True, help="Same as --extract first-assistant."
     ),
+    "roles": "each-turn / all-turns: only these roles' messages, e.g. user,assistant "
+    "(human = user, gpt = assistant; also system, tool).",
+    "long_text": "Texts over the model's token limit: truncate (keep the first tokens), chunk (one row per "
+    "window of the limit, id {id}#{k}) or mean (one row, the token-weighted mean of its chunks).",
+    "chunk_overlap": "Tokens consecutive chunks share (--long-text chunk or mean).",
     "id_field": "Column to use as row id (default: a stable id from the split and row index).",
     "n": "Sample exactly N rows uniformly without replacement. Excludes --p.",
     "p": "Keep each row independently with probability P. Excludes --n.",

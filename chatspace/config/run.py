@@ -90,6 +90,8 @@ class RunConfig:
             kinds = _ENCODER_KINDS if attr == "encoder" else (part,)
             if not isinstance(getattr(self, attr), kinds):
                 raise TypeError(f"RunConfig.{attr} must be a {' or '.join(k.__name__ for k in kinds)}")
+        if self.mode == "openai" and self.data.long_text != "truncate":
+            raise UsageError("--long-text chunk/mean needs a local model's tokenizer; embed-openai truncates")
 
     @classmethod
     def from_options(cls, mode: str = "hf", **options: Any) -> RunConfig:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from chatspace.config.data import ASSISTANT_ROLE_NAMES, USER_ROLE_NAMES
 from chatspace.data.fields import MissingField, columns_for, lookup
 
 # Skip reasons, as counted in the manifest.
@@ -25,8 +26,8 @@ NO_MATCHING_TURN = "no_matching_turn"
 MISSING_ID = "missing_id"
 INVALID_ROW = "invalid_row"
 
-_ASSISTANT_ROLES = {"assistant", "gpt", "bot", "model", "chatgpt", "ai"}
-_USER_ROLES = {"user", "human", "prompter"}
+_ASSISTANT_ROLES = ASSISTANT_ROLE_NAMES
+_USER_ROLES = USER_ROLE_NAMES
 _ROLE_LABELS = {"assistant": "Assistant", "user": "User", "system": "System", "tool": "Tool"}
 
 

@@ -22,7 +22,7 @@ from chatspace.config import EXTRACT_MODES
 from chatspace.data.extract import Skip, extract_text
 from chatspace.data.fields import MissingField, lookup
 
-CONVERSATION_MODES = tuple(m for m in EXTRACT_MODES if m != "text")
+CONVERSATION_MODES = tuple(m for m in EXTRACT_MODES if m not in ("text", "each-turn"))  # one text a row
 MAX_DEPTH = 4  # dots in a candidate path
 MAX_PATHS = 64  # candidate paths looked at, at most
 LONG_TEXT_CHARS = 80  # mean length from which free text counts as long
@@ -226,6 +226,12 @@ def _conversation_field(
     roles: Counter[str] = Counter()
     for conv in conversations:
         roles.update(str(m.get("role", m.get("from"))) for m in conv)
+    message_chars = [
+        len(text)
+        for conv in conversations
+        for m in conv
+        if isinstance(text := m.get("content", m.get("value")), str)
+    ]
     return {
         **base,
         "kind": "conversation",
@@ -233,6 +239,8 @@ def _conversation_field(
         "json_string": json_string,
         "turns": length_stats([len(c) for c in conversations]),
         "roles": dict(roles.most_common()),
+        # What --extract each-turn would make of them: one row per message.
+        "messages": {"count": len(message_chars), "chars": length_stats(message_chars)},
         "extract": modes,
     }
 

@@ -161,7 +161,7 @@ class SentenceTransformerEncoder(Encoder):
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self._dim = check_truncate_dim(self.cfg.truncate_dim, int(get_dim()))
         self._prompt = resolve_prompt(model, self.cfg.prompt, self.cfg.prompt_name)
-        self._model = model
+        self._model = self.model = model  # `model`: what --long-text reads (encoders.chunking)
         self._forward = model if backend == "torch" else self._runtime_forward(model)
         self._take_over_flattening(model)
         # Unpadded (varlen) batches carry no mask; padded ones get one that needs no host check.

@@ -25,6 +25,7 @@ from chatspace.errors import ChatspaceError, UsageError
 from chatspace.store import reader
 from chatspace.store.layout import INDEXES_DIR, MANIFEST_NAME
 from chatspace.store.root import OutputRoot, remote_error
+from chatspace.store.row_kinds import row_labels
 
 # Columns carried from the shards into the sample (the embedding is turned into a matrix on the way).
 CARRIED = ("id", "dataset", "split", "model", "run_id", "text")
@@ -259,7 +260,7 @@ def read_sample(
         if local.size == 0:
             continue
         pf = s.open()
-        present = [c for c in (*CARRIED, "embedding") if c in pf.schema_arrow.names]
+        present = [c for c in (*CARRIED, "embedding", "metadata") if c in pf.schema_arrow.names]
         offset = 0
         for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=present):
             lo, hi = np.searchsorted(local, [offset, offset + batch.num_rows])
@@ -272,7 +273,15 @@ def read_sample(
                     else:  # a file written by another tool: the shard's own record stands in
                         values = [getattr(s, c, None)] * take.num_rows
                     if c == "text":
-                        columns["preview"].extend(preview(v) for v in values)
+                        # A message's role and turn, a chunk's place, lead the preview (and the hover).
+                        labels = row_labels(
+                            take.column("metadata").to_pylist()
+                            if "metadata" in present
+                            else [None] * take.num_rows
+                        )
+                        columns["preview"].extend(
+                            lb + preview(v) for lb, v in zip(labels, values, strict=True)
+                        )
                         if not keep_full_text:
                             values = [None] * take.num_rows
                     columns[c].extend(values)

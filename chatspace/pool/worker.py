@@ -22,13 +22,15 @@ import numpy as np
 import orjson
 
 from chatspace.config import RunConfig
-from chatspace.data.extract import extract_rows, needed_columns
+from chatspace.data.extract import needed_columns
 from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
+from chatspace.data.turns import extract_items
 from chatspace.encoders.base import CHUNK_ROWS, Prepared
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
 from chatspace.hardware.devices import Device
 from chatspace.hardware.telemetry import telemetry_for
+from chatspace.pool.long_rows import LongRows, row_ends
 from chatspace.pool.messages import Failed, Finished, Message, Ready, RowsDone, Task, UnitDone
 from chatspace.pool.row_reports import RowReports
 from chatspace.redact import redact
@@ -96,10 +98,15 @@ class _UnitInProgress:
     truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     text_chars: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: text kept whole
     skip: dict[int, str] = field(default_factory=dict)  # position -> why the encoder skipped that row
+    # Per usable row, what --extract each-turn / --long-text add to its metadata (None: nothing, any row).
+    extra: list[dict[str, Any] | None] | None = None
     embeddings: list[np.ndarray] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
     chunks_left: int = 0
+    expansion: dict[str, int] = field(default_factory=dict)  # messages, chunks: the unit record's
+    row_ends: np.ndarray | None = None  # per row: the last of its source row (None: all are)
+    groups: list | None = None  # --long-text mean: the rows that fold into one
 
 
 class WorkerLoop:
@@ -113,6 +120,7 @@ class WorkerLoop:
         self._error: BaseException | None = None
         self._error_stage = ""
         self._stop = threading.Event()
+        self.long_rows: LongRows | None = None
 
     # --- entry -----------------------------------------------------------------------------------
 
@@ -126,6 +134,8 @@ class WorkerLoop:
 
             self.encoder = build_encoder(self.cfg, spec.device, spec.threads)
             self.encoder.load(self.stats)
+            if self.cfg.long_text != "truncate":
+                self.long_rows = LongRows(self.cfg.long_text, self.cfg.chunk_overlap, self.encoder)
         except BaseException as e:  # noqa: BLE001 - every failure becomes a message
             self._report_error("loading the model", e)
             return 1
@@ -273,24 +283,32 @@ class WorkerLoop:
         with unit.stats.busy("read"):
             rows = source.read(indices, columns)
         with unit.stats.busy("extract"):
-            usable = extract_rows(
+            usable = extract_items(
                 indices.tolist(),
                 rows,
                 text_field=self.cfg.text_field,
                 mode=self.cfg.extract,
                 id_field=self.cfg.id_field,
                 split=self.cfg.base_split,
+                roles=self.cfg.roles,
                 skipped=unit.skipped,
+                counts=unit.expansion,
             )
             usable = list(usable)
-            unit.ids = [rid for _, rid, _ in usable]
-            unit.texts = [text for _, _, text in usable]
-            unit.rows = np.fromiter((k for k, _, _ in usable), dtype=np.int64, count=len(usable))
-            unit.file_no, unit.file_row = source.locate_many(unit.rows)
-            n = len(usable)
-            unit.tokens = np.zeros(n, np.int64)
-            unit.truncated = np.zeros(n, bool)
-            unit.text_chars = np.full(n, -1, np.int64)
+            unit.ids = [rid for _, rid, _, _ in usable]
+            unit.texts = [text for _, _, text, _ in usable]
+            unit.rows = np.fromiter((k for k, _, _, _ in usable), dtype=np.int64, count=len(usable))
+            extra = [x for _, _, _, x in usable]
+            unit.extra = extra if any(extra) else None
+        if self.long_rows is not None:
+            with unit.stats.busy("tokenize"):
+                self.long_rows.expand(unit)
+        unit.file_no, unit.file_row = source.locate_many(unit.rows)
+        n = len(unit.texts)
+        unit.tokens = np.zeros(n, np.int64)
+        unit.truncated = np.zeros(n, bool)
+        unit.text_chars = np.full(n, -1, np.int64)
+        unit.row_ends = row_ends(unit.rows)
         chunks = [(s, min(s + CHUNK_ROWS, len(unit.texts))) for s in range(0, len(unit.texts), CHUNK_ROWS)]
         unit.chunks_left = len(chunks)
         unit.embeddings = [None] * len(chunks)  # filled by position as chunks come back, in any order
@@ -330,7 +348,8 @@ class WorkerLoop:
                         return
                     continue
                 chunks[next_key] = (unit, prepared, span)
-                self._row_reports.submitted(next_key, unit.unit)
+                if unit.row_ends is None:  # rows back are source rows: count them per batch
+                    self._row_reports.submitted(next_key, unit.unit)
                 self.encoder.submit(next_key, prepared, unit.stats)
                 next_key += 1
             flush = "all" if finished_input else ("full" if item is not None else "starved")
@@ -359,7 +378,8 @@ class WorkerLoop:
         unit.embeddings[s // CHUNK_ROWS] = emb
         unit.chunks_left -= 1
         skipped_now = sum(unit.skipped.values()) if s == 0 else 0  # extraction skips count once
-        self._row_reports.chunk_done(key, unit.unit, e - s + skipped_now, int(prepared.token_counts.sum()))
+        rows = e - s if unit.row_ends is None else int(unit.row_ends[s:e].sum())  # source rows finished
+        self._row_reports.chunk_done(key, unit.unit, rows + skipped_now, int(prepared.token_counts.sum()))
 
     def _report_rows(self, unit: int, rows: int, tokens: int) -> None:
         self.channel.send(RowsDone(rank=self.spec.rank, rows=rows, tokens=tokens, unit=unit))
@@ -380,6 +400,8 @@ class WorkerLoop:
             emb = (
                 np.concatenate(unit.embeddings) if unit.embeddings else np.zeros((0, self.encoder.dimension))
             )
+            if self.long_rows is not None:
+                emb = self.long_rows.fold(unit, emb)
             keep = np.ones(len(unit.texts), bool)
             keep[list(unit.skip)] = False
             for reason in unit.skip.values():
@@ -410,6 +432,9 @@ class WorkerLoop:
                         unit.tokens[keep],
                         unit.truncated[keep],
                         unit.text_chars[keep],
+                        None
+                        if unit.extra is None
+                        else [x for x, k in zip(unit.extra, keep, strict=True) if k],
                     ),
                     embeddings=emb.astype(np.float16) if cfg.embedding_dtype == "float16" else emb,
                     source=spec.source.source,
@@ -443,6 +468,8 @@ class WorkerLoop:
                 "source": identity_digest(spec.source.identity),
                 "written_at": now_iso(),
             }
+            if unit.expansion:
+                record["expansion"] = unit.expansion
         record["stats"] = unit.stats.to_dict()
         # The record is the unit's completion marker: written only after the shard is in place.
         try:

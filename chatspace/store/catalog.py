@@ -36,6 +36,8 @@ def _describe(output: OutputRoot, manifest_path: PurePath, m: dict[str, Any]) ->
         "text_field": cfg.get("text_field"),
         "extract": cfg.get("extract"),
         "run_name": cfg.get("run_name"),
+        "roles": cfg.get("roles"),
+        "long_text": cfg.get("long_text", "truncate"),
         "source": ds.get("source"),
         "rows": totals.get("rows"),
         "selected_rows": totals.get("selected_rows"),
@@ -161,7 +163,9 @@ def _fmt_text(r: dict[str, Any]) -> str:
     """What was embedded: the text field, its extraction, and the run name when one was given."""
     text = str(r.get("text_field") or "-")
     if r.get("extract") not in (None, "text"):
-        text += f" ({r['extract']})"
+        text += f" ({r['extract']}{', ' + r['roles'] if r.get('roles') else ''})"
+    if r.get("long_text") not in (None, "truncate"):
+        text += f" {{{r['long_text']}}}"  # chunk rows, or their means
     if r.get("run_name"):
         text += f" [{r['run_name']}]"
     return text

@@ -63,9 +63,18 @@ def run_folder(cfg) -> str:
     folder = cfg.split_spec.folder
     if cfg.run_name:
         return f"{folder}__{cfg.run_name}"
-    if cfg.text_field == "text" and cfg.extract == "text":
+    long_rows = _long_rows_suffix(cfg)
+    if cfg.text_field == "text" and cfg.extract == "text" and not long_rows:
         return folder  # where every run of the plain text field has always lived
-    return f"{folder}__{cfg.text_field}" + (f"__{cfg.extract}" if cfg.extract != "text" else "")
+    return f"{folder}__{cfg.text_field}" + (f"__{cfg.extract}" if cfg.extract != "text" else "") + long_rows
+
+
+def _long_rows_suffix(cfg) -> str:
+    """`__user-assistant` for --roles, `__chunk` / `__mean` for --long-text: beside the default run."""
+    roles = getattr(cfg, "roles", None)
+    long_text = getattr(cfg, "long_text", "truncate")
+    suffix = f"__{roles.replace(',', '-')}" if roles else ""
+    return suffix + (f"__{long_text}" if long_text != "truncate" else "")
 
 
 @dataclass(frozen=True)

@@ -159,8 +159,10 @@ class ManifestBuilder:
         total = WorkerStats()
         rows = bytes_ = 0
         norm_min = norm_max = None
+        expansion: dict[str, int] = {}
         for unit in sorted(records):
             rec = records[unit]
+            fold_expansion(expansion, rec.get("expansion"))
             for reason, n in rec.get("skipped", {}).items():
                 skipped[reason] = skipped.get(reason, 0) + n
             total = total + WorkerStats.from_dict(rec.get("stats", {}))
@@ -217,6 +219,8 @@ class ManifestBuilder:
             "workers": [self.workers[k] for k in sorted(self.workers)],
             "timings": {**self.timings, "elapsed_seconds": round(time.time() - self.started, 3)},
         }
+        if expansion:
+            manifest["totals"]["expansion"] = dict(sorted(expansion.items()))
         if error:
             manifest["error"] = redact_obj(error)  # a server's error may quote credentials back
         if status == "complete":
@@ -239,6 +243,13 @@ class ManifestBuilder:
             if not output.overwrite_in_place(path, compact):
                 raise ManifestWriteError(output.url(path), e) from None
         return manifest
+
+
+def fold_expansion(total: dict[str, int], unit: dict[str, int] | None) -> None:
+    """Add one unit's counts of what its rows became (messages, chunks) to the run's; the longest
+    text's chunk count is a maximum, not a sum."""
+    for key, n in (unit or {}).items():
+        total[key] = max(total.get(key, 0), n) if key.startswith("most_") else total.get(key, 0) + n
 
 
 def failed_before_any_unit(manifest: dict[str, Any]) -> bool:

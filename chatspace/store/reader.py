@@ -38,6 +38,7 @@ from chatspace.store.catalog import find_runs, format_runs, list_runs
 from chatspace.store.frames import FORMATS, convert, to_numpy
 from chatspace.store.layout import model_label, run_root_of, slug
 from chatspace.store.root import OutputRoot
+from chatspace.store.row_kinds import fold_chunks, select_turns
 from chatspace.store.schema import COLUMNS, embedding_schema
 from chatspace.store.shards import read_shard
 
@@ -251,6 +252,9 @@ def load_embeddings(
     columns: Sequence[str] | None = None,
     *,
     as_: str | None = None,
+    chunks: str | None = None,
+    roles: Sequence[str] | None = None,
+    turns: Sequence[int] | None = None,
     **filters: Unpack[RunFilters],
 ) -> Any:
     """Every embedded row of the matching run(s) under an output root (a local path or a URL such as
@@ -275,6 +279,10 @@ def load_embeddings(
     "arrow", "pandas" and "polars" give a Table or DataFrame with `metadata` decoded (a struct column;
     one dict per row in pandas); "numpy" gives (ids, float32 [n, dim] matrix) as `to_numpy` does.
 
+    Chunk and turn rows (`--long-text chunk`, `--extract each-turn`): `chunks="mean"` gives one row per
+    source row, its vector the token-weighted mean of its chunks' (unit length when theirs are), its
+    text rebuilt from the chunks; `roles=["user"]` and `turns=[0, 1]` keep only those messages' rows.
+
     One-liners from here: `table.to_pandas()`, `polars.from_arrow(table)`, `datasets.Dataset(table)`,
     `to_numpy(table)` for (ids, float32 matrix); for SQL without loading, `chatspace.connect(root)`.
     """
@@ -286,6 +294,11 @@ def load_embeddings(
         unknown = [c for c in columns if c not in COLUMNS]
         if unknown:
             raise UsageError(f"unknown column(s) {', '.join(unknown)}; columns are: {', '.join(COLUMNS)}")
+    if chunks not in (None, "rows", "mean"):
+        raise UsageError(f"chunks={chunks!r} is not one of 'rows' (as stored) or 'mean'")
+    wanted = columns
+    if columns is not None and (chunks == "mean" or roles is not None or turns is not None):
+        columns = list(dict.fromkeys([*columns, "id", "metadata", "embedding", "text"]))
     output, runs = open_runs(root, model, dataset, split, filters)
     tables: list[pa.Table] = []
     for path, _, shards in runs:
@@ -303,6 +316,12 @@ def load_embeddings(
                 )
             tables.append(table)
     table = pa.concat_tables(tables) if tables else _empty_table([(p, m) for p, m, _ in runs], columns)
+    if table.num_rows and (roles is not None or turns is not None):
+        table = select_turns(table, roles, turns)
+    if table.num_rows and chunks == "mean":
+        table = fold_chunks(table)
+    if wanted is not None and wanted != columns:
+        table = table.select(wanted)
     return table if as_ is None else convert(table, as_)
 
 

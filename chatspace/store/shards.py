@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import PurePath
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -52,12 +53,14 @@ def metadata_json(
     tokens: np.ndarray,
     truncated: np.ndarray,
     text_chars: np.ndarray,
+    extra: Sequence[dict | None] | None = None,
 ) -> pa.Array:
     """Each row's metadata as JSON text, built column-wise by Arrow, byte for byte what
     `orjson.dumps({**common, "row", "file", "file_row", "tokens", "truncated"[, "text_chars"]})` writes.
 
     `prefix` is the JSON of the keys common to every row without its closing brace, `files_json` each
-    source file's path as a JSON string; `text_chars` is -1 where the text was kept whole."""
+    source file's path as a JSON string; `text_chars` is -1 where the text was kept whole; `extra`, per
+    row, the keys `--extract each-turn` and `--long-text` add (`turn`, `chunk`, `chunks`), after the others."""
 
     def digits(values: np.ndarray) -> pa.Array:
         return pc.cast(pa.array(np.asarray(values, dtype=np.int64)), pa.string())
@@ -74,7 +77,9 @@ def metadata_json(
         digits(tokens),
         pc.if_else(pa.array(np.asarray(truncated, dtype=bool)), ',"truncated":true', ',"truncated":false'),
         pc.if_else(has_chars, pc.binary_join_element_wise(',"text_chars":', digits(text_chars), ""), ""),
-        "}",
+        "}"
+        if extra is None
+        else pa.array([("," + orjson.dumps(x).decode()[1:] if x else "}") for x in extra]),
         "",
     )
 

@@ -120,6 +120,9 @@ OTHER_VALUES = {
         "text_field": "body",
         "extract": "all-turns",
         "id_field": "id",
+        "long_text": "chunk",
+        "chunk_overlap": 8,
+        "roles": "assistant",
     },
     SamplingConfig: {"n": 3, "p": 0.5, "max_rows": 4, "seed": 1},
     OutputConfig: {
@@ -183,6 +186,10 @@ def test_exactly_the_identity_fields_change_the_hash(part):
     for name, value in OTHER_VALUES[part].items():
         if name == "quantize":  # int8 weights come with the ONNX backend, which alone keeps the hash
             base = base.replace(backend="onnx")
+        if name == "chunk_overlap":  # overlap applies to chunks only
+            base = base.replace(long_text="chunk")
+        if name == "roles":  # roles apply to conversations' turns only
+            base = base.replace(extract="each-turn")
         changed = base.replace(**{name: value})
         assert getattr(changed, name) == value
         differs = changed.output_hash() != base.output_hash()

@@ -71,7 +71,13 @@ def _suggest(info: dict[str, Any]) -> list[str]:
             continue
         field = f"--text-field {q(f['field'])}"
         if f["kind"] == "conversation":
-            field += f" --extract {best_extract(f)}"
+            extract = best_extract(f)
+            out.append(
+                f"chatspace embed-hf {dataset} {field} --extract {extract}{id_part}  {_coverage_note(usable, f['sampled'])}"
+            )
+            if (f.get("messages") or {}).get("count"):  # per message, per role, per turn
+                out.append(f"chatspace embed-hf {dataset} {field} --extract each-turn{id_part}")
+            continue
         out.append(f"chatspace embed-hf {dataset} {field}{id_part}  {_coverage_note(usable, f['sampled'])}")
     return out[:3]
 
@@ -79,6 +85,13 @@ def _suggest(info: dict[str, Any]) -> list[str]:
 def _coverage_note(usable: int, sampled: int) -> str:
     share = f"{usable / sampled:.0%}" if sampled else "?"
     return f"# text in {usable:,} of {plural(sampled, 'sampled row')} ({share})"
+
+
+def _each_turn(messages: dict[str, Any] | None) -> str:
+    """What --extract each-turn would make of the sampled conversations."""
+    if not messages or not messages.get("count"):
+        return ""
+    return f"; each-turn: {messages['count']:,} messages, " + _stats(messages["chars"], "chars")
 
 
 def render(info: dict[str, Any], path: Path | None = None) -> str:
@@ -139,6 +152,7 @@ def render(info: dict[str, Any], path: Path | None = None) -> str:
                 desc = (
                     f"turns mean {_n(turns['mean'])}, max {_n(turns['max'])}; text found: {modes}; "
                     + _stats(f["extract"]["first-assistant"]["chars"], "first-assistant chars")
+                    + _each_turn(f.get("messages"))
                 )
                 rows.append(
                     (f["field"], "conversation" + (" (JSON text)" if f.get("json_string") else ""), desc)
