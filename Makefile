@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,map,cpu-backends,s3]"
+	$(PY) -m pip install --quiet -e ".[dev,map,cpu-backends,s3,query]"
 	touch $(STAMP)
 
 demo: venv

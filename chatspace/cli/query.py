@@ -1,0 +1,200 @@
+"""Commands that ask the vectors: `search`, `index`, `near-duplicates` and `cluster`.
+
+Only click is imported here; numpy, faiss, torch and scikit-learn load when a command runs. The
+commands read a run root (local or `s3://`) and select runs as `sql` and `reduce-embeddings` do.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chatspace.cli.options import RUN_FILTERS, choice_option, run_filter_options
+from chatspace.errors import UsageError
+
+QUERY_EXTRA_HINT = "pip install 'chatspace[query]'"
+# Extraction filters, added here unless the shared run filters already carry them.
+_EXTRACTION_FILTERS = {
+    "--text-field": "Only runs that embedded this text field.",
+    "--extract": "Only runs of this extraction (text, first-user, ...).",
+    "--run-name": "Only runs given this --run-name.",
+}
+_FILTER_NAMES = ("model", "dataset", "split", "subset", "run_id", "text_field", "extract", "run_name")
+
+
+def selection_options(f):
+    """The run filters (--model, --dataset, --split, ...) and the extraction ones."""
+    for flag, text in reversed(_EXTRACTION_FILTERS.items()):
+        if flag not in RUN_FILTERS:
+            f = click.option(flag, help=text)(f)
+    return run_filter_options()(f)
+
+
+def _filters(params: dict[str, Any]) -> dict[str, Any]:
+    """Pop the selection options out of `params`, as keyword arguments of the library calls."""
+    chosen = {name: params.pop(name, None) for name in _FILTER_NAMES}
+    chosen["include_incomplete"] = params.pop("include_incomplete", False)
+    return {k: v for k, v in chosen.items() if v not in (None, False)}
+
+
+def _need(*modules: str, hint: str = QUERY_EXTRA_HINT) -> None:
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise UsageError(f"this command needs {', '.join(missing)}: {hint}")
+
+
+def _progress(total: int, what: str, disabled: bool):
+    """A tqdm bar on stderr (off with --no-progress or when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="rows", desc=what, disable=disabled or not sys.stderr.isatty(), leave=False)
+
+
+def _quiet_model_loading() -> None:
+    import os
+
+    from chatspace.logs import quiet_libraries
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_libraries()
+
+
+def _read_queries(texts: tuple[str, ...], queries_file: str | None) -> list[str]:
+    queries = list(texts)
+    if queries_file:
+        try:
+            lines = Path(queries_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--queries {queries_file}: cannot read it ({e})") from None
+        queries += [line for line in lines if line.strip()]
+    if not queries:
+        raise UsageError("give a query text, or --queries FILE with one query a line")
+    return queries
+
+
+# --- search -------------------------------------------------------------------------------------------
+
+
+@click.command("search")
+@click.argument("root")
+@click.argument("texts", nargs=-1, metavar="[TEXT]...")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
+@click.option(
+    "--queries", "queries_file", type=click.Path(dir_okay=False), help="A file of queries, one a line."
+)
+@choice_option(
+    "--format",
+    "output_format",
+    choices=["table", "json", "csv", "parquet"],
+    default="table",
+    help="A table for reading; a JSON list; CSV; or Parquet (needs --output).",
+)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), help="Write the results here instead of stdout."
+)
+@click.option(
+    "--prompt-name", help="The model's named prompt for the queries (default: `query` where defined)."
+)
+@click.option("--prompt", help="Text put before every query instead of a named prompt.")
+@click.option("--exact", is_flag=True, help="Compare with every vector even where an index exists.")
+@click.option("--nprobe", type=click.IntRange(min=1), help="IVF lists searched per query (an ivf index).")
+@selection_options
+def search_cmd(root: str, texts: tuple[str, ...], **params: Any) -> None:
+    """Find the rows nearest to TEXT (or to each line of --queries) in the runs under ROOT: the query is
+    embedded with the run's own model and options, and the model's query prompt."""
+    from chatspace.query.output import write_results
+
+    filters = _filters(params)
+    queries = _read_queries(texts, params.pop("queries_file"))
+    if params["output_format"] == "parquet" and not params["output"]:
+        raise UsageError("--format parquet needs --output FILE")
+    _quiet_model_loading()
+    from chatspace.query.search import search
+
+    table = search(
+        root,
+        queries,
+        k=params["k"],
+        prompt=params["prompt"],
+        prompt_name=params["prompt_name"],
+        exact=params["exact"],
+        nprobe=params["nprobe"],
+        as_="arrow",
+        notify=lambda line: click.echo(f"chatspace: {line}", err=True),
+        **filters,
+    )
+    write_results(table, params["output_format"], params["output"], echo=click.echo)
+
+
+# --- index --------------------------------------------------------------------------------------------
+
+
+@click.command("index")
+@click.argument("root")
+@choice_option(
+    "--kind",
+    choices=["flat", "ivf", "hnsw"],
+    default="hnsw",
+    help="Exact flat scan, IVF lists or an HNSW graph.",
+)
+@choice_option(
+    "--quantize",
+    choices=["none", "int8", "binary"],
+    default="none",
+    help="Vectors stored as float32, int8, or sign bits (binary results are re-scored exactly).",
+)
+@click.option("--nlist", type=click.IntRange(min=1), help="IVF lists (default: 4 * sqrt(rows)).")
+@click.option(
+    "--nprobe",
+    type=click.IntRange(min=1),
+    help="IVF lists searched per query (default: nlist / 8, at least 16).",
+)
+@click.option(
+    "--m", "m", type=click.IntRange(min=2), default=32, show_default=True, help="HNSW links per node."
+)
+@click.option(
+    "--ef-construction",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="HNSW build breadth.",
+)
+@click.option(
+    "--ef-search", type=click.IntRange(min=1), default=128, show_default=True, help="HNSW search breadth."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@selection_options
+def index_cmd(root: str, **params: Any) -> None:
+    """Build an approximate-nearest-neighbour index (faiss) for each selected run, kept beside the run;
+    `search` uses it while the run is unchanged."""
+    _need("faiss")
+    from chatspace.query.ann import IndexParams, index_runs
+    from chatspace.query.vectors import select
+
+    filters = _filters(params)
+    if filters.pop("include_incomplete", False):
+        raise UsageError("an unfinished run cannot be indexed: finish it with --resume first")
+    selection = select(root, **filters)
+    index_params = IndexParams(
+        params["kind"],
+        params["quantize"],
+        params["nlist"],
+        params["nprobe"],
+        params["m"],
+        params["ef_construction"],
+        params["ef_search"],
+    )
+    with _progress(selection.rows, "indexing", params["no_progress"]) as bar:
+        built = index_runs(selection, index_params, progress=bar.update)
+    for (manifest_path, manifest), info in zip(selection.runs, built, strict=True):
+        click.echo(
+            f"indexed run {manifest.get('run_id')}: {info['rows']:,} rows, {info['params']['kind']}"
+            f"/{info['params']['quantize']}, {info['file']['bytes'] / 1e6:.1f} MB in "
+            f"{info['build_seconds']:.1f}s -> {selection.output.url(manifest_path.parent / 'ann')}"
+        )
