@@ -38,6 +38,7 @@ for _command in (
     maps.visualize_embeddings_cmd,
     query.search_cmd,
     query.index_cmd,
+    query.near_duplicates_cmd,
 ):
     cli.add_command(_command)
 describe_commands(cli)

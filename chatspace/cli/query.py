@@ -198,3 +198,66 @@ def index_cmd(root: str, **params: Any) -> None:
             f"/{info['params']['quantize']}, {info['file']['bytes'] / 1e6:.1f} MB in "
             f"{info['build_seconds']:.1f}s -> {selection.output.url(manifest_path.parent / 'ann')}"
         )
+
+
+# --- near-duplicates ----------------------------------------------------------------------------------
+
+
+@click.command("near-duplicates")
+@click.argument("root")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.95,
+    show_default=True,
+    help="Cosine similarity at or above which two rows are near-duplicates.",
+)
+@click.option(
+    "--output", "-o", required=True, type=click.Path(dir_okay=False), help="Groups file (.parquet)."
+)
+@choice_option("--keep", choices=["first", "longest"], help="Also write the ids to keep: one row per group.")
+@click.option(
+    "--keep-output",
+    type=click.Path(dir_okay=False),
+    help="Where the ids to keep go (default: OUTPUT-keep.parquet).",
+)
+@click.option(
+    "-k", "k", type=click.IntRange(min=1), default=16, show_default=True, help="Neighbours looked at per row."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@selection_options
+def near_duplicates_cmd(root: str, **params: Any) -> None:
+    """Find groups of near-duplicate rows within and across the selected runs, through an ANN index, and
+    write them (id, group, nearest_id, similarity) as Parquet with a one-screen summary."""
+    _need("faiss", "scipy")
+    from chatspace.query.api import near_duplicates
+    from chatspace.query.output import preview
+    from chatspace.query.vectors import select
+
+    filters = _filters(params)
+    rows = select(root, **filters).rows
+    with _progress(rows, "near-duplicates", params["no_progress"]) as bar:
+        _, summary = near_duplicates(
+            root,
+            params["threshold"],
+            k=params["k"],
+            keep=params["keep"],
+            output=params["output"],
+            keep_output=params["keep_output"],
+            notify=lambda line: click.echo(f"chatspace: {line}", err=True),
+            progress=bar.update,
+            **filters,
+        )
+    click.echo(
+        f"{summary['groups']:,} groups of near-duplicates (similarity >= {params['threshold']}): "
+        f"{summary['rows_in_groups']:,} of {summary['rows']:,} rows; keeping one per group drops "
+        f"{summary['rows_to_drop']:,}"
+    )
+    for group in summary["biggest"]:
+        click.echo(
+            f"  group {group['group']}: {group['rows']} rows (>= {group['min_similarity']:.3f})  "
+            f"{preview(group['text'], 70)}"
+        )
+    click.echo(f"groups: {summary['output']}")
+    if "keep_output" in summary:
+        click.echo(f"ids to keep ({params['keep']}): {summary['kept_rows']:,} in {summary['keep_output']}")
