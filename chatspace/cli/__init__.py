@@ -39,6 +39,7 @@ for _command in (
     query.search_cmd,
     query.index_cmd,
     query.near_duplicates_cmd,
+    query.cluster_cmd,
 ):
     cli.add_command(_command)
 describe_commands(cli)

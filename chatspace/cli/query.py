@@ -261,3 +261,50 @@ def near_duplicates_cmd(root: str, **params: Any) -> None:
     click.echo(f"groups: {summary['output']}")
     if "keep_output" in summary:
         click.echo(f"ids to keep ({params['keep']}): {summary['kept_rows']:,} in {summary['keep_output']}")
+
+
+# --- cluster ------------------------------------------------------------------------------------------
+
+
+@click.command("cluster")
+@click.argument("root")
+@click.option("--k", "k", type=click.IntRange(min=2), required=True, help="Number of clusters.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Clusters file (.parquet; a .json sidecar beside it).",
+)
+@click.option(
+    "--iterations", type=click.IntRange(min=1), default=20, show_default=True, help="k-means iterations."
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of k-means.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@selection_options
+def cluster_cmd(root: str, **params: Any) -> None:
+    """Cluster the selected runs' rows with k-means and label each cluster by its most distinctive terms
+    (class-based TF-IDF): writes id, cluster, label for every row, and a sidecar JSON."""
+    _need("faiss", "sklearn")
+    from chatspace.query.api import cluster
+    from chatspace.query.vectors import select
+
+    filters = _filters(params)
+    rows = select(root, **filters).rows
+    with _progress(rows, "clustering", params["no_progress"]) as bar:
+        info = cluster(
+            root,
+            params["k"],
+            output=params["output"],
+            iterations=params["iterations"],
+            seed=params["seed"],
+            progress=bar.update,
+            **filters,
+        )
+    click.echo(
+        f"{info['k']} clusters of {info['rows']:,} rows -> {info['output']} (+ {Path(info['sidecar']).name})"
+    )
+    for c in info["clusters"][:10]:
+        click.echo(f"  {c['cluster']:>3}  {c['size']:>8,}  {c['label']}")
+    if len(info["clusters"]) > 10:
+        click.echo(f"  ... {len(info['clusters']) - 10} more in {Path(info['sidecar']).name}")

@@ -15,7 +15,7 @@ from chatspace.query.duplicates import choose_keep, find_pairs, group_pairs, gro
 from chatspace.query.search import search
 from chatspace.query.vectors import select
 
-__all__ = ["search", "near_duplicates"]
+__all__ = ["search", "near_duplicates", "cluster"]
 log = logging.getLogger(__name__)
 
 
@@ -89,3 +89,33 @@ def _write_keep(selection, dups, path: str | Path) -> int:
             writer.write_table(table)
             kept += table.num_rows
     return kept
+
+
+def cluster(
+    root: str,
+    k: int,
+    model: str | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+    *,
+    output: str | Path,
+    iterations: int = 20,
+    seed: int = 42,
+    progress: Callable[[int], None] | None = None,
+    **filters: Any,
+) -> dict[str, Any]:
+    """k-means clusters of the selected runs' rows, labelled by their most distinctive terms (c-TF-IDF).
+
+    Writes `output` (Parquet: id, cluster, label, similarity to the centre, dataset, run_id, one row per
+    row) and a sidecar JSON beside it (each cluster's size, label and top terms), which it returns.
+    """
+    import orjson
+
+    from chatspace.query.topics import ClusterParams, sidecar_path
+    from chatspace.query.topics import cluster as run_clustering
+
+    selection = select(root, model, dataset, split, **filters)
+    info = run_clustering(selection, ClusterParams(k, iterations, seed), output, progress)
+    sidecar = sidecar_path(output)
+    sidecar.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+    return {**info, "output": str(output), "sidecar": str(sidecar)}
