@@ -122,9 +122,7 @@ def _new_index(faiss, params: IndexParams, dim: int):
         index = faiss.IndexIVFFlat(coarse, dim, params.nlist, ip)
     else:
         index = faiss.IndexIVFScalarQuantizer(coarse, dim, params.nlist, sq, ip)
-    index.own_fields = True
-    index._coarse = coarse  # keep the Python object alive as long as the index
-    return index
+    return index  # faiss' Python wrapper keeps `coarse` alive with the index
 
 
 def sign_bits(vectors: np.ndarray) -> np.ndarray:
@@ -148,9 +146,10 @@ def _training_sample(blocks, rows: int) -> np.ndarray:
 
 
 def build(faiss, params: IndexParams, dim: int, rows: int, blocks_factory, progress=None):
-    """A faiss index over the vectors `blocks_factory()` streams (twice for IVF: train, then add)."""
+    """A faiss index over the vectors `blocks_factory()` streams (twice where it trains first: IVF lists,
+    int8 ranges)."""
     index = _new_index(faiss, params, dim)
-    if params.kind == "ivf":
+    if not index.is_trained:
         index.train(_as_stored(params, _training_sample(blocks_factory(), rows)))
     for _, vectors in blocks_factory():
         index.add(_as_stored(params, vectors))
