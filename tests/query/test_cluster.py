@@ -140,8 +140,12 @@ def test_the_labelled_map_shows_labels_at_centres_and_in_the_hover(topics_run, c
             )
         legend = browser.js("document.getElementById('map').data.map(t => t.name)")
         assert {name.rsplit(" (", 1)[0] for name in legend} == labels
-        # Hovering a point shows its cluster's label.
-        browser.js("Plotly.Fx.hover('map', [{curveNumber: 0, pointNumber: 0}]) || true")
+        # The mouse over a point: the hover shows the point's id and its cluster's label.
+        from tests.maps.test_maps import POINT_PIXELS, _loneliest
+
+        row, x, y = _loneliest(browser.js(POINT_PIXELS), browser.width, browser.height)
+        row_id = browser.js(f"chatspaceMap.rows.id[{row}]")
+        browser.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
         hover = browser.wait_for("(document.querySelector('#map .hovertext') || {}).textContent", timeout=30)
-        trace_label = legend[0].rsplit(" (", 1)[0]
-        assert f"cluster {trace_label}" in hover, hover
+        point = points.set_index("id").loc[row_id]
+        assert row_id in hover and f"cluster {point['cluster']}: {point['label']}" in hover, hover
