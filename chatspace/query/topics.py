@@ -53,6 +53,7 @@ def train_centroids(selection: Selection, params: ClusterParams) -> np.ndarray:
             seed=params.seed + start,
             spherical=True,
             verbose=False,
+            min_points_per_centroid=1,  # small datasets cluster too; faiss would only warn
         )
         kmeans.train(sample)
         similarity, _ = kmeans.index.search(sample, 1)
