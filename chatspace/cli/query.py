@@ -104,6 +104,7 @@ def _read_queries(texts: tuple[str, ...], queries_file: str | None) -> list[str]
 @click.option("--prompt", help="Text put before every query instead of a named prompt.")
 @click.option("--exact", is_flag=True, help="Compare with every vector even where an index exists.")
 @click.option("--nprobe", type=click.IntRange(min=1), help="IVF lists searched per query (an ivf index).")
+@click.option("--no-progress", is_flag=True, help="No progress bar while scanning.")
 @selection_options
 def search_cmd(root: str, texts: tuple[str, ...], **params: Any) -> None:
     """Find the rows nearest to TEXT (or to each line of --queries) in the runs under ROOT: the query is
@@ -116,19 +117,23 @@ def search_cmd(root: str, texts: tuple[str, ...], **params: Any) -> None:
         raise UsageError("--format parquet needs --output FILE")
     _quiet_model_loading()
     from chatspace.query.search import search
+    from chatspace.query.vectors import select
 
-    table = search(
-        root,
-        queries,
-        k=params["k"],
-        prompt=params["prompt"],
-        prompt_name=params["prompt_name"],
-        exact=params["exact"],
-        nprobe=params["nprobe"],
-        as_="arrow",
-        notify=lambda line: click.echo(f"chatspace: {line}", err=True),
-        **filters,
-    )
+    rows = select(root, **filters).rows
+    with _progress(rows, "searching", params["no_progress"]) as bar:
+        table = search(
+            root,
+            queries,
+            k=params["k"],
+            prompt=params["prompt"],
+            prompt_name=params["prompt_name"],
+            exact=params["exact"],
+            nprobe=params["nprobe"],
+            as_="arrow",
+            notify=lambda line: click.echo(f"chatspace: {line}", err=True),
+            progress=bar.update,
+            **filters,
+        )
     write_results(table, params["output_format"], params["output"], echo=click.echo)
 
 

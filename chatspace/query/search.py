@@ -37,16 +37,18 @@ def search(
     nprobe: int | None = None,
     as_: str = "pandas",
     notify: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
     **filters: Any,
 ) -> Any:
     """The `k` rows most similar to each query (a text or a list of texts) among the runs under `root`
-    (a local path or `s3://...`), selected as `load_embeddings` selects them (model, dataset, split,
-    subset, run_id, text_field, extract, run_name).
+        (a local path or `s3://...`), selected as `load_embeddings` selects them (model, dataset, split,
+        subset, run_id, text_field, extract, run_name).
 
-    One row per (query, rank): query, query_index, rank (1 = best), score (cosine similarity), id,
-    dataset, split, text, run_id, and how it was found (`exact`, or the index kind). `prompt` /
-    `prompt_name` override the query prompt (default: the model's `query` prompt where it has one).
-    `exact=True` ignores indexes. `as_`: "pandas" (default), "arrow" or "polars".
+        One row per (query, rank): query, query_index, rank (1 = best), score (cosine similarity), id,
+        dataset, split, text, run_id, and how it was found (`exact`, or the index kind). `prompt` /
+        `prompt_name` override the query prompt (default: the model's `query` prompt where it has one).
+        `exact=True` ignores indexes. `as_`: "pandas" (default), "arrow" or "polars". `progress(rows)` is
+    called as exact search finishes each shard.
     """
     if as_ not in RESULT_FORMATS:
         raise UsageError(f"as_={as_!r} is not one of {', '.join(RESULT_FORMATS)}")
@@ -62,7 +64,9 @@ def search(
     finally:
         encoder.close()
     check_dimension(selection, vectors)
-    scores, positions, methods = nearest(selection, vectors, k, exact=exact, nprobe=nprobe, notify=notify)
+    scores, positions, methods = nearest(
+        selection, vectors, k, exact=exact, nprobe=nprobe, notify=notify, progress=progress
+    )
     table = result_table(selection, texts, scores, positions, methods)
     if as_ == "arrow":
         return table
@@ -89,6 +93,7 @@ def nearest(
     exact: bool = False,
     nprobe: int | None = None,
     notify: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(scores, selection positions, method per result), each [queries, <= k], best first."""
     notify = notify or log.warning
@@ -104,7 +109,7 @@ def nearest(
         if why_not:
             notify(f"{why_not}: searching exactly instead; rebuild it with `chatspace index`")
         if index is None:
-            scores, positions = exact_top_k(selection, queries, k, shards)
+            scores, positions = exact_top_k(selection, queries, k, shards, progress)
             method = "exact"
         else:
             scores, positions = index_top_k(selection, index, queries, k, shards[0].start)
