@@ -65,6 +65,11 @@ def _quiet_model_loading() -> None:
     quiet_libraries()
 
 
+def _examples(*lines: str) -> str:
+    """An epilog of real commands (`\b` keeps click from rewrapping them)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def _read_queries(texts: tuple[str, ...], queries_file: str | None) -> list[str]:
     queries = list(texts)
     if queries_file:
@@ -81,7 +86,14 @@ def _read_queries(texts: tuple[str, ...], queries_file: str | None) -> list[str]
 # --- search -------------------------------------------------------------------------------------------
 
 
-@click.command("search")
+@click.command(
+    "search",
+    short_help="The rows nearest to a text, with the run's own model.",
+    epilog=_examples(
+        'chatspace search demo-output "how do I read a file line by line" -k 5',
+        "chatspace search s3://bucket/out --dataset chats --queries questions.txt --format json",
+    ),
+)
 @click.argument("root")
 @click.argument("texts", nargs=-1, metavar="[TEXT]...")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
@@ -140,7 +152,14 @@ def search_cmd(root: str, texts: tuple[str, ...], **params: Any) -> None:
 # --- index --------------------------------------------------------------------------------------------
 
 
-@click.command("index")
+@click.command(
+    "index",
+    short_help="An ANN index (faiss) beside each run, for search.",
+    epilog=_examples(
+        "chatspace index demo-output                         # HNSW",
+        "chatspace index s3://bucket/out --kind ivf --quantize int8",
+    ),
+)
 @click.argument("root")
 @choice_option(
     "--kind",
@@ -208,7 +227,14 @@ def index_cmd(root: str, **params: Any) -> None:
 # --- near-duplicates ----------------------------------------------------------------------------------
 
 
-@click.command("near-duplicates")
+@click.command(
+    "near-duplicates",
+    short_help="Groups of near-duplicate rows, and the ids to keep.",
+    epilog=_examples(
+        "chatspace near-duplicates demo-output --threshold 0.95 --output groups.parquet",
+        "chatspace near-duplicates out --dataset chats --output groups.parquet --keep longest",
+    ),
+)
 @click.argument("root")
 @click.option(
     "--threshold",
@@ -271,7 +297,14 @@ def near_duplicates_cmd(root: str, **params: Any) -> None:
 # --- cluster ------------------------------------------------------------------------------------------
 
 
-@click.command("cluster")
+@click.command(
+    "cluster",
+    short_help="k-means clusters labelled by their distinctive terms.",
+    epilog=_examples(
+        "chatspace cluster demo-output --k 8 --output clusters.parquet",
+        "chatspace visualize-embeddings --input coords.parquet --clusters clusters.parquet --output map.html",
+    ),
+)
 @click.argument("root")
 @click.option("--k", "k", type=click.IntRange(min=2), required=True, help="Number of clusters.")
 @click.option(

@@ -149,3 +149,43 @@ def test_the_labelled_map_shows_labels_at_centres_and_in_the_hover(topics_run, c
         hover = browser.wait_for("(document.querySelector('#map .hovertext') || {}).textContent", timeout=30)
         point = points.set_index("id").loc[row_id]
         assert row_id in hover and f"cluster {point['cluster']}: {point['label']}" in hover, hover
+
+
+def test_the_map_colours_by_near_duplicate_group_and_names_the_group_in_the_hover(tmp_path):
+    pytest.importorskip("plotly", reason="needs the map extra: pip install 'chatspace[map]'")
+    import pyarrow as pa
+
+    from chatspace.maps.colour import attach_duplicates
+    from chatspace.maps.page import build_figure, render_html
+
+    points = pa.table(
+        {
+            "id": ["a", "b", "c", "d"],
+            "dataset": ["x"] * 4,
+            "run_id": ["r"] * 4,
+            "x": [0.0, 1.0, 2.0, 3.0],
+            "y": [0.0, 1.0, 0.0, 1.0],
+            "preview": ["one", "two", "three", "four"],
+        }
+    )
+    groups = tmp_path / "groups.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["b", "d"],
+                "group": [0, 0],
+                "nearest_id": ["d", "b"],
+                "similarity": [0.97, 0.97],
+                "run_id": ["r", "r"],
+            }
+        ),
+        groups,
+    )
+    table = attach_duplicates(points, groups)
+    figure = build_figure(table, "duplicates")
+    names = {trace.name: list(trace.hovertext) for trace in figure.data}
+    assert set(names) == {"has a near-duplicate (2)", "no near-duplicate (2)"}
+    assert all("near-duplicate group 0 (similarity 0.970)" in h for h in names["has a near-duplicate (2)"])
+    assert not any("near-duplicate group" in h for h in names["no near-duplicate (2)"])
+    page = render_html(table, color_by="duplicates")
+    assert '"traces":[[1,3],[0,2]]' in page  # the page's row lists follow the traces
