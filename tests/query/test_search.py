@@ -188,3 +188,21 @@ def test_vectors_are_read_one_shard_at_a_time(run_root):
     assert sizes == [50, 50, 20]
     ids, _ = to_numpy(load_embeddings(run_root))
     assert selection.rows_at([119, 0, 50], ["id"]).column("id").to_pylist() == [ids[119], ids[0], ids[50]]
+
+
+def test_runs_of_different_dimensions_are_refused_in_one_line(tmp_path, texts):
+    path, _ = write_corpus(tmp_path, texts, 20)
+    out = tmp_path / "out"
+    run_cli(*embed_args(path, out), check=True)
+    run_cli(*embed_args(path, out, "--truncate-dim", "64", "--run-name", "short"), check=True)
+    for command in (
+        ("search", str(out), "anything"),
+        ("index", str(out)),
+        ("cluster", str(out), "--k", "2", "-o", str(tmp_path / "c.parquet")),
+    ):
+        proc = run_cli(*command)
+        assert proc.returncode == 2 and "do not mix" in proc.stderr and "Traceback" not in proc.stderr, (
+            proc.stderr
+        )
+    found = chatspace.search(str(out), texts[3], k=1, run_name="short")
+    assert found["id"][0] == "doc-3" and found["score"][0] >= 0.99
