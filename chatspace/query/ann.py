@@ -134,7 +134,7 @@ def _as_stored(params: IndexParams, vectors: np.ndarray) -> np.ndarray:
     return sign_bits(vectors) if params.quantize == "binary" else np.ascontiguousarray(vectors)
 
 
-def _training_sample(blocks, rows: int) -> np.ndarray:
+def training_sample(blocks, rows: int) -> np.ndarray:
     """An even spread of at most MAX_TRAINING_VECTORS rows, from one pass over the shards."""
     step = max(1, math.ceil(rows / MAX_TRAINING_VECTORS))
     picked, seen = [], 0
@@ -150,7 +150,7 @@ def build(faiss, params: IndexParams, dim: int, rows: int, blocks_factory, progr
     int8 ranges)."""
     index = _new_index(faiss, params, dim)
     if not index.is_trained:
-        index.train(_as_stored(params, _training_sample(blocks_factory(), rows)))
+        index.train(_as_stored(params, training_sample(blocks_factory(), rows)))
     for _, vectors in blocks_factory():
         index.add(_as_stored(params, vectors))
         if progress is not None:

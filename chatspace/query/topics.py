@@ -43,7 +43,7 @@ def train_centroids(selection: Selection, params: ClusterParams) -> np.ndarray:
         raise UsageError(f"--k must be at least 2, not {params.k}")
     if params.k > selection.rows:
         raise UsageError(f"--k {params.k} is more than the {selection.rows:,} rows selected")
-    sample = np.ascontiguousarray(ann._training_sample(selection.blocks(), selection.rows))
+    sample = np.ascontiguousarray(ann.training_sample(selection.blocks(), selection.rows))
     best, best_fit = None, -np.inf
     for start in range(params.restarts):
         kmeans = faiss.Kmeans(
