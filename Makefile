@@ -18,14 +18,16 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,map,cpu-backends,s3]"
+	$(PY) -m pip install --quiet -e ".[dev,map,cpu-backends,s3,query]"
 	touch $(STAMP)
 
 demo: venv
 	$(VENV)/bin/chatspace embed-hf --config configs/demo.toml
 	$(VENV)/bin/chatspace reduce-embeddings --embedding-dirs demo-output --method umap --output demo-output/maps/demo-umap.parquet
+	$(VENV)/bin/chatspace cluster demo-output --k 8 --output demo-output/maps/demo-clusters.parquet --no-progress
 	$(VENV)/bin/chatspace visualize-embeddings --input demo-output/maps/demo-umap.parquet --title "chatspace demo (UMAP)" \
-		--output demo-output/maps/demo-map.html --png demo-output/maps/demo-map.png
+		--clusters demo-output/maps/demo-clusters.parquet --output demo-output/maps/demo-map.html --png demo-output/maps/demo-map.png
+	$(VENV)/bin/chatspace search demo-output "how do I read a file line by line" -k 5
 	@echo "demo map: $(CURDIR)/demo-output/maps/demo-map.html (open it in a browser; no server needed)"
 
 # The map tests drive headless Chromium (Debian's package); installed here when missing and possible,

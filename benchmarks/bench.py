@@ -27,6 +27,7 @@ is model FLOPs / encode time / peak.
     .venv/bin/python benchmarks/bench.py --case padding  # the batch planner's padding efficiency only
     .venv/bin/python benchmarks/bench.py --case feeder   # the worker pipeline without the model's forward
     .venv/bin/python benchmarks/bench.py --case backends # torch against ONNX / OpenVINO on the CPU
+    .venv/bin/python benchmarks/bench.py --case search   # the ANN index against exact search
 
 Results: a table on stdout, benchmarks/results/<host>-<date>.json, and one line appended to the history
 table of benchmarks/RESULTS.md (not for --quick). The machine should be otherwise idle: the load average
@@ -61,7 +62,7 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
 # The full bench, in order; each module's run(bench, ctx) adds its cases and results.
 FULL_BENCH = ("throughput", "pool", "sts", "large")
 # Cases that run on their own: python benchmarks/bench.py --case NAME.
-SINGLE_CASES = ("padding", "feeder", "backends")
+SINGLE_CASES = ("padding", "feeder", "backends", "search")
 
 
 def parse_args(argv: list[str] | None):
@@ -102,7 +103,8 @@ def parse_args(argv: list[str] | None):
         choices=["all", *SINGLE_CASES],
         default="all",
         help="padding: only the planner's padding efficiency (no model runs); feeder: the worker pipeline "
-        "with a no-op forward against the tokenizer alone; backends: torch / ONNX Runtime / OpenVINO on the CPU",
+        "with a no-op forward against the tokenizer alone; backends: torch / ONNX Runtime / OpenVINO on the CPU; "
+        "search: ANN index build time, recall@10 and latency at 100k and 1M vectors",
     )
     return ap.parse_args(argv)
 

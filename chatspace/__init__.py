@@ -7,7 +7,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_embeddings", "list_runs", "connect", "sql"]
+__all__ = [
+    "__version__",
+    "load_embeddings",
+    "list_runs",
+    "connect",
+    "sql",
+    "search",
+    "near_duplicates",
+    "cluster",
+]
 
 
 def __getattr__(name: str):
@@ -20,4 +29,8 @@ def __getattr__(name: str):
         from chatspace.store import sql
 
         return getattr(sql, name)
+    if name in ("search", "near_duplicates", "cluster"):
+        from chatspace.query import api
+
+        return getattr(api, name)
     raise AttributeError(name)

@@ -23,6 +23,7 @@ FLOORS = {
     "encoders": 3,
     "pool": 4,
     "maps": 4,
+    "query": 4,
     "cli": 5,
 }
 

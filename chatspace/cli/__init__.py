@@ -11,7 +11,7 @@ import sys
 import click
 
 from chatspace import __version__
-from chatspace.cli import dataset, embed, maps, runs
+from chatspace.cli import dataset, embed, maps, query, runs
 from chatspace.cli.help import describe_commands
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
 from chatspace.redact import redact
@@ -36,6 +36,10 @@ for _command in (
     runs.sql_cmd,
     maps.reduce_embeddings_cmd,
     maps.visualize_embeddings_cmd,
+    query.search_cmd,
+    query.index_cmd,
+    query.near_duplicates_cmd,
+    query.cluster_cmd,
 ):
     cli.add_command(_command)
 describe_commands(cli)

@@ -107,6 +107,17 @@ def reduce_embeddings_cmd(more_dirs: tuple[str, ...], embedding_dirs: tuple[str,
     show_default=True,
     help="Longest text a point carries into the page (the rest stays in the coordinates file).",
 )
+@click.option(
+    "--clusters", help="Clusters from `chatspace cluster` (.parquet): colour by cluster, labels at centres."
+)
+@click.option(
+    "--duplicates", help="Groups from `chatspace near-duplicates` (.parquet): hover names each group."
+)
+@click.option(
+    "--color-by",
+    type=click.Choice(["dataset", "cluster", "duplicates"]),
+    help="What colours the points (default: cluster with --clusters, else dataset).",
+)
 @click.option("--serve", is_flag=True, help="Serve the map locally until Ctrl-C (implied by --host/--port).")
 @click.option("--host", help="Address to serve on (default 127.0.0.1).")
 @click.option(
@@ -118,6 +129,9 @@ def visualize_embeddings_cmd(
     png: str | None,
     title: str | None,
     max_text_chars: int,
+    clusters: str | None,
+    duplicates: str | None,
+    color_by: str | None,
     serve: bool,
     host: str | None,
     port: int | None,
@@ -138,17 +152,29 @@ def visualize_embeddings_cmd(
     from chatspace.maps.page import read_points, render_html, write_png
 
     table = read_points(input_path)
+    table, color_by = _colour(table, clusters, duplicates, color_by)
     title = title or Path(input_path).stem
     page = None
     if output or serve:
-        page = render_html(table, title=title, max_text_chars=max_text_chars)
+        page = render_html(table, title=title, max_text_chars=max_text_chars, color_by=color_by)
     if output:
         Path(output).expanduser().write_text(page, encoding="utf-8")
         click.echo(f"map of {table.num_rows:,} points -> {Path(output).resolve()}")
     if png:
-        write_png(table, Path(png).expanduser(), title=title)
+        write_png(table, Path(png).expanduser(), title=title, color_by=color_by)
         click.echo(f"picture -> {Path(png).resolve()}")
     if serve:
         from chatspace.maps.serve import serve as serve_page
 
         serve_page(page, host or "127.0.0.1", 8050 if port is None else port)
+
+
+def _colour(table, clusters: str | None, duplicates: str | None, color_by: str | None):
+    """The points with the clusters' and duplicate groups' columns joined on, and what colours them."""
+    from chatspace.maps.colour import attach_clusters, attach_duplicates
+
+    if clusters:
+        table = attach_clusters(table, clusters)
+    if duplicates:
+        table = attach_duplicates(table, duplicates)
+    return table, color_by or ("cluster" if clusters else "dataset")

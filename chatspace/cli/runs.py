@@ -28,6 +28,9 @@ def verify_cmd(target: str | None) -> None:
     manifests, problems = verify(target)
     if not manifests:
         raise ChatspaceError(f"no chatspace manifest found under {target}")
+    from chatspace.query.ann import check_indexes
+
+    problems += check_indexes(target)
     for line in problems:
         click.echo(line, err=True)
     if problems:

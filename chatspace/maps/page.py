@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chatspace.errors import UsageError
+from chatspace.maps.colour import cluster_centres, colour_groups, group_order, hover_lines
 
 DEFAULT_MAX_TEXT_CHARS = 5000
 HOVER_LINE_CHARS = 70
@@ -75,8 +76,9 @@ def _marker_size(n: int) -> float:
     return 6.0 if n <= 2_000 else 4.0 if n <= 20_000 else 2.5
 
 
-def build_figure(table: pa.Table):
-    """A plotly figure, one WebGL trace per dataset (sorted by name, as the page's row lists are)."""
+def build_figure(table: pa.Table, color_by: str = "dataset"):
+    """A plotly figure, one WebGL trace per colour group (a dataset, a cluster; in the order the page's
+    row lists use), and each cluster's label at its centre."""
     import numpy as np
     import plotly.express as px
     import plotly.graph_objects as go
@@ -84,6 +86,8 @@ def build_figure(table: pa.Table):
     cols = table.column_names
     three_d = "z" in cols
     datasets = [str(d) for d in table.column("dataset").to_pylist()]
+    groups, legend_title = colour_groups(table, color_by)
+    extra = hover_lines(table)
     ids = [str(i) for i in table.column("id").to_pylist()]
     previews = (
         table.column("preview").to_pylist()
@@ -93,17 +97,20 @@ def build_figure(table: pa.Table):
         else [""] * table.num_rows
     )
     xyz = {a: table.column(a).to_numpy().astype(np.float32) for a in ("x", "y", "z") if a in cols}
-    order = sorted(set(datasets))
+    order = group_order(groups, color_by)
     palette = px.colors.qualitative.Plotly if len(order) <= 10 else px.colors.qualitative.Alphabet
-    ds_arr = np.asarray(datasets, dtype=object)
+    ds_arr = np.asarray(groups, dtype=object)
     size = _marker_size(table.num_rows)
     fig = go.Figure()
     for k, name in enumerate(order):
         rows = np.flatnonzero(ds_arr == name)
         common: dict[str, Any] = {
-            "name": f"{legend_label(name)} ({rows.size:,})",
+            "name": f"{legend_label(name) if color_by == 'dataset' else name} ({rows.size:,})",
             "mode": "markers",
-            "hovertext": [_hover(ids[i], name, previews[i] or "") for i in rows],
+            "hovertext": [
+                _hover(ids[i], datasets[i], previews[i] or "") + (f"<br>{extra[i]}" if extra[i] else "")
+                for i in rows
+            ],
             "hoverinfo": "text",
             "hoverlabel": {"align": "left"},
         }
@@ -133,7 +140,7 @@ def build_figure(table: pa.Table):
     fig.update_layout(
         template="plotly_white",
         showlegend=True,
-        legend={"title": {"text": "dataset"}, "itemsizing": "constant"},
+        legend={"title": {"text": legend_title}, "itemsizing": "constant"},
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         hovermode="closest",
         dragmode="pan",
@@ -142,12 +149,20 @@ def build_figure(table: pa.Table):
     if three_d:
         fig.update_layout(scene={"xaxis": axis, "yaxis": axis, "zaxis": axis})
     else:
+        for x, y, label in cluster_centres(table) if color_by == "cluster" else []:
+            fig.add_annotation(
+                x=x,
+                y=y,
+                text=f"<b>{html.escape(label)}</b>",
+                showarrow=False,
+                bgcolor="rgba(255,255,255,0.75)",
+            )
         fig.update_xaxes(**axis)
         fig.update_yaxes(**axis, scaleanchor="x", scaleratio=1)
     return fig
 
 
-def _rows_json(table: pa.Table, max_text_chars: int) -> str:
+def _rows_json(table: pa.Table, max_text_chars: int, color_by: str = "dataset") -> str:
     """What the page's search and side panel read: ids, datasets, splits and (capped) texts."""
     cols = table.column_names
     source = "text" if "text" in cols else "preview" if "preview" in cols else None
@@ -164,10 +179,10 @@ def _rows_json(table: pa.Table, max_text_chars: int) -> str:
     def col(name: str) -> list:
         return table.column(name).to_pylist() if name in cols else [None] * table.num_rows
 
-    datasets = [str(d) for d in col("dataset")]
+    groups, _ = colour_groups(table, color_by)
     payload = {
-        # Row numbers of each trace's points, in trace order (traces are the datasets, sorted).
-        "traces": [[i for i, d in enumerate(datasets) if d == name] for name in sorted(set(datasets))],
+        # Row numbers of each trace's points, in trace order (one trace per colour group).
+        "traces": [[i for i, g in enumerate(groups) if g == name] for name in group_order(groups, color_by)],
         "x": col("x"),
         "y": col("y"),
         "id": [str(i) for i in col("id")],
@@ -183,10 +198,13 @@ def _rows_json(table: pa.Table, max_text_chars: int) -> str:
 
 
 def render_html(
-    table: pa.Table, title: str = "chatspace map", max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    table: pa.Table,
+    title: str = "chatspace map",
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    color_by: str = "dataset",
 ) -> str:
     """The whole page as one string: plotly.js inline, the figure, the rows, the search and panel code."""
-    fig = build_figure(table)
+    fig = build_figure(table, color_by)
     plot = fig.to_html(
         full_html=False,
         include_plotlyjs=True,
@@ -200,7 +218,7 @@ def render_html(
         "TITLE": html.escape(title),
         "POINTS": f"{table.num_rows:,}",
         "CSS": assets.joinpath("map.css").read_text(encoding="utf-8"),
-        "ROWS_JSON": _rows_json(table, max_text_chars),
+        "ROWS_JSON": _rows_json(table, max_text_chars, color_by),
         "MAP_JS": assets.joinpath("map.js").read_text(encoding="utf-8"),
         "PLOT": plot,
     }
@@ -209,8 +227,11 @@ def render_html(
     return re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: parts[m.group(1)], template)
 
 
-def write_png(table: pa.Table, path: str | Path, title: str = "chatspace map") -> None:
-    """A static picture for papers: matplotlib (no browser needed), one colour per dataset."""
+def write_png(
+    table: pa.Table, path: str | Path, title: str = "chatspace map", color_by: str = "dataset"
+) -> None:
+    """A static picture for papers: matplotlib (no browser needed), one colour per group (dataset,
+    cluster), with each cluster's label at its centre."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,8 +239,9 @@ def write_png(table: pa.Table, path: str | Path, title: str = "chatspace map") -
     import numpy as np
     import plotly.express as px
 
-    datasets = np.asarray([str(d) for d in table.column("dataset").to_pylist()], dtype=object)
-    order = sorted(set(datasets))
+    names, legend_title = colour_groups(table, color_by)
+    datasets = np.asarray(names, dtype=object)
+    order = group_order(names, color_by)
     palette = px.colors.qualitative.Plotly if len(order) <= 10 else px.colors.qualitative.Alphabet
     three_d = "z" in table.column_names
     fig = plt.figure(figsize=(8, 7), dpi=150)
@@ -234,14 +256,23 @@ def write_png(table: pa.Table, path: str | Path, title: str = "chatspace map") -
             color=palette[k % len(palette)],
             alpha=0.8,
             linewidths=0,
-            label=f"{legend_label(name)} ({int(rows.sum()):,})",
+            label=f"{legend_label(name) if color_by == 'dataset' else name} ({int(rows.sum()):,})",
+        )
+    for x, y, label in cluster_centres(table) if color_by == "cluster" and not three_d else []:
+        ax.annotate(
+            label,
+            (x, y),
+            ha="center",
+            fontsize="small",
+            weight="bold",
+            bbox={"fc": "white", "alpha": 0.7, "lw": 0},
         )
     if not three_d:
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_xticks([])
         ax.set_yticks([])
     ax.set_title(title)
-    ax.legend(title="dataset", markerscale=max(1.0, 20.0 / size) ** 0.5, loc="best", fontsize="small")
+    ax.legend(title=legend_title, markerscale=max(1.0, 20.0 / size) ** 0.5, loc="best", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
