@@ -113,7 +113,12 @@ _EXAMPLES = {
         "chatspace verify out",
         "chatspace verify out/indexes/sentence-transformers__all-MiniLM-L6-v2/demo/train   # one run",
     ],
-    "runs": ["chatspace runs out", "chatspace runs out --json"],
+    "runs": [
+        "chatspace runs out",
+        "chatspace runs out --json",
+        "chatspace runs rm out 20261206T052224Z-809d8d      # one run, by run id, run name or folder",
+        "chatspace runs prune out --failed                   # every failed or interrupted run",
+    ],
     "sql": [
         'chatspace sql out "select split, count(*) from embeddings group by split"',
         'chatspace sql out "select id, array_cosine_similarity(embedding, (select embedding from embeddings '

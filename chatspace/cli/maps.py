@@ -81,7 +81,10 @@ def reduce_embeddings_cmd(more_dirs: tuple[str, ...], embedding_dirs: tuple[str,
         log.addHandler(handler)
     log.setLevel(logging.INFO)
     selection = Selection(
-        **{k: params.pop(k) for k in ("model", "dataset", "split", "subset", "run_id", "include_incomplete")}
+        **{
+            k: params.pop(k)
+            for k in ("model", "dataset", "split", "subset", "run_id", "run_name", "include_incomplete")
+        }
     )
     progress = not params.pop("no_progress")
     output = params.pop("output")

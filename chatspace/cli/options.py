@@ -164,16 +164,18 @@ RUN_FILTERS = {
     "--split": "runs of this split",
     "--subset": "runs of this hub configuration",
     "--run-id": "this run",
+    "--run-name": "this run folder (`train__NAME`, as `chatspace runs` shows) or --run-name",
 }
 
 
-def run_filter_options(scope: str = ""):
-    """Add RUN_FILTERS and --include-incomplete to a command; `scope` opens each help line."""
+def run_filter_options(scope: str = "", incomplete: bool = True):
+    """Add RUN_FILTERS (and --include-incomplete, for readers) to a command; `scope` opens each help line."""
 
     def add(f):
-        f = click.option(
-            "--include-incomplete", is_flag=True, help="Also read the finished shards of unfinished runs."
-        )(f)
+        if incomplete:
+            f = click.option(
+                "--include-incomplete", is_flag=True, help="Also read the finished shards of unfinished runs."
+            )(f)
         for flag, selects in reversed(RUN_FILTERS.items()):
             text = f"{scope}only {selects}." if scope else f"Only {selects}."
             f = click.option(flag, help=text)(f)

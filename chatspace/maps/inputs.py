@@ -41,6 +41,7 @@ class Selection:
     split: str | None = None
     subset: str | None = None
     run_id: str | None = None
+    run_name: str | None = None
     include_incomplete: bool = False
 
 

@@ -35,6 +35,7 @@ from chatspace.store.lock import acquire_output_lock
 from chatspace.store.manifest import (
     ManifestBuilder,
     ManifestWriteError,
+    earlier_attempts,
     git_sha,
     library_versions,
     load_unit_records,
@@ -162,6 +163,10 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         run_lock.close()
         raise
     layout, run_id, done = state.layout, state.run_id, state.done
+    if state.already_complete:  # --resume of a complete run: its manifest stays byte for byte
+        run_lock.close()
+        log.info("run %s is already complete, nothing to do (%s)", run_id, root.url(final.manifest_path))
+        return RunResult(final.manifest_path, state.previous, final)
     cfg = cfg.replace(run_id=run_id)
 
     progress = Progress(enabled=cfg.progress)
@@ -210,6 +215,10 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             "model": {"name": cfg.model},
         },
     )
+    if state.previous is not None:  # a resume keeps what the earlier attempts recorded
+        builder.base["created_at"] = state.previous.get("created_at", builder.base["created_at"])
+        builder.base["model"] = state.previous.get("model") or builder.base["model"]
+        builder.base["attempts"] = earlier_attempts(state.previous)
     builder.timings["plan_seconds"] = round(t_plan, 3)
     records = dict(done)
     status, error = "running", None

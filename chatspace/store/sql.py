@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatspace.errors import UsageError
 from chatspace.store.frames import require_extra
-from chatspace.store.reader import RunFilters, open_runs
+from chatspace.store.reader import RunFilters, open_runs, run_values
 
 if TYPE_CHECKING:
     import duckdb
@@ -41,23 +41,29 @@ def connect(
     output, runs = open_runs(root, model, dataset, split, filters)
     m = runs[0][1]
     dim = int(m.get("model", {}).get("dimension") or m.get("config", {}).get("dimensions") or 0)
-    paths = [output.url(p) for _, _, shards in runs for p, _ in shards]
     con = connection if connection is not None else duck.connect()
     if not output.is_local:
         con.register_filesystem(output.fs)  # duckdb reads the bucket through the root's own filesystem
-    if paths:
-        listing = ", ".join(_quote(p) for p in paths)
-        con.execute(
-            "create or replace view embeddings as select * replace "
-            f"(embedding::FLOAT[{dim}] as embedding, metadata::JSON as metadata) "
+    selects = []
+    for path, m, shards in runs:  # one select per run, which adds the run's own columns to its rows
+        if not shards:
+            continue
+        listing = ", ".join(_quote(output.url(p)) for p, _ in shards)
+        extra = ", ".join(f"{_quote(v)} as {k}" for k, v in run_values(path, m).items())
+        selects.append(
+            "select * replace "
+            f"(embedding::FLOAT[{dim}] as embedding, metadata::JSON as metadata), {extra} "
             f"from read_parquet([{listing}])"
         )
+    if selects:
+        con.execute("create or replace view embeddings as " + " union all ".join(selects))
     else:  # a run with no shard yet: the same columns, no rows
         con.execute(
             "create or replace view embeddings as select * from (select ''::VARCHAR as id, "
             "''::VARCHAR as source, ''::VARCHAR as dataset, ''::VARCHAR as split, ''::VARCHAR as text, "
             f"NULL::JSON as metadata, NULL::FLOAT[{dim}] as embedding, ''::VARCHAR as model, "
-            "now()::TIMESTAMPTZ as created_at, ''::VARCHAR as run_id) where false"
+            "now()::TIMESTAMPTZ as created_at, ''::VARCHAR as run_id, ''::VARCHAR as run_name, "
+            "''::VARCHAR as text_field, ''::VARCHAR as extract) where false"
         )
     return con
 
