@@ -233,7 +233,9 @@ def test_unfinished_runs_and_damaged_outputs(copied_root):
     m["shards"] = m["shards"][:2]
     m["totals"]["units_done"] = 2
     mpath.write_bytes(orjson.dumps(m))
-    with pytest.raises(ChatspaceError, match="no complete run matches: .*interrupted.* include_incomplete=True"):
+    with pytest.raises(
+        ChatspaceError, match="no complete run matches: .*interrupted.* include_incomplete=True"
+    ):
         load_embeddings(root)
     assert load_embeddings(root, include_incomplete=True).num_rows == 100
     assert "interrupted (2/3 units)" in format_runs(list_runs(root))

@@ -1,0 +1,164 @@
+"""One output root shared by several runs, one of which failed, used the way a person would: the whole
+CLI in a subprocess, on real files. A failed run blocks no reader, `verify` fails only for damage, runs
+can be removed, `--resume` of a complete run changes nothing, and every row says which run it is from."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.helpers import REPO, real_texts, run_cli, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+DEMO = REPO / "chatspace" / "resources" / "demo.jsonl"
+MODEL_DIR = "sentence-transformers__all-MiniLM-L6-v2"
+
+
+def _crash_hook_env(**variables: str) -> dict[str, str]:
+    hook = str(REPO / "tests" / "helpers" / "crash_hook")
+    return {"PYTHONPATH": os.pathsep.join([hook, os.environ.get("PYTHONPATH", "")]), **variables}
+
+
+def _embed(out: Path, dataset: Path, *extra: str, env: dict | None = None):
+    args = ["embed-hf", "--dataset", str(dataset), "--devices", "cpu", "--output-root", str(out)]
+    return run_cli(*args, "--no-progress", *extra, env=env)
+
+
+def _demo_args(*extra: str) -> tuple[str, ...]:
+    return ("--n", "40", "--id-field", "id", *extra)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Path:
+    """A root with two complete runs of the demo dataset (its text; its first user turns) and a run of
+    another dataset that failed after its first units (a worker lost with no restarts left)."""
+    base = tmp_path_factory.mktemp("shared")
+    out = base / "out"
+    assert _embed(out, DEMO, *_demo_args()).returncode == 0
+    proc = _embed(out, DEMO, *_demo_args("--text-field", "conversation", "--extract", "first-user"))
+    assert proc.returncode == 0, proc.stderr
+    rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(real_texts(60))]
+    rows[55]["text"] = "POISON-ROW " + rows[55]["text"]
+    docs = write_jsonl(base / "docs.jsonl", rows)
+    env = _crash_hook_env(CHATSPACE_TEST_CRASH_MARKER="POISON-ROW")
+    proc = _embed(
+        out, docs, "--id-field", "id", "--rows-per-shard", "10", "--max-worker-restarts", "0", env=env
+    )
+    assert proc.returncode == 1, proc.stderr
+    return out
+
+
+def _copy(shared: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "out"
+    shutil.copytree(shared, copy)
+    return copy
+
+
+def _manifest_path(out: Path, dataset: str, folder: str) -> Path:
+    return out / "indexes" / MODEL_DIR / dataset / folder / "manifest.json"
+
+
+def test_the_root_lists_every_run_with_its_status(shared):
+    proc = run_cli("runs", str(shared), check=True)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4  # a header, three runs
+    assert any("docs" in line and "failed (" in line for line in lines)
+    assert sum("complete" in line for line in lines) == 2
+
+
+def test_readers_take_the_complete_runs_and_say_which_they_left_out(shared):
+    proc = run_cli(
+        "sql", str(shared), "select run_name, count(*) as n from embeddings group by all order by 1"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "train__conversation__first-user" in proc.stdout and "│ train " in proc.stdout
+    left_out = [line for line in proc.stderr.splitlines() if line.startswith("left out")]
+    assert (
+        len(left_out) == 1 and "docs/train (failed" in left_out[0] and "--include-incomplete" in left_out[0]
+    )
+    # the failed run's finished shards are there to read when asked for
+    finished = orjson.loads(_manifest_path(shared, "docs", "train").read_bytes())["totals"]["rows"]
+    assert finished > 0
+    proc = run_cli(
+        "sql", str(shared), "select count(*) from embeddings", "--dataset", "docs", "--include-incomplete"
+    )
+    assert proc.returncode == 0 and f" {finished} " in proc.stdout
+    # one dataset with nothing complete: one line naming the flag of the command line
+    proc = run_cli("sql", str(shared), "select 1", "--dataset", "docs")
+    assert proc.returncode == 1 and "no complete run matches" in proc.stderr
+    assert "--include-incomplete" in proc.stderr and "include_incomplete=True" not in proc.stderr
+
+
+def test_verify_fails_only_for_damage_and_names_the_unfinished_run(shared, tmp_path):
+    proc = run_cli("verify", str(shared))
+    assert proc.returncode == 0, proc.stderr
+    assert "ok: 3 run(s) verified (1 not complete)" in proc.stdout
+    assert "docs/train: failed (" in proc.stderr and "/6 units" in proc.stderr
+    out = _copy(shared, tmp_path)
+    next(out.glob(f"embeddings/{MODEL_DIR}/demo/train/shard-*.parquet")).unlink()
+    proc = run_cli("verify", str(out))
+    assert proc.returncode == 1 and "missing" in proc.stderr
+
+
+def test_resume_of_a_complete_run_changes_nothing(shared):
+    manifest = _manifest_path(shared, "demo", "train")
+    before = manifest.read_bytes()
+    proc = _embed(shared, DEMO, *_demo_args("--resume"))
+    assert proc.returncode == 0, proc.stderr
+    assert "already complete, nothing to do" in proc.stderr
+    assert manifest.read_bytes() == before
+
+
+def test_a_resumed_run_keeps_what_its_earlier_attempts_recorded(shared, tmp_path):
+    out = _copy(shared, tmp_path)
+    path = _manifest_path(out, "demo", "train")
+    first = orjson.loads(path.read_bytes())
+    path.write_bytes(orjson.dumps({**first, "status": "interrupted"}))  # killed before its last write
+    proc = _embed(out, DEMO, *_demo_args("--resume"))
+    assert proc.returncode == 0, proc.stderr
+    m = orjson.loads(path.read_bytes())
+    assert m["status"] == "complete" and m["created_at"] == first["created_at"]
+    assert m["model"] == first["model"] and m["model"]["dimension"] == 384  # not only the name
+    assert [a["status"] for a in m["attempts"]] == ["interrupted"]
+    assert m["attempts"][0]["workers"] == first["workers"] and m["attempts"][0]["timings"] == first["timings"]
+    assert "384" in run_cli("runs", str(out), check=True).stdout
+
+
+def test_runs_rm_and_prune(shared, tmp_path):
+    out = _copy(shared, tmp_path)
+    runs = [
+        orjson.loads(line) for line in run_cli("runs", str(out), "--json", check=True).stdout.splitlines()
+    ]
+    first_user = next(r for r in runs if r["extract"] == "first-user")
+    # refused while a live run holds the run's lock
+    lock = out / "indexes" / f".{MODEL_DIR}--demo--train__conversation__first-user.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = run_cli("runs", "rm", str(out), first_user["run_id"])
+        assert proc.returncode == 2 and "being written by a running chatspace run" in proc.stderr
+    assert _manifest_path(out, "demo", "train__conversation__first-user").exists()
+    proc = run_cli("runs", "rm", str(out), first_user["run_id"])
+    assert proc.returncode == 0, proc.stderr
+    assert "removed" in proc.stdout and "first-user" in proc.stdout
+    assert not (out / "embeddings" / MODEL_DIR / "demo" / "train__conversation__first-user").exists()
+    assert not _manifest_path(out, "demo", "train__conversation__first-user").parent.exists()
+    proc = run_cli("runs", "rm", str(out), "no-such-run")
+    assert proc.returncode == 2 and "no run called 'no-such-run'" in proc.stderr
+    proc = run_cli("runs", "prune", str(out), "--failed")
+    assert proc.returncode == 0 and "docs/train (failed" in proc.stdout
+    assert not (out / "embeddings" / MODEL_DIR / "docs").exists()
+    proc = run_cli("sql", str(out), "select count(*) from embeddings")
+    assert proc.returncode == 0 and "left out" not in proc.stderr
+    assert run_cli("verify", str(out)).stdout.strip() == "ok: 1 run(s) verified"
+
+
+def test_runs_of_a_file_is_one_line(shared, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a root")
+    proc = run_cli("runs", str(tmp_path / "notes.txt"))
+    assert proc.returncode == 2 and "is a file, not an output root" in proc.stderr
