@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("chatspace: aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
+        _name_the_variable(e)
         e.show()
         sys.exit(e.exit_code)
     except ChatspaceError as e:
@@ -70,6 +71,17 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(redact(f"chatspace: error: {describe_os_error(e)}"), err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+def _name_the_variable(e: click.ClickException) -> None:
+    """A bad value that came from CHATSPACE_{COMMAND}_{OPTION} says so: the command line shows no flag."""
+    ctx, param = getattr(e, "ctx", None), getattr(e, "param", None)
+    if ctx is None or param is None or param.name is None:
+        return
+    if ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT:
+        from chatspace.cli.options import env_var
+
+        e.message = f"{e.message} (from ${env_var(ctx, param.name)})"
 
 
 def _redacted_excepthook(kind, value, tb) -> None:

@@ -156,8 +156,12 @@ def split_of(name: str) -> str | None:
 
 
 def local_files(path: Path, split: str) -> list[Path]:
-    """The data files of one split of a local path; a split that is not there is a usage error."""
+    """The data files of one split of a local path; a split that is not there is a usage error (a single
+    file holds one split: the one its name announces, else `train`, as describe-dataset says)."""
     if path.is_file():
+        own = split_of(path.name) or "train"
+        if split != own:
+            raise UsageError(f"{path.name} has one split: {own} (not {split!r}); leave --split out")
         return [path]
     arrow = save_to_disk_files(path, split)
     if arrow is not None:
@@ -210,16 +214,35 @@ def check_fields(
 
 
 def is_local(dataset: str, source: str) -> bool:
+    """A local path, not a Hub id: it exists, or it cannot be a Hub id (`org/name`): it starts with
+    `./`, `../`, `/` or `~`, ends with a data-file extension, or has more path separators than one `/`."""
     if source == "local":
         return True
     if source == "huggingface":
         return False
-    if dataset.startswith((".", "/", "~")):
+    if dataset.startswith((".", "/", "~")) or "\\" in dataset or dataset.count("/") > 1:
+        return True
+    if dataset.lower().endswith((*SUFFIXES, ".json.gz", ".jsonl.gz", ".tsv", ".txt")):
         return True
     try:
         return Path(dataset).expanduser().exists()
     except (OSError, ValueError):  # too long a name, or a NUL byte: not a file here
         return False
+
+
+def missing_path(dataset: str) -> UsageError:
+    """`no such file: data/doc.jsonl (data holds: docs.jsonl, ...)`: the closest names in its folder."""
+    import difflib
+
+    path = Path(dataset).expanduser()
+    folder = path.parent
+    if not folder.is_dir():
+        return UsageError(f"no such file: {dataset} (no folder {folder.as_posix()})")
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    there = f" ({folder.as_posix()} holds: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+    return UsageError(f"no such file: {dataset}{hint}{there if names and not close else ''}")
 
 
 def dataset_label(dataset: str, local: bool) -> str:
@@ -237,7 +260,7 @@ def open_source(
     if is_local(dataset, source):
         path = Path(dataset).expanduser()
         if not path.exists():
-            raise UsageError(f"dataset path does not exist: {dataset}")
+            raise missing_path(dataset)
         files = local_files(path, split)
         entries: list[FileEntry] = []
         columns: set[str] = set()
