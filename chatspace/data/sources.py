@@ -23,6 +23,7 @@ import orjson
 
 from chatspace.config import DataConfig
 from chatspace.data.extract import check_holds_conversations
+from chatspace.data.field_check import check_text_values
 from chatspace.data.fields import top_column
 from chatspace.data.formats import READERS, SUFFIXES, SUPPORTED, FileEntry, format_name, open_local_file
 from chatspace.data.identity import local_identity
@@ -300,6 +301,7 @@ def open_run_source(cfg: DataConfig, cache_dir: Path) -> Source:
     try:
         check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
         check_holds_conversations(source, cfg.text_field, cfg.extract)
+        check_text_values(source, cfg.text_field, cfg.extract)
     except BaseException:
         source.close()
         raise

@@ -100,9 +100,6 @@ class RunFilters(TypedDict, total=False):
     include_incomplete: bool
 
 
-_EXTRACTION = ("text_field", "extract", "run_name")  # matched against the run's config
-
-
 def _check_filters(filters: dict[str, Any]) -> None:
     unknown = sorted(set(filters) - set(RunFilters.__annotations__))
     if unknown:
@@ -139,8 +136,9 @@ def _select(
         if run_id is not None and run_id != m.get("run_id"):
             continue
         cfg = m.get("config", {})
-        named = {**cfg, "run_name": None}
-        if any(filters.get(k) is not None and filters.get(k) != named.get(k) for k in _EXTRACTION):
+        if any(
+            filters.get(k) is not None and filters.get(k) != cfg.get(k) for k in ("text_field", "extract")
+        ):
             continue
         wanted_name = filters.get("run_name")
         if wanted_name is not None and wanted_name not in (cfg.get("run_name"), run_folder_name(path)):

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatspace.errors import UsageError
+from chatspace.errors import UsageError, option
 from chatspace.store.frames import require_extra
 from chatspace.store.reader import RunFilters, open_runs, run_values
 
@@ -28,11 +28,13 @@ def connect(
     **filters: Unpack[RunFilters],
 ) -> duckdb.DuckDBPyConnection:
     """A duckdb connection with a view `embeddings` over the matching runs' shards (as load_embeddings
-    selects them), its `embedding` column typed `FLOAT[dim]` and `metadata` typed JSON:
+    selects them), its `embedding` column typed `FLOAT[dim]`, `metadata` typed JSON, and each row's
+    `run_name`, `text_field` and `extract`; and a macro `embedding_of(id)`, the vector of the one row
+    with that id (an error naming the id when no row or several rows have it):
 
-        con = chatspace.connect("demo-output")
-        con.sql("select id, array_cosine_similarity(embedding, (select embedding from embeddings "
-                "where id = 'demo-0')) as score from embeddings order by score desc limit 5")
+        con = chatspace.connect("demo-output", run_name="train")
+        con.sql("select id, array_cosine_similarity(embedding, embedding_of('demo-0001')) as score "
+                "from embeddings order by score desc limit 5")
 
     Nothing is loaded: duckdb reads the Parquet shards in place (on an object store, through the same
     fsspec filesystem the run wrote with, so no duckdb extension or second set of credentials is needed).
@@ -65,6 +67,13 @@ def connect(
             "now()::TIMESTAMPTZ as created_at, ''::VARCHAR as run_id, ''::VARCHAR as run_name, "
             "''::VARCHAR as text_field, ''::VARCHAR as extract) where false"
         )
+    pick = option("run_name")
+    con.execute(
+        "create or replace macro embedding_of(wanted) as (select case count(*) when 1 then first(embedding) "
+        "when 0 then error('no row has id ' || wanted || ' in the runs read') "
+        "else error('id ' || wanted || ' is in ' || count(*) || ' rows (of several runs: pick one with "
+        f"{pick.replace(chr(39), chr(39) * 2)})') end from embeddings where id = wanted)"
+    )
     return con
 
 

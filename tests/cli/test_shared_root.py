@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -31,7 +34,7 @@ def _embed(out: Path, dataset: Path, *extra: str, env: dict | None = None):
 
 
 def _demo_args(*extra: str) -> tuple[str, ...]:
-    return ("--n", "40", "--id-field", "id", *extra)
+    return ("--max-rows", "40", "--id-field", "id", *extra)  # the first rows: demo-0001 is one of them
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +165,59 @@ def test_runs_of_a_file_is_one_line(shared, tmp_path):
     (tmp_path / "notes.txt").write_text("not a root")
     proc = run_cli("runs", str(tmp_path / "notes.txt"))
     assert proc.returncode == 2 and "is a file, not an output root" in proc.stderr
+
+
+# --- the README's recipes, verbatim, on this root -------------------------------------------------------
+
+
+def _readme_blocks(start: str, end: str) -> list[tuple[str, str]]:
+    """(language, code) of each fenced block of README.md between two headings/lines."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(start) : text.index(end, text.index(start))]
+    return re.findall(r"```(\w*)\n(.*?)```", section, flags=re.S)
+
+
+@pytest.fixture
+def demo_output(shared, tmp_path) -> Path:
+    """A folder where `demo-output` is the shared root and `chatspace` is this checkout's CLI."""
+    (tmp_path / "demo-output").symlink_to(shared)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "chatspace"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m chatspace.cli "$@"\n')
+    shim.chmod(0o755)
+    return tmp_path
+
+
+def _run_block(language: str, code: str, where: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "PATH": f"{where / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    }
+    command = [sys.executable, "-c", code] if language == "python" else ["bash", "-c", code]
+    return subprocess.run(command, cwd=where, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_readme_recipes_work_verbatim_on_a_root_with_several_runs(demo_output):
+    blocks = _readme_blocks("## Reading results", "## Looking at a run")
+    assert len(blocks) >= 7
+    for language, code in blocks:
+        proc = _run_block(language, code, demo_output)
+        assert proc.returncode == 0, f"{code}\n{proc.stderr}"
+        assert "Traceback" not in proc.stderr
+    nearest = [_run_block(lang, code, demo_output) for lang, code in blocks if "demo-0001" in code]
+    assert len(nearest) == 5 and all("demo-0001" in p.stdout for p in nearest)  # the id is its own nearest
+
+
+def test_the_readme_recipes_say_when_an_id_is_missing_or_not_one_row(demo_output):
+    blocks = [
+        b for b in _readme_blocks("### Nearest neighbours", "## Looking at a run") if "demo-0001" in b[1]
+    ]
+    for language, code in blocks:
+        proc = _run_block(language, code.replace("demo-0001", "demo-9999"), demo_output)
+        assert proc.returncode != 0 and "demo-9999" in proc.stderr or "ValueError" in proc.stderr, proc.stderr
+    sql = next(code for language, code in blocks if language == "")
+    proc = _run_block("", sql.replace("--run-name train ", ""), demo_output)  # two runs hold the id
+    assert proc.returncode == 2 and "id demo-0001 is in 2 rows" in proc.stderr and "--run-name" in proc.stderr
