@@ -49,7 +49,7 @@ def _need(*modules: str) -> None:
     "max_samples",
     part=ReduceParams,
     type=click.IntRange(min=1),
-    help="At most this many rows per dataset (default: all).",
+    help="At most this many rows per run (per dataset where it has one run; default: all).",
 )
 @config_option("sample_seed", part=ReduceParams, help="Seed of the per-dataset sample.")
 @config_option("seed", part=ReduceParams, help="Seed of UMAP / t-SNE.")

@@ -254,6 +254,23 @@ def dataset_label(dataset: str, local: bool) -> str:
     return p.stem if p.is_file() else p.resolve().name
 
 
+def _warn_unrelated_files(dataset: str, shapes: dict[frozenset[str], list[str]]) -> None:
+    """A folder whose files have different columns is read as one dataset: say so, naming them."""
+    if len(shapes) < 2:
+        return
+    listing = "; ".join(
+        f"{', '.join(names[:2])}{' ...' if len(names) > 2 else ''}: {', '.join(sorted(cols)[:5])}"
+        for cols, names in shapes.items()
+    )
+    log.warning(
+        "%s: its %d files do not share their columns (%s); they are read as one dataset (rows lacking "
+        "the text field are skipped as missing_field); name one file to read it alone",
+        dataset,
+        sum(len(n) for n in shapes.values()),
+        listing,
+    )
+
+
 def open_source(
     dataset: str, *, split: str = "train", subset: str | None = None, source: str = "auto", cache_dir: Path
 ) -> Source:
@@ -265,10 +282,13 @@ def open_source(
         files = local_files(path, split)
         entries: list[FileEntry] = []
         columns: set[str] = set()
+        shapes: dict[frozenset[str], list[str]] = {}
         for f in files:
             entry, cols = open_local_file(f, cache_dir)
             entries.append(entry)
             columns |= cols
+            shapes.setdefault(frozenset(cols), []).append(f.name)
+        _warn_unrelated_files(dataset, shapes)
         identity = local_identity(files, [e.num_rows for e in entries])
         spec = SourceSpec(
             dataset, "local", split, subset, tuple(entries), tuple(sorted(columns)), identity=identity

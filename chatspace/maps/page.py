@@ -29,6 +29,12 @@ _REQUIRED = ("id", "dataset", "x", "y")
 def read_points(path: str | Path) -> pa.Table:
     """The coordinates table `reduce-embeddings` wrote (checked for the columns a map needs)."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        found = sorted(f.name for f in p.glob("*.parquet"))[:3]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise UsageError(
+            f"--input {path} is a folder; name the coordinates file reduce-embeddings wrote{hint}"
+        )
     if not p.is_file():
         raise UsageError(f"--input {path} does not exist")
     try:
@@ -63,8 +69,18 @@ def _hover(row_id: str, dataset: str, preview: str) -> str:
 _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow")
 
 
+def group_column(table: pa.Table) -> str:
+    """What the points are coloured by: their run group (a dataset, or one run of a dataset that has
+    several) where reduce-embeddings wrote one, else the dataset."""
+    return "group" if "group" in table.column_names else "dataset"
+
+
 def legend_label(dataset: str) -> str:
-    """A dataset as the legend names it: a local path by its file stem or folder name, a hub id as is."""
+    """A dataset as the legend names it: a local path by its file stem or folder name, a hub id as is
+    (and a run group's ` · run folder` kept)."""
+    if " · " in dataset:
+        name, run = dataset.rsplit(" · ", 1)
+        return f"{legend_label(name)} · {run}"
     if dataset.startswith(("/", ".", "~")) or dataset.lower().endswith(_DATA_SUFFIXES):
         p = Path(dataset)
         return p.stem if p.suffix.lower() in _DATA_SUFFIXES else p.name or dataset
@@ -83,7 +99,7 @@ def build_figure(table: pa.Table):
 
     cols = table.column_names
     three_d = "z" in cols
-    datasets = [str(d) for d in table.column("dataset").to_pylist()]
+    datasets = [str(d) for d in table.column(group_column(table)).to_pylist()]
     ids = [str(i) for i in table.column("id").to_pylist()]
     previews = (
         table.column("preview").to_pylist()
@@ -164,7 +180,7 @@ def _rows_json(table: pa.Table, max_text_chars: int) -> str:
     def col(name: str) -> list:
         return table.column(name).to_pylist() if name in cols else [None] * table.num_rows
 
-    datasets = [str(d) for d in col("dataset")]
+    datasets = [str(d) for d in col(group_column(table))]
     payload = {
         # Row numbers of each trace's points, in trace order (traces are the datasets, sorted).
         "traces": [[i for i, d in enumerate(datasets) if d == name] for name in sorted(set(datasets))],

@@ -99,3 +99,25 @@ def test_two_extractions_are_refused(data, tmp_path):
         "--extract", "first-user", "--extract-first-assistant",
     )  # fmt: skip
     assert proc.returncode == 2 and "give --extract first-user or --extract-first-assistant" in proc.stderr
+
+
+def test_each_skipped_row_is_named_in_a_small_parquet_file(tmp_path):
+    import orjson
+
+    rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(real_texts(20))]
+    rows[3]["text"] = None
+    rows[7]["text"] = ""
+    rows[11] = {"id": "doc-11"}
+    path = write_jsonl(tmp_path / "docs.jsonl", rows)
+    out = tmp_path / "out"
+    proc = _embed("--dataset", str(path), "--id-field", "id", "--output-root", str(out))
+    assert proc.returncode == 0, proc.stderr
+    m = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
+    listed = m["skipped_rows_file"]
+    assert listed["rows"] == 3 == m["totals"]["skipped_rows"]
+    skipped = pq.read_table(out / listed["path"]).to_pylist()
+    assert [(r["row_index"], r["id"], r["reason"]) for r in skipped] == [
+        (3, "doc-3", "null"),
+        (7, "doc-7", "empty"),
+        (11, "doc-11", "missing_field"),
+    ]
