@@ -146,12 +146,20 @@ def _select(
         chosen.append((path, m))
     if not chosen:
         asked = ", ".join(
-            f"{k}={v!r}"
+            option(k, v)
             for k, v in (("model", model), ("dataset", dataset), ("split", split), *filters.items())
             if v is not None and k != "include_incomplete"
         )
         raise UsageError(f"no run under {root} matches {asked}; runs there:\n{format_runs(list_runs(root))}")
     return output, chosen
+
+
+def matching_runs(root: str | Path, **filters: Any) -> list[tuple[PurePath, dict[str, Any]]]:
+    """(manifest path, manifest) of every run the filters (model, dataset, split and RunFilters) match,
+    whatever its status, with no warnings: for tools that act on runs rather than read them."""
+    model, dataset, split = (filters.pop(k, None) for k in ("model", "dataset", "split"))
+    _check_filters(filters)
+    return _select(root, model, dataset, split, filters)[1]
 
 
 def run_folder_name(path: PurePath) -> str:

@@ -57,12 +57,12 @@ def _names(run: FoundRun) -> set[str]:
 def select_for_removal(root: str | Path, names: tuple[str, ...], filters: dict[str, Any]) -> list[FoundRun]:
     """The runs named (run id, run name or folder) and matching `filters` (as load_embeddings takes them);
     UsageError naming the runs there when a name matches none."""
-    from chatspace.store.reader import select_runs
+    from chatspace.store.reader import matching_runs
 
     _, runs = find_runs(root)
     found = [FoundRun(p, m) for p, m in runs]
     if any(v is not None for v in filters.values()):
-        picked = {str(p) for p, _, _ in select_runs(root, include_incomplete=True, **filters)}
+        picked = {str(p) for p, _ in matching_runs(root, **filters)}
         found = [r for r in found if str(r.manifest_path) in picked]
     if names:
         unknown = [n for n in names if not any(n in _names(r) for r in found)]

@@ -221,3 +221,25 @@ def test_the_readme_recipes_say_when_an_id_is_missing_or_not_one_row(demo_output
     sql = next(code for language, code in blocks if language == "")
     proc = _run_block("", sql.replace("--run-name train ", ""), demo_output)  # two runs hold the id
     assert proc.returncode == 2 and "id demo-0001 is in 2 rows" in proc.stderr and "--run-name" in proc.stderr
+
+
+def test_maps_of_the_root_group_by_run_and_say_progress_in_plain_lines(shared, tmp_path):
+    import pyarrow.parquet as pq
+
+    coords = tmp_path / "coords.parquet"
+    proc = run_cli(
+        "reduce-embeddings", "--embedding-dirs", str(shared), "--method", "umap", "--max-samples", "15",
+        "--output", str(coords),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "epochs" not in proc.stderr and "progress: reading" in proc.stderr
+    assert "left out 1 run" in proc.stderr  # the failed run, in one line
+    groups = pq.read_table(coords).column("group").to_pylist()
+    counts = {g: groups.count(g) for g in set(groups)}
+    assert len(counts) == 2 and set(counts.values()) == {15}  # --max-samples counts per run
+    assert all(g.endswith((" · train", " · train__conversation__first-user")) for g in counts)
+    page = tmp_path / "map.html"
+    assert run_cli("visualize-embeddings", "--input", str(coords), "--output", str(page)).returncode == 0
+    assert "train__conversation__first-user" in page.read_text()  # its own legend entry
+    proc = run_cli("visualize-embeddings", "--input", str(tmp_path), "--output", str(page))
+    assert proc.returncode == 2 and "is a folder" in proc.stderr and "coords.parquet" in proc.stderr
