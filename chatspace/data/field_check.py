@@ -19,6 +19,9 @@ def _what(values: list[Any]) -> str:
     examples = ", ".join(repr(v)[:30] for v in values[:3])
     if set(kinds) <= {"int", "float", "bool"}:
         return f"numbers (e.g. {examples})"
+    if kinds == ["list"]:
+        inner = sorted({type(x).__name__ for v in values for x in v}) or ["nothing"]
+        return f"lists of {', '.join(inner)}"
     if kinds == ["dict"]:
         keys = sorted({str(k) for v in values for k in v})[:8]
         return f"objects with keys {', '.join(keys)}"
@@ -74,6 +77,12 @@ def check_text_values(source: Any, text_field: str, mode: str) -> None:
             continue
         if value is not None:
             values.append(value)
+    if set(reasons) == {"no_matching_turn"}:
+        turn = "an assistant" if mode == "first-assistant" else "a user"
+        raise UsageError(
+            f"--text-field {text_field!r} holds conversations, but none of the {len(rows)} rows sampled has "
+            f"{turn} turn to embed ({counted}); use another --extract, or check the field"
+        )
     holds = _what(values) if values else "nothing usable"
     extract = f" with --extract {mode}" if mode != "text" else ""
     raise UsageError(

@@ -121,3 +121,21 @@ def test_each_skipped_row_is_named_in_a_small_parquet_file(tmp_path):
         (7, "doc-7", "empty"),
         (11, "doc-11", "missing_field"),
     ]
+
+
+def test_a_wrong_text_field_is_found_on_the_first_rows_before_any_worker(tmp_path):
+    rows = [
+        {"id": i, "num": i, "request": {"messages": [{"role": "user", "content": t}]}}
+        for i, t in enumerate(real_texts(40))
+    ]
+    path = write_jsonl(tmp_path / "logs.jsonl", rows)
+    out = tmp_path / "out"
+    proc = _embed("--dataset", str(path), "--text-field", "num", "--output-root", str(out))
+    assert proc.returncode == 2 and "--text-field 'num' holds numbers (e.g. 0, 1, 2)" in proc.stderr
+    assert "ready:" not in proc.stderr and not (out / "indexes").exists()  # no model loaded, no run
+    proc = _embed(
+        "--dataset", str(path), "--text-field", "request.mesages", "--extract", "first-user",
+        "--output-root", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "'request.mesages' leads nowhere" in proc.stderr and "request holds keys messages" in proc.stderr
