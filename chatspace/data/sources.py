@@ -168,8 +168,8 @@ def local_files(path: Path, split: str) -> list[Path]:
     if arrow is not None:
         return arrow
     split_dirs = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.lower() in SPLIT_NAMES)
-    if (path / split).is_dir():
-        path = path / split
+    if split not in (".", "..") and "/" not in split and "\\" not in split and (path / split).is_dir():
+        path = path / split  # a split folder (never `..` or a path: a split name does not leave the folder)
     elif split_dirs:
         raise UsageError(f"split {split!r} not in {path} (split folders: {', '.join(split_dirs)})")
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
