@@ -112,7 +112,8 @@ def test_verify_fails_only_for_damage_and_names_the_unfinished_run(shared, tmp_p
 def test_resume_of_a_complete_run_changes_nothing(shared):
     manifest = _manifest_path(shared, "demo", "train")
     before = manifest.read_bytes()
-    proc = _embed(shared, DEMO, *_demo_args("--resume"))
+    # the short name is the model SentenceTransformer("all-MiniLM-L6-v2") loads: the same run
+    proc = _embed(shared, DEMO, *_demo_args("--resume", "--model", "all-MiniLM-L6-v2"))
     assert proc.returncode == 0, proc.stderr
     assert "already complete, nothing to do" in proc.stderr
     assert manifest.read_bytes() == before
