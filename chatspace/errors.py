@@ -73,3 +73,21 @@ class RunInterrupted(ChatspaceError):
         self.signum = signum
         super().__init__(f"interrupted by {signal.Signals(signum).name}; rerun with --resume to finish")
         self.exit_code = 128 + signum
+
+
+#: Set by the command line, so a message names its flags (`--include-incomplete`), not Python's keywords.
+_SPELLING = {"cli": False}
+
+
+def speak_cli() -> None:
+    """From now on messages name options as the command line spells them (called by `chatspace`)."""
+    _SPELLING["cli"] = True
+
+
+def option(name: str, value: object = None) -> str:
+    """An option as the caller writes it: `--model NAME` on the command line, `model=NAME` in Python;
+    a flag (`value` True) is `--include-incomplete` / `include_incomplete=True`."""
+    if _SPELLING["cli"]:
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None or value is True else f"{flag} {value}"
+    return f"{name}={'...' if value is None else value!r}"

@@ -13,7 +13,7 @@ import click
 from chatspace import __version__
 from chatspace.cli import dataset, embed, maps, query, runs
 from chatspace.cli.help import describe_commands
-from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
+from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error, speak_cli
 from chatspace.redact import redact
 
 
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and an exit code, never a traceback."""
     if argv is None:  # the real command line, not a caller in the same process
         sys.excepthook = _redacted_excepthook
+    speak_cli()  # messages name --flags, not Python keywords
     try:
         # Every option can also come from CHATSPACE_{COMMAND}_{OPTION}, e.g. CHATSPACE_EMBED_HF_MODEL.
         cli.main(args=argv, prog_name="chatspace", standalone_mode=False, auto_envvar_prefix="CHATSPACE")
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("chatspace: aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
+        _name_the_variable(e)
         e.show()
         sys.exit(e.exit_code)
     except ChatspaceError as e:
@@ -73,6 +75,17 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(redact(f"chatspace: error: {describe_os_error(e)}"), err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+def _name_the_variable(e: click.ClickException) -> None:
+    """A bad value that came from CHATSPACE_{COMMAND}_{OPTION} says so: the command line shows no flag."""
+    ctx, param = getattr(e, "ctx", None), getattr(e, "param", None)
+    if ctx is None or param is None or param.name is None:
+        return
+    if ctx.get_parameter_source(param.name) == click.core.ParameterSource.ENVIRONMENT:
+        from chatspace.cli.options import env_var
+
+        e.message = f"{e.message} (from ${env_var(ctx, param.name)})"
 
 
 def _redacted_excepthook(kind, value, tb) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Any
 
 import click
 
 from chatspace.cli.options import SHARED_OPTIONS, config_option
-from chatspace.config import default_output_root
 
 
 @click.command(
@@ -23,7 +24,10 @@ Examples:
 @config_option("subset", help=SHARED_OPTIONS["subset"])
 @click.option("--split", help="Only this split (default: every split).")
 @config_option("source", help=SHARED_OPTIONS["source"])
-@config_option("output_root", help=SHARED_OPTIONS["output_root"])
+@config_option(
+    "output_root",
+    help="Where to keep the description (default: $CHATSPACE_ROOT, else ~/.cache/chatspace/describe).",
+)
 @click.option(
     "--sample-rows", type=int, default=200, show_default=True, help="Rows read for text-field statistics."
 )
@@ -31,8 +35,15 @@ def describe_dataset(**params: Any) -> None:
     """Describe a dataset without downloading it: splits, rows, files, features, fields to embed."""
     from chatspace.store.datasets import download_dataset as run
 
-    params["output_root"] = params.get("output_root") or default_output_root()
+    # Asked for (--output-root, $CHATSPACE_ROOT): kept in that root. Otherwise into the user's cache, so
+    # describing never needs a writable /workspace.
+    params["output_root"] = params.get("output_root") or os.environ.get("CHATSPACE_ROOT") or _cache_root()
     click.echo(run(**params).render())
+
+
+def _cache_root() -> str:
+    base = Path(os.environ.get("CHATSPACE_CACHE") or "~/.cache/chatspace").expanduser()
+    return str(base / "describe")
 
 
 # The command's first name, kept working (hidden from the listing).

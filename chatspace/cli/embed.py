@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -45,7 +46,7 @@ def _print_run_summary(result) -> None:
         f"{t['skipped_rows']:,} skipped ({skipped})"
     )
     output = result.layout.output
-    click.echo(f"  shards:   {t['shards']} in {output.url(result.layout.embeddings_dir)}")
+    click.echo(f"  shards:   {plural(t['shards'], 'shard')} in {output.url(result.layout.embeddings_dir)}")
     click.echo(f"  manifest: {output.url(result.manifest_path)}")
     rows_per_s = stats.get("rows_per_wall_second")
     elapsed = m.get("timings", {}).get("elapsed_seconds")
@@ -54,6 +55,30 @@ def _print_run_summary(result) -> None:
             f"  time:     {elapsed:.1f}s total"
             + (f", {rows_per_s:.1f} rows/s per worker" if rows_per_s else "")
         )
+
+
+@contextlib.contextmanager
+def _no_empty_root_left(root: str):
+    """A run that fails before writing anything leaves no empty folders behind in a root it created."""
+    from chatspace.store.root import is_url
+
+    created = None if is_url(root) or os.path.exists(os.path.expanduser(root)) else os.path.expanduser(root)
+    try:
+        yield
+    except BaseException:
+        if created is not None:
+            for folder, _, _ in sorted(os.walk(created), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)  # only empty folders go
+        raise
+
+
+def _sentence_transformers_name(model: str | None) -> str | None:
+    """A bare name that is no local folder (`all-MiniLM-L6-v2`) is the sentence-transformers model of
+    that name, as SentenceTransformer(name) resolves it; so both spellings are one run."""
+    if not model or "/" in model or model.startswith((".", "~")) or os.path.exists(model):
+        return model
+    return f"sentence-transformers/{model}"
 
 
 @click.command("embed-hf", cls=SectionedCommand)
@@ -154,10 +179,13 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
     else:
         gpus, devices = device_flags(params.get("gpus"), params.get("devices"), params.get("device"))
         labels = tuple(d.label for d in resolve_devices(gpus, devices))
+    params["model"] = _sentence_transformers_name(params.get("model"))
     cfg = build_run_config("hf", params, devices=labels)
     from chatspace.pool.supervisor import run_embedding
 
-    _print_run_summary(run_embedding(cfg))
+    with _no_empty_root_left(cfg.output_root):
+        result = run_embedding(cfg)
+    _print_run_summary(result)
 
 
 @click.command("embed-dataset", cls=SectionedCommand)

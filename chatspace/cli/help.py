@@ -116,7 +116,22 @@ _EXAMPLES = {
         "chatspace verify out",
         "chatspace verify out/indexes/sentence-transformers__all-MiniLM-L6-v2/demo/train   # one run",
     ],
-    "runs": ["chatspace runs out", "chatspace runs out --json"],
+    "runs": [
+        "chatspace runs out",
+        "chatspace runs out --json",
+        "chatspace runs rm out 20261206T052224Z-809d8d      # one run, by run id, run name or folder",
+        "chatspace runs prune out --failed                   # every failed or interrupted run",
+    ],
+    "reduce-embeddings": [
+        "chatspace reduce-embeddings --embedding-dirs out --method umap --output maps/coords.parquet",
+        "chatspace reduce-embeddings --embedding-dirs out --run-name train --method pca --max-samples 5000 "
+        "--output maps/train.parquet",
+    ],
+    "visualize-embeddings": [
+        "chatspace visualize-embeddings --input maps/coords.parquet --output maps/map.html",
+        "chatspace visualize-embeddings --input maps/coords.parquet --png maps/map.png",
+        "chatspace visualize-embeddings --input maps/coords.parquet --port 8050      # serve it",
+    ],
     "sql": [
         'chatspace sql out "select split, count(*) from embeddings group by split"',
         'chatspace sql out "select id, array_cosine_similarity(embedding, (select embedding from embeddings '

@@ -49,7 +49,7 @@ def _need(*modules: str) -> None:
     "max_samples",
     part=ReduceParams,
     type=click.IntRange(min=1),
-    help="At most this many rows per dataset (default: all).",
+    help="At most this many rows per run (per dataset where it has one run; default: all).",
 )
 @config_option("sample_seed", part=ReduceParams, help="Seed of the per-dataset sample.")
 @config_option("seed", part=ReduceParams, help="Seed of UMAP / t-SNE.")
@@ -81,7 +81,10 @@ def reduce_embeddings_cmd(more_dirs: tuple[str, ...], embedding_dirs: tuple[str,
         log.addHandler(handler)
     log.setLevel(logging.INFO)
     selection = Selection(
-        **{k: params.pop(k) for k in ("model", "dataset", "split", "subset", "run_id", "include_incomplete")}
+        **{
+            k: params.pop(k)
+            for k in ("model", "dataset", "split", "subset", "run_id", "run_name", "include_incomplete")
+        }
     )
     progress = not params.pop("no_progress")
     output = params.pop("output")

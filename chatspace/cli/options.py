@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -97,12 +98,55 @@ EXCLUSIVE_OPTIONS = (
 )
 
 
-def apply_config_file(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
-    """Options from --config fill in whatever the command line left at its default.
+#: Options naming a path: in a --config file, relative to the file's own folder.
+PATH_OPTIONS = ("dataset", "output_root")
 
-    The command line wins: a config value is dropped when the command line set that option, or an
-    option that excludes it (a config's `gpus = "all"` gives way to `--devices cpu`).
+
+def env_var(ctx: click.Context, name: str) -> str:
+    """The environment variable that sets option `name` of this command (CHATSPACE_EMBED_HF_N)."""
+    return f"{ctx.auto_envvar_prefix or 'CHATSPACE'}_{name.upper()}"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _settle_environment(ctx: click.Context, params: dict[str, Any]) -> set[str]:
+    """The command line wins over the environment, mutually exclusive options included: a variable
+    whose option (or one it excludes) was given on the command line is dropped. Two variables that
+    exclude each other are one line naming both. Returns the options the environment set."""
+    source = ctx.get_parameter_source
+    command_line = {n for n in params if source(n) == click.core.ParameterSource.COMMANDLINE}
+    environment = {n for n in params if source(n) == click.core.ParameterSource.ENVIRONMENT}
+    known = {p.name: p for p in ctx.command.params}
+    if {"extract", "extract_first_assistant"} <= command_line and params["extract"] != "first-assistant":
+        raise UsageError(f"give --extract {params['extract']} or --extract-first-assistant, not both")
+    for group in EXCLUSIVE_OPTIONS:
+        group_env = [n for n in group if n in environment and params.get(n) not in (None, False)]
+        if command_line & set(group):
+            for name in group_env:
+                if name not in command_line:
+                    params[name] = _default_of(known[name]) if name in known else None
+                    environment.discard(name)
+        elif len(group_env) > 1:
+            names = " and ".join(f"{env_var(ctx, n)} ({_flag(n)})" for n in group_env)
+            raise UsageError(f"{names} exclude each other; unset one")
+    return environment
+
+
+def _default_of(param: click.Parameter) -> Any:
+    """An option's own default (None where click keeps an "unset" marker)."""
+    value = param.default() if callable(param.default) else param.default
+    return None if type(value).__name__ == "Sentinel" else value
+
+
+def apply_config_file(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Where each option comes from: the command line, else the environment, else --config, else the
+    default; for mutually exclusive options too (a config's `gpus = "all"` gives way to `--devices cpu`
+    or CHATSPACE_EMBED_HF_DEVICES, and `CHATSPACE_EMBED_HF_N=50` to `--p 0.05`). Relative paths in a
+    config file are relative to the file's folder.
     """
+    environment = _settle_environment(ctx, params)
     path = params.pop("config_file", None)
     if not path:
         return params
@@ -112,11 +156,12 @@ def apply_config_file(ctx: click.Context, params: dict[str, Any]) -> dict[str, A
     if unknown:
         raise UsageError(f"{path}: unknown option(s): {', '.join(unknown)}")
     default = (click.core.ParameterSource.DEFAULT, None)
-    on_command_line = {name for name in known if ctx.get_parameter_source(name) not in default}
-    overridden = set(on_command_line)
+    given = {name for name in known if ctx.get_parameter_source(name) not in default} | environment
+    overridden = set(given)
     for group in EXCLUSIVE_OPTIONS:
-        if on_command_line & set(group):
+        if given & set(group):
             overridden |= set(group)
+    folder = Path(path).expanduser().resolve().parent
     for name, value in values.items():
         if value is None:  # `key: ~` in YAML: leave the option at its default
             continue
@@ -129,12 +174,26 @@ def apply_config_file(ctx: click.Context, params: dict[str, Any]) -> dict[str, A
                 if not isinstance(param.type, click.types.StringParamType):
                     raise UsageError(f"{path}: {name}: expected one value, not a list")
                 value = ",".join(str(v) for v in value)
+            if name in PATH_OPTIONS and isinstance(value, str):
+                value = _relative_to(folder, name, value, str(values.get("source") or "auto"))
             try:
                 params[name] = param.type_cast_value(ctx, value)
             except click.BadParameter as e:
                 raise UsageError(f"{path}: {name}: {e.message}") from None
     params["_config_file"] = os.path.abspath(path)
     return params
+
+
+def _relative_to(folder: Path, name: str, value: str, source: str) -> str:
+    """A relative local path in a config file, taken from the file's folder (a Hub id or a URL as is)."""
+    from chatspace.data.sources import is_local
+    from chatspace.store.root import is_url
+
+    if is_url(value) or Path(value).expanduser().is_absolute() or value.startswith("~"):
+        return value
+    if name == "dataset" and not (is_local(value, source) or (folder / value).exists()):
+        return value  # a Hub id
+    return os.path.normpath(folder / value)
 
 
 def build_run_config(mode: str, params: dict[str, Any], **resolved: Any) -> RunConfig:
@@ -169,16 +228,18 @@ RUN_FILTERS = {
     "--split": "runs of this split",
     "--subset": "runs of this hub configuration",
     "--run-id": "this run",
+    "--run-name": "this run folder (`train__NAME`, as `chatspace runs` shows) or --run-name",
 }
 
 
-def run_filter_options(scope: str = ""):
-    """Add RUN_FILTERS and --include-incomplete to a command; `scope` opens each help line."""
+def run_filter_options(scope: str = "", incomplete: bool = True):
+    """Add RUN_FILTERS (and --include-incomplete, for readers) to a command; `scope` opens each help line."""
 
     def add(f):
-        f = click.option(
-            "--include-incomplete", is_flag=True, help="Also read the finished shards of unfinished runs."
-        )(f)
+        if incomplete:
+            f = click.option(
+                "--include-incomplete", is_flag=True, help="Also read the finished shards of unfinished runs."
+            )(f)
         for flag, selects in reversed(RUN_FILTERS.items()):
             text = f"{scope}only {selects}." if scope else f"Only {selects}."
             f = click.option(flag, help=text)(f)

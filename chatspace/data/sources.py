@@ -23,6 +23,7 @@ import orjson
 
 from chatspace.config import DataConfig
 from chatspace.data.extract import check_holds_conversations
+from chatspace.data.field_check import check_text_values
 from chatspace.data.fields import top_column
 from chatspace.data.formats import READERS, SUFFIXES, SUPPORTED, FileEntry, format_name, open_local_file
 from chatspace.data.identity import local_identity
@@ -162,15 +163,19 @@ def split_of(name: str) -> str | None:
 
 
 def local_files(path: Path, split: str) -> list[Path]:
-    """The data files of one split of a local path; a split that is not there is a usage error."""
+    """The data files of one split of a local path; a split that is not there is a usage error (a single
+    file holds one split: the one its name announces, else `train`, as describe-dataset says)."""
     if path.is_file():
+        own = split_of(path.name) or "train"
+        if split != own:
+            raise UsageError(f"{path.name} has one split: {own} (not {split!r}); leave --split out")
         return [path]
     arrow = save_to_disk_files(path, split)
     if arrow is not None:
         return arrow
     split_dirs = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.lower() in SPLIT_NAMES)
-    if (path / split).is_dir():
-        path = path / split
+    if split not in (".", "..") and "/" not in split and "\\" not in split and (path / split).is_dir():
+        path = path / split  # a split folder (never `..` or a path: a split name does not leave the folder)
     elif split_dirs:
         raise UsageError(f"split {split!r} not in {path} (split folders: {', '.join(split_dirs)})")
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
@@ -216,16 +221,35 @@ def check_fields(
 
 
 def is_local(dataset: str, source: str) -> bool:
+    """A local path, not a Hub id: it exists, or it cannot be a Hub id (`org/name`): it starts with
+    `./`, `../`, `/` or `~`, ends with a data-file extension, or has more path separators than one `/`."""
     if source == "local":
         return True
     if source == "huggingface":
         return False
-    if dataset.startswith((".", "/", "~")):
+    if dataset.startswith((".", "/", "~")) or "\\" in dataset or dataset.count("/") > 1:
+        return True
+    if dataset.lower().endswith((*SUFFIXES, ".json.gz", ".jsonl.gz", ".tsv", ".txt")):
         return True
     try:
         return Path(dataset).expanduser().exists()
     except (OSError, ValueError):  # too long a name, or a NUL byte: not a file here
         return False
+
+
+def missing_path(dataset: str) -> UsageError:
+    """`no such file: data/doc.jsonl (data holds: docs.jsonl, ...)`: the closest names in its folder."""
+    import difflib
+
+    path = Path(dataset).expanduser()
+    folder = path.parent
+    if not folder.is_dir():
+        return UsageError(f"no such file: {dataset} (no folder {folder.as_posix()})")
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    there = f" ({folder.as_posix()} holds: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+    return UsageError(f"no such file: {dataset}{hint}{there if names and not close else ''}")
 
 
 def dataset_label(dataset: str, local: bool) -> str:
@@ -236,6 +260,23 @@ def dataset_label(dataset: str, local: bool) -> str:
     return p.stem if p.is_file() else p.resolve().name
 
 
+def _warn_unrelated_files(dataset: str, shapes: dict[frozenset[str], list[str]]) -> None:
+    """A folder whose files have different columns is read as one dataset: say so, naming them."""
+    if len(shapes) < 2:
+        return
+    listing = "; ".join(
+        f"{', '.join(names[:2])}{' ...' if len(names) > 2 else ''}: {', '.join(sorted(cols)[:5])}"
+        for cols, names in shapes.items()
+    )
+    log.warning(
+        "%s: its %d files do not share their columns (%s); they are read as one dataset (rows lacking "
+        "the text field are skipped as missing_field); name one file to read it alone",
+        dataset,
+        sum(len(n) for n in shapes.values()),
+        listing,
+    )
+
+
 def open_source(
     dataset: str, *, split: str = "train", subset: str | None = None, source: str = "auto", cache_dir: Path
 ) -> Source:
@@ -243,14 +284,17 @@ def open_source(
     if is_local(dataset, source):
         path = Path(dataset).expanduser()
         if not path.exists():
-            raise UsageError(f"dataset path does not exist: {dataset}")
+            raise missing_path(dataset)
         files = local_files(path, split)
         entries: list[FileEntry] = []
         columns: set[str] = set()
+        shapes: dict[frozenset[str], list[str]] = {}
         for f in files:
             entry, cols = open_local_file(f, cache_dir)
             entries.append(entry)
             columns |= cols
+            shapes.setdefault(frozenset(cols), []).append(f.name)
+        _warn_unrelated_files(dataset, shapes)
         identity = local_identity(files, [e.num_rows for e in entries])
         spec = SourceSpec(
             dataset, "local", split, subset, tuple(entries), tuple(sorted(columns)), identity=identity
@@ -283,6 +327,7 @@ def open_run_source(cfg: DataConfig, cache_dir: Path) -> Source:
     try:
         check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
         check_holds_conversations(source, cfg.text_field, cfg.extract)
+        check_text_values(source, cfg.text_field, cfg.extract)
     except BaseException:
         source.close()
         raise

@@ -72,6 +72,12 @@ def attach_duplicates(points: pa.Table, path: str | Path) -> pa.Table:
     )
 
 
+def group_column(table: pa.Table) -> str:
+    """What the points are coloured by: their run group (a dataset, or one run of a dataset that has
+    several) where reduce-embeddings wrote one, else the dataset."""
+    return "group" if "group" in table.column_names else "dataset"
+
+
 def colour_groups(table: pa.Table, color_by: str) -> tuple[list[str], str]:
     """Each point's colour group (its legend entry) and the legend's title."""
     if color_by == "cluster":
@@ -92,7 +98,7 @@ def colour_groups(table: pa.Table, color_by: str) -> tuple[list[str], str]:
         return [
             IN_A_GROUP if g is not None else NO_GROUP for g in table.column("duplicate_group").to_pylist()
         ], ("near-duplicates")
-    return [str(d) for d in table.column("dataset").to_pylist()], "dataset"
+    return [str(d) for d in table.column(group_column(table)).to_pylist()], "dataset"
 
 
 def group_order(names: list[str], color_by: str) -> list[str]:

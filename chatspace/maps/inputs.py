@@ -42,6 +42,7 @@ class Selection:
     split: str | None = None
     subset: str | None = None
     run_id: str | None = None
+    run_name: str | None = None
     include_incomplete: bool = False
 
 
@@ -232,15 +233,18 @@ def read_sample(
     keep_full_text: bool = True,
     on_rows: Callable[[int], None] | None = None,
 ) -> Sample:
-    """The sampled rows of `shards`, per dataset, read batch by batch (only kept rows stay in memory).
+    """The sampled rows of `shards`, per run, read batch by batch (only kept rows stay in memory).
 
-    `max_samples` applies to each dataset (the `dataset` column) over all its shards together.
+    `max_samples` applies to each run over all its shards together: to each dataset (the `dataset`
+    column) that has one run, and to each run of a dataset that has several (its text, its first user
+    turns, ...), which then get a group of their own (`dataset · run folder`) in `group` and on the map.
     `on_rows(n)` is told how many rows each batch read (for a progress bar).
     """
     dim = shards[0].dimension
+    groups = run_groups(shards)
     by_dataset: dict[str, list[Shard]] = {}
     for s in shards:
-        by_dataset.setdefault(s.dataset, []).append(s)
+        by_dataset.setdefault(groups[s.url], []).append(s)
     wanted: dict[str, np.ndarray] = {}  # shard URL -> sorted local row positions
     per_dataset: dict[str, dict[str, int]] = {}
     for name, group in by_dataset.items():
@@ -253,7 +257,7 @@ def read_sample(
             wanted[s.url] = positions[lo:hi] - start
             start += s.rows
 
-    columns: dict[str, list[Any]] = {c: [] for c in (*CARRIED, "preview")}
+    columns: dict[str, list[Any]] = {c: [] for c in (*CARRIED, "preview", "group")}
     blocks: list[np.ndarray] = []
     for s in shards:
         local = wanted[s.url]
@@ -267,6 +271,7 @@ def read_sample(
             if hi > lo:
                 take = batch.take(pa.array(local[lo:hi] - offset))
                 blocks.append(_vectors(take.column("embedding"), dim))
+                columns["group"].extend([groups[s.url]] * take.num_rows)
                 for c in CARRIED:
                     if c in present:
                         values = take.column(c).to_pylist()
@@ -294,6 +299,17 @@ def read_sample(
     if not keep_full_text:
         columns.pop("text")
     return Sample(columns=columns, vectors=vectors, per_dataset=per_dataset)
+
+
+def run_groups(shards: list[Shard]) -> dict[str, str]:
+    """shard URL -> its group: the dataset, or `dataset · run folder` where a dataset has several runs."""
+    runs: dict[str, set[str]] = {}
+    for s in shards:
+        runs.setdefault(s.dataset, set()).add(s.path.parent.name)
+    return {
+        s.url: s.dataset if len(runs[s.dataset]) == 1 else f"{s.dataset} · {s.path.parent.name}"
+        for s in shards
+    }
 
 
 def describe_inputs(shards: list[Shard]) -> list[dict[str, Any]]:

@@ -30,6 +30,12 @@ _REQUIRED = ("id", "dataset", "x", "y")
 def read_points(path: str | Path) -> pa.Table:
     """The coordinates table `reduce-embeddings` wrote (checked for the columns a map needs)."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        found = sorted(f.name for f in p.glob("*.parquet"))[:3]
+        hint = f" (it holds {', '.join(found)})" if found else ""
+        raise UsageError(
+            f"--input {path} is a folder; name the coordinates file reduce-embeddings wrote{hint}"
+        )
     if not p.is_file():
         raise UsageError(f"--input {path} does not exist")
     try:
@@ -65,7 +71,11 @@ _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow")
 
 
 def legend_label(dataset: str) -> str:
-    """A dataset as the legend names it: a local path by its file stem or folder name, a hub id as is."""
+    """A dataset as the legend names it: a local path by its file stem or folder name, a hub id as is
+    (and a run group's ` · run folder` kept)."""
+    if " · " in dataset:
+        name, run = dataset.rsplit(" · ", 1)
+        return f"{legend_label(name)} · {run}"
     if dataset.startswith(("/", ".", "~")) or dataset.lower().endswith(_DATA_SUFFIXES):
         p = Path(dataset)
         return p.stem if p.suffix.lower() in _DATA_SUFFIXES else p.name or dataset

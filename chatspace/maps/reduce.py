@@ -52,8 +52,8 @@ def umap_reduce(vectors: np.ndarray, p: ReduceParams, progress: bool) -> tuple[n
         metric=p.metric,
         random_state=p.seed,
         n_jobs=1,  # what a fixed random_state implies anyway; said here so umap does not warn
-        verbose=progress,
-        tqdm_kwds={"disable": not progress, "file": sys.stderr},
+        verbose=progress and sys.stderr.isatty(),  # its own epoch lines only on a terminal
+        tqdm_kwds={"disable": not (progress and sys.stderr.isatty()), "file": sys.stderr},
     )
     return reducer.fit_transform(vectors), {"n_neighbors": n_neighbors}
 
@@ -80,7 +80,7 @@ def tsne_reduce(vectors: np.ndarray, p: ReduceParams, progress: bool) -> tuple[n
     perplexity = min(p.perplexity, max(1.0, (n - 1) / 3.0))
     gradient = "fft" if p.n_components <= 2 else "bh"  # the FFT interpolation exists only up to 2-D
     early, late, every = 250, 500, 50
-    callbacks = _TsneProgress(early + late, every) if progress else None
+    callbacks = _TsneProgress(early + late, every) if progress and sys.stderr.isatty() else None
     tsne = TSNE(
         n_components=p.n_components,
         perplexity=perplexity,
@@ -100,6 +100,32 @@ def tsne_reduce(vectors: np.ndarray, p: ReduceParams, progress: bool) -> tuple[n
         if callbacks:
             callbacks.bar.close()
     return embedding, {"perplexity": perplexity, "negative_gradient_method": gradient}
+
+
+class _ProgressLines:
+    """tqdm's update/close, written as a plain `progress:` line at most every PROGRESS_EVERY_S seconds."""
+
+    def __init__(self, total: int, what: str, enabled: bool = True):
+        self.total, self.what, self.enabled = total, what, enabled
+        self.done, self.last = 0, time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.enabled and time.monotonic() - self.last >= PROGRESS_EVERY_S:
+            self.last = time.monotonic()
+            self._say()
+
+    def _say(self) -> None:
+        share = 100.0 * self.done / self.total if self.total else 100.0
+        log.info("progress: %s %d/%d rows (%.1f%%)", self.what, self.done, self.total, share)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._say()
+            self.enabled = False
+
+
+PROGRESS_EVERY_S = 10.0
 
 
 def _min_points(method: str) -> int:
@@ -176,7 +202,10 @@ def reduce_embeddings(
     t0 = time.perf_counter()
     shards = resolve_shards(inputs, selection)
     total = sum(s.rows for s in shards)
-    bar = tqdm(total=total, desc="reading", unit="row", file=sys.stderr, disable=not progress)
+    if progress and sys.stderr.isatty():
+        bar = tqdm(total=total, desc="reading", unit="row", file=sys.stderr)
+    else:  # piped or in a log: plain lines, as embed-hf writes them, never carriage returns
+        bar = _ProgressLines(total, "reading", enabled=progress)
     try:
         sample = read_sample(shards, params.max_samples, params.sample_seed, params.full_text, bar.update)
     finally:
@@ -190,8 +219,12 @@ def reduce_embeddings(
         params.method,
         shards[0].dimension,
     )
+    if progress and not sys.stderr.isatty():
+        log.info("progress: %s of %d points (no progress lines until it ends)", params.method, len(sample))
     coords, used = project(sample.vectors, params, progress)
     t_reduce = time.perf_counter()
+    if progress and not sys.stderr.isatty():
+        log.info("progress: %s done in %.1fs", params.method, t_reduce - t_read)
 
     table_columns: dict[str, pa.Array] = {
         "id": pa.array(sample.columns["id"], pa.string()),
@@ -201,6 +234,7 @@ def reduce_embeddings(
         "run_id": pa.array(sample.columns["run_id"], pa.string()),
         "preview": pa.array(sample.columns["preview"], pa.string()),
     }
+    table_columns["group"] = pa.array(sample.columns["group"], pa.string())  # what the map colours by
     if "text" in sample.columns:
         table_columns["text"] = pa.array(sample.columns["text"], pa.string())
     for i in range(params.n_components):

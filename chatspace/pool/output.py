@@ -43,6 +43,17 @@ class OutputState:
     layout: RunLayout  # where this run writes: the final place, or the staging area of an --overwrite
     run_id: str
     done: dict[int, dict[str, Any]]  # unit -> record of the units that need no redoing
+    previous: dict[str, Any] | None = None  # the manifest of the run being resumed
+
+    @property
+    def already_complete(self) -> bool:
+        """A --resume of a complete run whose every unit is intact: there is nothing to do or rewrite."""
+        return (
+            self.previous is not None
+            and self.previous.get("status") == "complete"
+            and not self.layout.staged
+            and len(self.done) == self.previous.get("plan", {}).get("units", -1)
+        )
 
 
 def prepare_output(
@@ -113,11 +124,11 @@ def _resume_or_start(
         return OutputState(
             layout, run_id, _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk)
         )
-    if failed_before_any_unit(existing) and not on_disk:
-        # Nothing of it is kept (no shard, no unit record): a plain rerun just starts again.
-        log.info(
-            "the previous run here stopped before any unit finished (%s); starting afresh", existing["status"]
-        )
+    if failed_before_any_unit(existing) and not any(r.get("rows") for r in on_disk.values()):
+        # Nothing of it is kept (no shard; records, if any, of units that embedded nothing): a plain
+        # rerun, or --resume, just starts again and says again what to fix if it still embeds nothing.
+        log.info("the previous run here (%s) kept nothing; starting afresh", existing["status"])
+        layout.output.remove_tree(layout.units_dir)
         return OutputState(layout, cfg.run_id or new_run_id(), {})
     if existing.get("config_hash") != cfg.output_hash():
         old = existing.get("config", {})
@@ -149,7 +160,8 @@ def _resume_or_start(
         log.warning("the run being resumed recorded no dataset identity; cannot check the data is unchanged")
     if cfg.run_id and cfg.run_id != run_id:
         log.warning("--resume keeps the run id of the run being resumed: %s", run_id)
-    return OutputState(layout, run_id, _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk))
+    done = _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk)
+    return OutputState(layout, run_id, done, previous=existing)
 
 
 def _intact_records(

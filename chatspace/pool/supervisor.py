@@ -35,6 +35,7 @@ from chatspace.store.lock import acquire_output_lock
 from chatspace.store.manifest import (
     ManifestBuilder,
     ManifestWriteError,
+    earlier_attempts,
     git_sha,
     library_versions,
     load_unit_records,
@@ -162,6 +163,10 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         run_lock.close()
         raise
     layout, run_id, done = state.layout, state.run_id, state.done
+    if state.already_complete:  # --resume of a complete run: its manifest stays byte for byte
+        run_lock.close()
+        log.info("run %s is already complete, nothing to do (%s)", run_id, root.url(final.manifest_path))
+        return RunResult(final.manifest_path, state.previous, final)
     cfg = cfg.replace(run_id=run_id)
 
     progress = Progress(enabled=cfg.progress)
@@ -210,6 +215,10 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             "model": {"name": cfg.model},
         },
     )
+    if state.previous is not None:  # a resume keeps what the earlier attempts recorded
+        builder.base["created_at"] = state.previous.get("created_at", builder.base["created_at"])
+        builder.base["model"] = state.previous.get("model") or builder.base["model"]
+        builder.base["attempts"] = earlier_attempts(state.previous)
     builder.timings["plan_seconds"] = round(t_plan, 3)
     records = dict(done)
     status, error = "running", None
@@ -217,14 +226,15 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     try:
         with _Signals():
             log.info(
-                "run %s: %d of %d rows selected (%s, seed %d) -> %s of %d rows; %d already done",
+                "run %s: %d of %d rows selected (%s, seed %d) -> %s of %s%d rows; %d already done",
                 run_id,
                 len(selection.indices),
                 source.num_rows,
                 selection.method,
                 cfg.seed,
                 plural(total_units, "unit"),
-                cfg.rows_per_shard,
+                "up to " if total_units > 1 else "",
+                min(cfg.rows_per_shard, len(selection.indices)),
                 len(done),
             )
             builder.write(records, "running")
@@ -244,6 +254,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
                     rank, device, threads, cfg, source.spec, layout, run_id
                 ))  # fmt: skip
                 Scheduler(executor, cfg, pending, records, builder, progress, len(selection.indices)).run()
+            _record_skipped_rows(cfg, layout, source, selection, records, builder)
             _check_something_embedded(cfg, records)
             if cfg.id_field:
                 _record_duplicate_ids(cfg, layout, source, records, builder)
@@ -293,10 +304,10 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         raise manifest_error
     totals = manifest["totals"]
     log.info(
-        "done: %d rows embedded, %d skipped, %d shards -> %s",
+        "done: %d rows embedded, %d skipped, %s -> %s",
         totals["rows"],
         totals["skipped_rows"],
-        totals["shards"],
+        plural(totals["shards"], "shard"),
         final.output.url(final.embeddings_dir),
     )
     return RunResult(final.manifest_path, manifest, final)
@@ -331,6 +342,19 @@ def _check_model(cfg: RunConfig, hub: bool) -> None:
 
     path = resolve_model_path(cfg.model)
     check_model_available(cfg.model, path, cfg.revision, hub=hub)
+
+
+def _record_skipped_rows(cfg, layout, source, selection, records, builder) -> None:
+    """Name each skipped row (row index, id, reason) in skipped.parquet, listed in the manifest."""
+    from chatspace.pool.skipped import skipped_rows, write_skipped_rows
+
+    units = [
+        u
+        for u in plan_units(selection.indices, cfg.rows_per_shard)
+        if records.get(u.index, {}).get("skipped")
+    ]
+    if units:
+        builder.base["skipped_rows_file"] = write_skipped_rows(layout, skipped_rows(source, cfg, units))
 
 
 def _check_something_embedded(cfg: RunConfig, records: dict[int, dict]) -> None:

@@ -253,12 +253,40 @@ def fold_expansion(total: dict[str, int], unit: dict[str, int] | None) -> None:
 
 
 def failed_before_any_unit(manifest: dict[str, Any]) -> bool:
-    """A run that stopped (failed, interrupted) before a single unit finished: it left nothing to keep,
-    so it neither blocks a plain rerun nor counts as a damaged output."""
+    """A run that stopped (failed, interrupted) having kept nothing: no unit finished, or every unit that
+    did skipped all its rows (a wrong --text-field). Nothing of it is worth resuming, so it neither blocks
+    a plain rerun nor counts as a damaged output."""
     totals = manifest.get("totals", {})
     return (
         manifest.get("status") in ("failed", "interrupted")
         and not manifest.get("shards")
-        and not totals.get("units_done")
         and not totals.get("rows")
     )
+
+
+#: What each earlier attempt of a run keeps in a rewritten manifest's `attempts` (nothing is overwritten).
+ATTEMPT_FIELDS = (
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "status",
+    "error",
+    "command",
+    "git_sha",
+    "tool",
+    "model",
+    "workers",
+    "lost_workers",
+    "units_redone",
+    "poison_units",
+    "timings",
+    "totals",
+)
+
+
+def earlier_attempts(previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `attempts` of a manifest that replaces `previous` (a resume): what every earlier attempt
+    recorded, oldest first, the one being resumed last."""
+    attempts = [a for a in previous.get("attempts", []) if isinstance(a, dict)]
+    last = {k: previous[k] for k in ATTEMPT_FIELDS if previous.get(k) not in (None, [], {})}
+    return [*attempts, last]

@@ -21,19 +21,23 @@ The table is plain Arrow, so every dataframe library takes it as is:
 When several runs match the filters: runs of one vector space (same model, dimension and stored dtype)
 are concatenated, ordered by dataset, subset and split, each run's shards in unit order (the `dataset`
 and `split` columns tell the rows apart); runs of different models are never mixed, and asking for them
-together is an error that lists them, so pass `model=`. A run that did not finish is read only with
-`include_incomplete=True`.
+together is an error that lists them, so pass `model=`. Runs that did not finish are left out, in one
+warning line naming them (read what they finished with `include_incomplete=True`); several runs of one
+dataset split read together are one warning too. Every row says which run it came from: `run_name` (the
+run's folder: `train`, `train__conversation__first-user`, `train__NAME`), `text_field`, `extract`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import pyarrow as pa
 
-from chatspace.errors import ChatspaceError, UsageError
+from chatspace.errors import ChatspaceError, UsageError, option
+from chatspace.logs import plural
 from chatspace.store.catalog import find_runs, format_runs, list_runs
 from chatspace.store.frames import FORMATS, convert, to_numpy
 from chatspace.store.layout import model_label, run_root_of, slug
@@ -44,6 +48,8 @@ from chatspace.store.shards import read_shard
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "list_runs",
@@ -95,9 +101,6 @@ class RunFilters(TypedDict, total=False):
     include_incomplete: bool
 
 
-_EXTRACTION = ("text_field", "extract", "run_name")  # matched against the run's config
-
-
 def _check_filters(filters: dict[str, Any]) -> None:
     unknown = sorted(set(filters) - set(RunFilters.__annotations__))
     if unknown:
@@ -134,12 +137,17 @@ def _select(
         if run_id is not None and run_id != m.get("run_id"):
             continue
         cfg = m.get("config", {})
-        if any(filters.get(k) is not None and filters.get(k) != cfg.get(k) for k in _EXTRACTION):
+        if any(
+            filters.get(k) is not None and filters.get(k) != cfg.get(k) for k in ("text_field", "extract")
+        ):
+            continue
+        wanted_name = filters.get("run_name")
+        if wanted_name is not None and wanted_name not in (cfg.get("run_name"), run_folder_name(path)):
             continue
         chosen.append((path, m))
     if not chosen:
         asked = ", ".join(
-            f"{k}={v!r}"
+            option(k, v)
             for k, v in (("model", model), ("dataset", dataset), ("split", split), *filters.items())
             if v is not None and k != "include_incomplete"
         )
@@ -147,23 +155,75 @@ def _select(
     return output, chosen
 
 
-def _one_line(m: dict[str, Any]) -> str:
+def matching_runs(root: str | Path, **filters: Any) -> list[tuple[PurePath, dict[str, Any]]]:
+    """(manifest path, manifest) of every run the filters (model, dataset, split and RunFilters) match,
+    whatever its status, with no warnings: for tools that act on runs rather than read them."""
+    model, dataset, split = (filters.pop(k, None) for k in ("model", "dataset", "split"))
+    _check_filters(filters)
+    return _select(root, model, dataset, split, filters)[1]
+
+
+def run_folder_name(path: PurePath) -> str:
+    """A run's folder under its dataset (`train`, `train__conversation__first-user`, `train__NAME`): what
+    tells runs of one dataset apart, and the `run_name` column of every row read back."""
+    return path.parent.name
+
+
+def _one_line(path: PurePath, m: dict[str, Any]) -> str:
     ds = m.get("dataset", {})
-    return (
-        f"{m.get('model', {}).get('name')} / {ds.get('label')} / {ds.get('split')} "
-        f"({m.get('status')}, run {m.get('run_id')})"
+    return f"{ds.get('label')}/{run_folder_name(path)} ({m.get('status')}, run {m.get('run_id')})"
+
+
+def _complete_only(
+    chosen: list[tuple[PurePath, dict[str, Any]]], include_incomplete: bool
+) -> list[tuple[PurePath, dict[str, Any]]]:
+    """The complete runs of `chosen`; the others are left out with one line saying which and why (or, when
+    no complete run is left, one error that says how to read, finish or remove them)."""
+    if include_incomplete:
+        return chosen
+    complete = [(p, m) for p, m in chosen if m.get("status") == "complete"]
+    unfinished = [(p, m) for p, m in chosen if m.get("status") != "complete"]
+    if not unfinished:
+        return chosen
+    listing = "; ".join(_one_line(p, m) for p, m in unfinished)
+    if not complete:
+        raise ChatspaceError(
+            f"no complete run matches: {listing}. Read what they finished with "
+            f"{option('include_incomplete', True)}, finish one with embed-hf --resume, or remove it with "
+            "`chatspace runs rm`"
+        )
+    log.warning(
+        "left out %s: %s (%s reads what they finished)",
+        plural(len(unfinished), "run that is not complete"),
+        listing,
+        option("include_incomplete", True),
     )
+    return complete
 
 
-def _check_compatible(chosen: list[tuple[PurePath, dict[str, Any]]], include_incomplete: bool) -> None:
-    if not include_incomplete:
-        unfinished = [m for _, m in chosen if m.get("status") != "complete"]
-        if unfinished:
-            listing = "; ".join(_one_line(m) for m in unfinished)
-            raise ChatspaceError(
-                f"run(s) not complete: {listing}. Finish with --resume, or pass include_incomplete=True "
-                "to read the shards they did finish"
+def _warn_mixed_runs(chosen: list[tuple[PurePath, dict[str, Any]]]) -> None:
+    """Several runs of one dataset split (other fields, extractions or run names) read together repeat its
+    ids: say so, and how to pick one."""
+    by_split: dict[tuple, list[str]] = {}
+    for path, m in chosen:
+        ds = m.get("dataset", {})
+        by_split.setdefault((ds.get("label"), ds.get("subset"), ds.get("split")), []).append(
+            run_folder_name(path)
+        )
+    for (label, _, split), names in by_split.items():
+        if len(names) > 1:
+            log.warning(
+                "%d runs of %s/%s are read together (%s): their ids repeat; the run_name column tells the "
+                "rows apart, %s picks one",
+                len(names),
+                label,
+                split,
+                ", ".join(sorted(names)),
+                option("run_name", sorted(names)[0]),
             )
+
+
+def _check_compatible(chosen: list[tuple[PurePath, dict[str, Any]]]) -> None:
     spaces = {
         (
             m.get("model", {}).get("name"),
@@ -173,10 +233,11 @@ def _check_compatible(chosen: list[tuple[PurePath, dict[str, Any]]], include_inc
         for _, m in chosen
     }
     if len(spaces) > 1:
-        listing = "; ".join(_one_line(m) for _, m in chosen)
+        listing = "; ".join(f"{m.get('model', {}).get('name')} / {_one_line(p, m)}" for p, m in chosen)
         raise UsageError(
             f"{len(chosen)} runs of different models (or dimensions, or stored dtypes) match; their vectors "
-            f"do not mix. Pass model= (and dataset=/split=) to pick: {listing}"
+            f"do not mix. Pass {option('model')} (and {option('dataset')}/{option('split')}) to pick: "
+            f"{listing}"
         )
 
 
@@ -237,7 +298,9 @@ def open_runs(
     """The output root and `select_runs`' answer, for readers that need the root's filesystem too."""
     _check_filters(dict(filters))
     output, chosen = _select(root, model, dataset, split, filters)
-    _check_compatible(chosen, bool(filters.get("include_incomplete")))
+    chosen = _complete_only(chosen, bool(filters.get("include_incomplete")))
+    _check_compatible(chosen)
+    _warn_mixed_runs(chosen)
     return output, [(path, m, _shards(path, m)) for path, m in _ordered(chosen)]
 
 
@@ -269,11 +332,11 @@ def load_embeddings(
 
     Several matching runs of one model (same dimension and stored dtype) are concatenated, ordered by
     dataset label, subset, split; runs of different models raise a UsageError that lists them. Runs
-    whose status is not "complete" raise unless `include_incomplete=True` (then their finished shards
-    are read).
+    whose status is not "complete" are left out with one warning line (an error when no complete run
+    matches) unless `include_incomplete=True` (then their finished shards are read).
 
     `columns` picks columns (of: id, source, dataset, split, text, metadata, embedding, model,
-    created_at, run_id).
+    created_at, run_id, and the run's run_name, text_field, extract).
 
     `as_` picks the result: None (the default) is the Table exactly as stored (`metadata` JSON text);
     "arrow", "pandas" and "polars" give a Table or DataFrame with `metadata` decoded (a struct column;
@@ -289,19 +352,22 @@ def load_embeddings(
 
     if as_ is not None and as_ not in FORMATS:
         raise UsageError(f"as_={as_!r} is not one of {', '.join(FORMATS)}")
+    added, requested = list(RUN_COLUMNS), None
     if columns is not None:
-        columns = list(dict.fromkeys(columns))
-        unknown = [c for c in columns if c not in COLUMNS]
+        columns = requested = list(dict.fromkeys(columns))
+        every = (*COLUMNS, *RUN_COLUMNS)
+        unknown = [c for c in columns if c not in every]
         if unknown:
-            raise UsageError(f"unknown column(s) {', '.join(unknown)}; columns are: {', '.join(COLUMNS)}")
+            raise UsageError(f"unknown column(s) {', '.join(unknown)}; columns are: {', '.join(every)}")
+        added = [c for c in columns if c in RUN_COLUMNS]
+        columns = [c for c in columns if c in COLUMNS]
     if chunks not in (None, "rows", "mean"):
         raise UsageError(f"chunks={chunks!r} is not one of 'rows' (as stored) or 'mean'")
-    wanted = columns
     if columns is not None and (chunks == "mean" or roles is not None or turns is not None):
         columns = list(dict.fromkeys([*columns, "id", "metadata", "embedding", "text"]))
     output, runs = open_runs(root, model, dataset, split, filters)
     tables: list[pa.Table] = []
-    for path, _, shards in runs:
+    for path, m, shards in runs:
         for shard, rows in shards:
             if not output.is_file(shard):
                 raise ChatspaceError(
@@ -314,15 +380,39 @@ def load_embeddings(
                     f"{output.url(shard)} holds {table.num_rows} rows, its manifest says {rows}; run "
                     "`chatspace verify`"
                 )
-            tables.append(table)
-    table = pa.concat_tables(tables) if tables else _empty_table([(p, m) for p, m, _ in runs], columns)
+            tables.append(_with_run_columns(table, run_values(path, m), added))
+    if tables:
+        table = pa.concat_tables(tables)
+    else:
+        empty = _empty_table([(p, m) for p, m, _ in runs], columns)
+        table = _with_run_columns(empty, run_values(*runs[0][:2]), added)
     if table.num_rows and (roles is not None or turns is not None):
         table = select_turns(table, roles, turns)
     if table.num_rows and chunks == "mean":
         table = fold_chunks(table)
-    if wanted is not None and wanted != columns:
-        table = table.select(wanted)
+    if requested is not None:
+        table = table.select(requested)
     return table if as_ is None else convert(table, as_)
+
+
+#: Columns every row read back gets from its run (the shards do not store them): which run it came from.
+RUN_COLUMNS = ("run_name", "text_field", "extract")
+
+
+def run_values(path: PurePath, m: dict[str, Any]) -> dict[str, str]:
+    """The RUN_COLUMNS of a run: its folder name, the text field and the extraction it embedded."""
+    cfg = m.get("config", {})
+    return {
+        "run_name": run_folder_name(path),
+        "text_field": str(cfg.get("text_field") or ""),
+        "extract": str(cfg.get("extract") or "text"),
+    }
+
+
+def _with_run_columns(table: pa.Table, values: dict[str, str], names: Sequence[str]) -> pa.Table:
+    for name in names:
+        table = table.append_column(name, pa.array([values[name]] * table.num_rows, pa.string()))
+    return table
 
 
 def _empty_table(chosen: list[tuple[PurePath, dict[str, Any]]], columns: Sequence[str] | None) -> pa.Table:

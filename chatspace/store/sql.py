@@ -9,9 +9,9 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatspace.errors import UsageError
+from chatspace.errors import UsageError, option
 from chatspace.store.frames import require_extra
-from chatspace.store.reader import RunFilters, open_runs
+from chatspace.store.reader import RunFilters, open_runs, run_values
 
 if TYPE_CHECKING:
     import duckdb
@@ -28,11 +28,13 @@ def connect(
     **filters: Unpack[RunFilters],
 ) -> duckdb.DuckDBPyConnection:
     """A duckdb connection with a view `embeddings` over the matching runs' shards (as load_embeddings
-    selects them), its `embedding` column typed `FLOAT[dim]` and `metadata` typed JSON:
+    selects them), its `embedding` column typed `FLOAT[dim]`, `metadata` typed JSON, and each row's
+    `run_name`, `text_field` and `extract`; and a macro `embedding_of(id)`, the vector of the one row
+    with that id (an error naming the id when no row or several rows have it):
 
-        con = chatspace.connect("demo-output")
-        con.sql("select id, array_cosine_similarity(embedding, (select embedding from embeddings "
-                "where id = 'demo-0')) as score from embeddings order by score desc limit 5")
+        con = chatspace.connect("demo-output", run_name="train")
+        con.sql("select id, array_cosine_similarity(embedding, embedding_of('demo-0001')) as score "
+                "from embeddings order by score desc limit 5")
 
     Nothing is loaded: duckdb reads the Parquet shards in place (on an object store, through the same
     fsspec filesystem the run wrote with, so no duckdb extension or second set of credentials is needed).
@@ -41,24 +43,37 @@ def connect(
     output, runs = open_runs(root, model, dataset, split, filters)
     m = runs[0][1]
     dim = int(m.get("model", {}).get("dimension") or m.get("config", {}).get("dimensions") or 0)
-    paths = [output.url(p) for _, _, shards in runs for p, _ in shards]
     con = connection if connection is not None else duck.connect()
     if not output.is_local:
         con.register_filesystem(output.fs)  # duckdb reads the bucket through the root's own filesystem
-    if paths:
-        listing = ", ".join(_quote(p) for p in paths)
-        con.execute(
-            "create or replace view embeddings as select * replace "
-            f"(embedding::FLOAT[{dim}] as embedding, metadata::JSON as metadata) "
+    selects = []
+    for path, m, shards in runs:  # one select per run, which adds the run's own columns to its rows
+        if not shards:
+            continue
+        listing = ", ".join(_quote(output.url(p)) for p, _ in shards)
+        extra = ", ".join(f"{_quote(v)} as {k}" for k, v in run_values(path, m).items())
+        selects.append(
+            "select * replace "
+            f"(embedding::FLOAT[{dim}] as embedding, metadata::JSON as metadata), {extra} "
             f"from read_parquet([{listing}])"
         )
+    if selects:
+        con.execute("create or replace view embeddings as " + " union all ".join(selects))
     else:  # a run with no shard yet: the same columns, no rows
         con.execute(
             "create or replace view embeddings as select * from (select ''::VARCHAR as id, "
             "''::VARCHAR as source, ''::VARCHAR as dataset, ''::VARCHAR as split, ''::VARCHAR as text, "
             f"NULL::JSON as metadata, NULL::FLOAT[{dim}] as embedding, ''::VARCHAR as model, "
-            "now()::TIMESTAMPTZ as created_at, ''::VARCHAR as run_id) where false"
+            "now()::TIMESTAMPTZ as created_at, ''::VARCHAR as run_id, ''::VARCHAR as run_name, "
+            "''::VARCHAR as text_field, ''::VARCHAR as extract) where false"
         )
+    pick = option("run_name")
+    con.execute(
+        "create or replace macro embedding_of(wanted) as (select case count(*) when 1 then first(embedding) "
+        "when 0 then error('no row has id ' || wanted || ' in the runs read') "
+        "else error('id ' || wanted || ' is in ' || count(*) || ' rows (of several runs: pick one with "
+        f"{pick.replace(chr(39), chr(39) * 2)})') end from embeddings where id = wanted)"
+    )
     return con
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from chatspace.store import duplicates
 from chatspace.store.layout import manifest_paths, open_root, run_root_of
+from chatspace.store.lock import run_is_live
 from chatspace.store.manifest import failed_before_any_unit, read_manifest
 from chatspace.store.root import OutputRoot
 from chatspace.store.schema import embedding_schema, schema_matches
@@ -17,7 +18,10 @@ from chatspace.store.shards import read_shard
 
 
 def verify_manifest(output: OutputRoot, manifest_path: PurePath) -> list[str]:
-    """Problems found in one run, one line each; empty when the run is intact and complete.
+    """Damage found in one run, one line each: what it claims and does not hold. Empty when intact.
+
+    A run that did not finish is not damage (`unfinished_runs` lists those): what it lists is checked,
+    and shards it does not list yet are left to its `--resume`. A live run is not checked at all.
 
     Repeated ids are a problem unless they are exactly those the run found in its dataset (see
     chatspace.store.duplicates), and never when one dataset row was embedded twice.
@@ -30,8 +34,9 @@ def verify_manifest(output: OutputRoot, manifest_path: PurePath) -> list[str]:
     label = manifest_path.parent.relative_to(root)
     if failed_before_any_unit(manifest):
         return []  # it wrote nothing to check, and a plain rerun replaces it
-    if manifest.get("status") != "complete":
-        problems.append(f"{label}: run status is {manifest.get('status')!r}, not complete")
+    complete = manifest.get("status") == "complete"
+    if not complete and run_is_live(output, manifest_path.parent):
+        return []  # its supervisor is writing it now
     dim = manifest.get("model", {}).get("dimension")
     emb_dtype = manifest.get("config", {}).get("embedding_dtype", "float32")
     expected = embedding_schema(dim, emb_dtype) if dim else None
@@ -83,7 +88,7 @@ def verify_manifest(output: OutputRoot, manifest_path: PurePath) -> list[str]:
     if totals.get("rows") is not None and totals["rows"] != total_rows and not problems:
         problems.append(f"{label}: shards hold {total_rows} rows, manifest totals say {totals['rows']}")
     emb_dir = root / manifest.get("layout", {}).get("embeddings_dir", "")
-    for extra in output.glob(emb_dir, "shard-*.parquet"):
+    for extra in output.glob(emb_dir, "shard-*.parquet") if complete else []:
         if extra not in listed:
             problems.append(f"{extra.relative_to(root).as_posix()}: shard not listed in the manifest")
     return problems
@@ -110,10 +115,30 @@ def _duplicate_problems(
 
 
 def verify(target: str | Path) -> tuple[list[PurePath], list[str]]:
-    """(manifests found, problems) for an output root, a run's index folder or one manifest."""
+    """(manifests found, damage found) for an output root, a run's index folder or one manifest."""
     output, path = open_root(target)
     manifests = manifest_paths(output, path)
     problems: list[str] = []
     for m in manifests:
         problems.extend(verify_manifest(output, m))
     return manifests, problems
+
+
+def unfinished_runs(target: str | Path) -> list[str]:
+    """One line per run under `target` that is not complete (failed, interrupted, running): not damage,
+    but readers leave it out, so `verify` names it."""
+    from chatspace.store.catalog import find_runs
+
+    output, runs = find_runs(target)
+    lines = []
+    for path, m in runs:
+        if m.get("status") == "complete":
+            continue
+        totals = m.get("totals", {})
+        error = (m.get("error") or {}).get("message")
+        lines.append(
+            f"{path.parent.relative_to(run_root_of(path, m)).as_posix()}: {m.get('status')} "
+            f"({totals.get('units_done', 0)}/{totals.get('units_planned', '?')} units, "
+            f"{totals.get('rows', 0)} rows; run {m.get('run_id')})" + (f": {error}" if error else "")
+        )
+    return lines

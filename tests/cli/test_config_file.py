@@ -163,9 +163,9 @@ def test_the_shipped_configs(monkeypatch, tmp_path):
 
     monkeypatch.setattr(devices, "visible_gpus", lambda: ["0", "1"])  # the only fake: no GPUs here
     monkeypatch.setenv("CHATSPACE_ROOT", str(tmp_path))
-    monkeypatch.chdir(REPO)  # paths in configs are relative to the current directory
+    monkeypatch.chdir(REPO / "tests")  # paths in a config are relative to its own folder, not here
 
-    fineweb = _effective(monkeypatch, "--config", "configs/fineweb-sample-10BT-qwen3.toml")
+    fineweb = _effective(monkeypatch, "--config", "../configs/fineweb-sample-10BT-qwen3.toml")
     assert (fineweb.dataset, fineweb.subset, fineweb.split) == (
         "HuggingFaceFW/fineweb",
         "sample-10BT",
@@ -179,7 +179,7 @@ def test_the_shipped_configs(monkeypatch, tmp_path):
     assert fineweb.compile_model is True and fineweb.devices == ("cuda:0", "cuda:1")
     assert fineweb.output_root == str(tmp_path)
 
-    wildchat = _effective(monkeypatch, "--config", "configs/wildchat-first-assistant.toml")
+    wildchat = _effective(monkeypatch, "--config", "../configs/wildchat-first-assistant.toml")
     assert (wildchat.dataset, wildchat.text_field, wildchat.extract, wildchat.id_field) == (
         "allenai/WildChat-4.8M",
         "conversation",
@@ -194,10 +194,10 @@ def test_the_shipped_configs(monkeypatch, tmp_path):
     )
     assert wildchat.devices == ("cuda:0", "cuda:1")
 
-    demo = _effective(monkeypatch, "--config", "configs/demo.toml")
+    demo = _effective(monkeypatch, "--config", "../configs/demo.toml")
     assert (demo.dataset, demo.output_root, demo.devices) == (
-        "chatspace/resources/demo.jsonl",
-        "demo-output",
+        str(REPO / "chatspace/resources/demo.jsonl"),
+        str(REPO / "demo-output"),
         ("cpu:0",),
     )
     assert (demo.id_field, demo.rows_per_shard, demo.progress) == ("id", 100, True)

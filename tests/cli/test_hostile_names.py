@@ -78,9 +78,12 @@ def _embed(server, dataset: str, out: Path, *extra: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("value", ["..", "../../escape", "/abs/escape", "a/b"])
 def test_a_real_run_with_hostile_names_stays_inside_the_root(server, tmp_path, value):
-    data = write_jsonl(tmp_path / "d.jsonl", [{"text": f"row {i}"} for i in range(5)])
+    # A folder of plain files names no splits, so any --split is its one split (a single file has one
+    # split, `train`, and would refuse these).
+    (tmp_path / "data").mkdir()
+    data = write_jsonl(tmp_path / "data" / "d.jsonl", [{"text": f"row {i}"} for i in range(5)])
     out = tmp_path / "deep" / "er" / "out"
-    proc = _embed(server, str(data), out, "--model", value, "--subset", value, "--split", value)
+    proc = _embed(server, str(data.parent), out, "--model", value, "--subset", value, "--split", value)
     assert proc.returncode == 0, proc.stderr
     assert _files_outside(tmp_path, out, {data}) == []
     manifests = list(out.glob("indexes/*/*/*/manifest.json"))

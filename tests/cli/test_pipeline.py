@@ -183,7 +183,7 @@ def test_usage_errors_are_one_line_exit_2(mixed_bag, tmp_path, args, needle):
 
 def test_missing_dataset_and_unwritable_root(tmp_path, mixed_bag):
     proc = run_cli("embed-hf", "--dataset", str(tmp_path / "nope.jsonl"), "--output-root", str(tmp_path))
-    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "no such file: " in proc.stderr and "Traceback" not in proc.stderr
     blocker = tmp_path / "file"
     blocker.write_text("x")
     path, _ = mixed_bag

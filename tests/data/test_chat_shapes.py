@@ -435,9 +435,9 @@ def test_a_chat_shape_with_no_usable_text_fails_naming_the_field_and_reasons(tmp
     dump = [{**r, "conversations": [{"from": "human", "value": texts[500 + i]}]} for i, r in enumerate(dump)]
     path = write_jsonl(tmp_path / "unanswered.jsonl", dump)
     proc = _embed(path, tmp_path / "out", "--text-field", "conversations", "--extract-first-assistant")
-    assert proc.returncode != 0, proc.stdout
+    assert proc.returncode == 2, proc.stdout  # found on the first rows, before any worker starts
     last = proc.stderr.strip().splitlines()[-1]
-    assert "nothing embedded" in last and "no_matching_turn: 6" in last and "'conversations'" in last
+    assert "has an assistant turn" in last and "no_matching_turn: 6" in last and "'conversations'" in last
     assert "Traceback" not in proc.stderr
     # MT-bench turns are a list of strings, not a conversation: refused before any work, naming the field.
     questions = write_jsonl(tmp_path / "question.jsonl", mt_bench_questions(texts, 6))

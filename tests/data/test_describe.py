@@ -236,7 +236,7 @@ def test_split_layouts_are_reported_as_embed_hf_reads_them(tmp_path):
 
 
 def test_missing_path_and_sample_rows_zero(tmp_path):
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(UsageError, match="no such file"):
         download_dataset(str(tmp_path / "nope.jsonl"), source="local", output_root=str(tmp_path))
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "one"}, {"text": "two"}])
     report = download_dataset(str(path), output_root=str(tmp_path / "out"), sample_rows=0)

@@ -95,7 +95,7 @@ def test_save_to_disk_dataset_and_dataset_dict(tmp_path):
 
 
 def test_missing_path_and_empty_folder_are_usage_errors(tmp_path):
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(UsageError, match="no such file"):
         open_source(str(tmp_path / "nope.jsonl"), cache_dir=tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no .parquet"):

@@ -53,8 +53,11 @@ def test_load_embeddings_returns_every_row_of_the_run(run_root, manifest_path):
     m = _manifest(manifest_path)
     table = chatspace.load_embeddings(run_root)
     assert table.num_rows == m["totals"]["rows"] == 120
-    assert table.schema.remove_metadata().equals(embedding_schema(384))
-    assert table.equals(_direct(run_root, m))  # every shard, in unit order
+    stored = table.select(list(embedding_schema(384).names))
+    assert stored.schema.remove_metadata().equals(embedding_schema(384))
+    assert table.column_names[-3:] == ["run_name", "text_field", "extract"]  # which run each row is from
+    assert set(table.column("run_name").to_pylist()) == {"train"}
+    assert stored.equals(_direct(run_root, m))  # every shard, in unit order
     ids, vectors = to_numpy(table)
     assert ids.tolist() == table.column("id").to_pylist() and len(set(ids)) == 120
     assert vectors.shape == (120, 384) and vectors.dtype == np.float32
@@ -230,7 +233,9 @@ def test_unfinished_runs_and_damaged_outputs(copied_root):
     m["shards"] = m["shards"][:2]
     m["totals"]["units_done"] = 2
     mpath.write_bytes(orjson.dumps(m))
-    with pytest.raises(ChatspaceError, match="not complete: .*interrupted.* include_incomplete=True"):
+    with pytest.raises(
+        ChatspaceError, match="no complete run matches: .*interrupted.* include_incomplete=True"
+    ):
         load_embeddings(root)
     assert load_embeddings(root, include_incomplete=True).num_rows == 100
     assert "interrupted (2/3 units)" in format_runs(list_runs(root))

@@ -101,7 +101,9 @@ def inspect_local(
 ) -> dict[str, Any]:
     path = Path(name).expanduser()
     if not path.exists():
-        raise UsageError(f"dataset path does not exist: {name}")
+        from chatspace.data.sources import missing_path
+
+        raise missing_path(name)
     kind, layout, notes = _local_layout(path, split)
     if subset:
         notes.append(f"--subset {subset} has no meaning for a local path; ignored")

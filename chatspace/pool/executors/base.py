@@ -105,7 +105,7 @@ class Executor(ABC):
             "starting %d worker(s): %s%s",
             len(self.specs),
             ", ".join(d.label for d in devices),
-            f" ({threads} torch threads each)" if threads else "",
+            f" ({threads} torch thread{'' if threads == 1 else 's'} each)" if threads else "",
         )
         for spec in self.specs:
             self.start_worker(spec.rank)

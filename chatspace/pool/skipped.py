@@ -1,0 +1,67 @@
+"""Which rows a run skipped, so a user can find them: `skipped.parquet` beside the manifest, one row per
+skipped dataset row (its global row index, its id where it has one, the reason, the unit).
+
+Workers count skipped rows by reason; at the end of the run the units that skipped any are read again
+(only the text and id fields, and only those units) and extracted the same way, which names the rows.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from chatspace.data.extract import INVALID_ROW, Skip, extract_row, needed_columns, row_id
+from chatspace.pool.plan import WorkUnit
+from chatspace.store.layout import RunLayout
+
+SKIPPED_NAME = "skipped.parquet"
+SCHEMA = pa.schema(
+    [
+        pa.field("row_index", pa.int64(), nullable=False),
+        pa.field("id", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("unit", pa.int32(), nullable=False),
+    ]
+)
+
+
+def skipped_rows(source: Any, cfg: Any, units: Iterable[WorkUnit]) -> pa.Table:
+    """The skipped rows of `units` (read again from `source` under `cfg`'s text field and extraction)."""
+    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    wanted = needed_columns(cfg.text_field, cfg.id_field)
+    for unit in units:
+        indices = [int(i) for i in unit.rows]
+        for index, row in zip(indices, source.read(indices, wanted), strict=True):
+            reason, rid = None, None
+            try:
+                if row is None:
+                    raise Skip(INVALID_ROW)
+                extract_row(row, cfg.text_field, cfg.extract)
+                row_id(row, cfg.id_field, cfg.split, index)
+            except Skip as s:
+                reason = s.reason
+                if row is not None:
+                    try:
+                        rid = row_id(row, cfg.id_field, cfg.split, index)
+                    except Skip:
+                        rid = None
+            if reason is None:
+                continue
+            columns["row_index"].append(index)
+            columns["id"].append(rid)
+            columns["reason"].append(reason)
+            columns["unit"].append(unit.index)
+    return pa.table(columns, schema=SCHEMA)
+
+
+def write_skipped_rows(layout: RunLayout, table: pa.Table) -> dict[str, Any]:
+    """Write the table beside the manifest; what the manifest records of it (`skipped_rows_file`)."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    layout.output.write_atomic(layout.index_dir / SKIPPED_NAME, buffer.getvalue())
+    final = layout.final  # an --overwrite writes aside, then moves the run (this file too) into place
+    return {"path": final.relative(final.index_dir / SKIPPED_NAME), "rows": table.num_rows}
