@@ -14,7 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from chatspace.data.extract import INVALID_ROW, Skip, extract_row, needed_columns, row_id
+from chatspace.data.extract import Skip, needed_columns, row_id
+from chatspace.data.turns import extract_items
 from chatspace.pool.plan import WorkUnit
 from chatspace.store.layout import RunLayout
 
@@ -36,19 +37,26 @@ def skipped_rows(source: Any, cfg: Any, units: Iterable[WorkUnit]) -> pa.Table:
     for unit in units:
         indices = [int(i) for i in unit.rows]
         for index, row in zip(indices, source.read(indices, wanted), strict=True):
-            reason, rid = None, None
-            try:
-                if row is None:
-                    raise Skip(INVALID_ROW)
-                extract_row(row, cfg.text_field, cfg.extract)
-                row_id(row, cfg.id_field, cfg.split, index)
-            except Skip as s:
-                reason = s.reason
-                if row is not None:
-                    try:
-                        rid = row_id(row, cfg.id_field, cfg.split, index)
-                    except Skip:
-                        rid = None
+            why: dict[str, int] = {}  # extracted as the worker did (every --extract mode, --roles)
+            for _ in extract_items(
+                [index],
+                [row],
+                text_field=cfg.text_field,
+                mode=cfg.extract,
+                id_field=cfg.id_field,
+                split=cfg.base_split,
+                roles=cfg.roles,
+                skipped=why,
+                counts={},
+            ):
+                pass
+            reason = next(iter(why), None)
+            rid = None
+            if reason is not None and row is not None:
+                try:
+                    rid = row_id(row, cfg.id_field, cfg.base_split, index)
+                except Skip:
+                    rid = None
             if reason is None:
                 continue
             columns["row_index"].append(index)
