@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 
 #: OSErrors that are the environment's, not a bug: one line for the user, no traceback.
 ENVIRONMENT_ERRNOS = frozenset(
@@ -79,9 +81,16 @@ class RunInterrupted(ChatspaceError):
 _SPELLING = {"cli": False}
 
 
-def speak_cli() -> None:
-    """From now on messages name options as the command line spells them (called by `chatspace`)."""
+@contextlib.contextmanager
+def speaking_cli() -> Iterator[None]:
+    """Within it, messages name options as the command line spells them (`chatspace` runs each command
+    in it); a Python caller in the same process afterwards reads Python's keywords again."""
+    before = _SPELLING["cli"]
     _SPELLING["cli"] = True
+    try:
+        yield
+    finally:
+        _SPELLING["cli"] = before
 
 
 def option(name: str, value: object = None) -> str:

@@ -13,7 +13,7 @@ import click
 from chatspace import __version__
 from chatspace.cli import dataset, embed, maps, query, runs
 from chatspace.cli.help import describe_commands
-from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error, speak_cli
+from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error, speaking_cli
 from chatspace.redact import redact
 
 
@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and an exit code, never a traceback."""
     if argv is None:  # the real command line, not a caller in the same process
         sys.excepthook = _redacted_excepthook
-    speak_cli()  # messages name --flags, not Python keywords
+    with speaking_cli():  # messages name --flags, not Python keywords
+        _run(argv)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         # Every option can also come from CHATSPACE_{COMMAND}_{OPTION}, e.g. CHATSPACE_EMBED_HF_MODEL.
         cli.main(args=argv, prog_name="chatspace", standalone_mode=False, auto_envvar_prefix="CHATSPACE")

@@ -63,6 +63,18 @@ def _need(*modules: str) -> None:
     show_default=True,
     help="Keep each row's full text (the map's click panel shows it); a 200-character preview is always kept.",
 )
+@click.option(
+    "--roles",
+    default=None,
+    metavar="ROLES",
+    help="Of runs made with --extract each-turn: only these roles' messages (e.g. user or assistant,user).",
+)
+@click.option(
+    "--turns",
+    default=None,
+    metavar="N,...",
+    help="Of runs made with --extract each-turn: only these turns (0 = a conversation's first message).",
+)
 @run_filter_options("With output roots: ")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def reduce_embeddings_cmd(more_dirs: tuple[str, ...], embedding_dirs: tuple[str, ...], **params: Any) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from chatspace.data.extract import Skip, extract_row
 from chatspace.data.fields import MissingField, columns_for, lookup
+from chatspace.data.turns import extract_items
 from chatspace.errors import UsageError
 
 SAMPLE_ROWS = 64
@@ -44,20 +44,24 @@ def _deepest(row: dict, name: str) -> str | None:
     return None
 
 
-def check_text_values(source: Any, text_field: str, mode: str) -> None:
+def check_text_values(source: Any, text_field: str, mode: str, roles: str | None = None) -> None:
     """UsageError when none of the dataset's first SAMPLE_ROWS rows gives text to embed from
-    `text_field` under `mode`, naming what the field holds there; rows that are null or empty are left
-    to the run (it counts them by reason)."""
+    `text_field` under `mode` (and `--roles`), naming what the field holds there; rows that are null or
+    empty are left to the run (it counts them by reason)."""
+
     if not source.num_rows:
         return
     rows = source.read(list(range(min(SAMPLE_ROWS, source.num_rows))), columns_for(text_field))
     reasons: Counter[str] = Counter()
-    for row in rows:
-        try:
-            extract_row(row, text_field, mode)
+    for index, row in enumerate(rows):
+        why: dict[str, int] = {}  # extracted as a worker would: every --extract mode, --roles
+        items = extract_items(
+            [index], [row], text_field=text_field, mode=mode, id_field=None, split="check", roles=roles,
+            skipped=why, counts={},
+        )  # fmt: skip
+        if next(items, None) is not None:
             return  # one usable row is enough: the run goes ahead
-        except Skip as s:
-            reasons[s.reason] += 1
+        reasons.update(why)
     if set(reasons) <= {"null", "empty", "invalid_row"}:
         return  # nulls and blanks: the run counts them, and says so if it finds nothing else
     counted = ", ".join(f"{k}: {v}" for k, v in reasons.most_common())
@@ -78,10 +82,12 @@ def check_text_values(source: Any, text_field: str, mode: str) -> None:
         if value is not None:
             values.append(value)
     if set(reasons) == {"no_matching_turn"}:
-        turn = "an assistant" if mode == "first-assistant" else "a user"
+        turn = {"first-assistant": "an assistant turn", "first-user": "a user turn"}.get(
+            mode, f"a message of --roles {roles}" if roles else "a message"
+        )
         raise UsageError(
             f"--text-field {text_field!r} holds conversations, but none of the {len(rows)} rows sampled has "
-            f"{turn} turn to embed ({counted}); use another --extract, or check the field"
+            f"{turn} to embed ({counted}); use another --extract, or check the field"
         )
     holds = _what(values) if values else "nothing usable"
     extract = f" with --extract {mode}" if mode != "text" else ""

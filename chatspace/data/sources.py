@@ -327,7 +327,7 @@ def open_run_source(cfg: DataConfig, cache_dir: Path) -> Source:
     try:
         check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
         check_holds_conversations(source, cfg.text_field, cfg.extract)
-        check_text_values(source, cfg.text_field, cfg.extract)
+        check_text_values(source, cfg.text_field, cfg.extract, cfg.roles)
     except BaseException:
         source.close()
         raise

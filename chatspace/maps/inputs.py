@@ -25,7 +25,7 @@ from chatspace.errors import ChatspaceError, UsageError
 from chatspace.store import reader
 from chatspace.store.layout import INDEXES_DIR, MANIFEST_NAME
 from chatspace.store.root import OutputRoot, remote_error
-from chatspace.store.row_kinds import row_labels
+from chatspace.store.row_kinds import row_labels, turn_mask
 
 # Columns carried from the shards into the sample (the embedding is turned into a matrix on the way).
 CARRIED = ("id", "dataset", "split", "model", "run_id", "text")
@@ -232,13 +232,16 @@ def read_sample(
     sample_seed: int,
     keep_full_text: bool = True,
     on_rows: Callable[[int], None] | None = None,
+    roles: str | None = None,
+    turns: str | None = None,
 ) -> Sample:
     """The sampled rows of `shards`, per run, read batch by batch (only kept rows stay in memory).
 
     `max_samples` applies to each run over all its shards together: to each dataset (the `dataset`
     column) that has one run, and to each run of a dataset that has several (its text, its first user
     turns, ...), which then get a group of their own (`dataset · run folder`) in `group` and on the map.
-    `on_rows(n)` is told how many rows each batch read (for a progress bar).
+    `on_rows(n)` is told how many rows each batch read (for a progress bar). `roles`/`turns`
+    (comma-separated) keep only those messages of each-turn runs: the sample is drawn among them.
     """
     dim = shards[0].dimension
     groups = run_groups(shards)
@@ -247,15 +250,25 @@ def read_sample(
         by_dataset.setdefault(groups[s.url], []).append(s)
     wanted: dict[str, np.ndarray] = {}  # shard URL -> sorted local row positions
     per_dataset: dict[str, dict[str, int]] = {}
+    matching = None  # shard URL -> local positions of the rows that pass --roles/--turns
+    if roles is not None or turns is not None:
+        matching = {s.url: _turn_positions(s, roles, turns) for s in shards}
     for name, group in by_dataset.items():
-        total = sum(s.rows for s in group)
+        counts = [s.rows if matching is None else int(matching[s.url].size) for s in group]
+        total = sum(counts)
         positions = sample_positions(total, max_samples, sample_seed, name)
         per_dataset[name] = {"rows": total, "sampled": int(positions.size)}
         start = 0
-        for s in group:
-            lo, hi = np.searchsorted(positions, [start, start + s.rows])
-            wanted[s.url] = positions[lo:hi] - start
-            start += s.rows
+        for s, n in zip(group, counts, strict=True):
+            lo, hi = np.searchsorted(positions, [start, start + n])
+            local = positions[lo:hi] - start
+            wanted[s.url] = local if matching is None else matching[s.url][local]
+            start += n
+    if matching is not None and not any(w.size for w in wanted.values()):
+        raise UsageError(
+            f"no row of these runs is a message with --roles {roles or 'any'} --turns {turns or 'any'} "
+            "(only runs made with --extract each-turn have messages)"
+        )
 
     columns: dict[str, list[Any]] = {c: [] for c in (*CARRIED, "preview", "group")}
     blocks: list[np.ndarray] = []
@@ -299,6 +312,20 @@ def read_sample(
     if not keep_full_text:
         columns.pop("text")
     return Sample(columns=columns, vectors=vectors, per_dataset=per_dataset)
+
+
+def _turn_positions(shard: Shard, roles: str | None, turns: str | None) -> np.ndarray:
+    """Local row positions of `shard` whose message passes --roles/--turns (its metadata column only)."""
+    pf = shard.open()
+    if "metadata" not in pf.schema_arrow.names:
+        return np.zeros(0, np.int64)
+    metadata = pf.read(columns=["metadata"]).column("metadata").to_pylist()
+    mask = turn_mask(
+        metadata,
+        roles.split(",") if roles else None,
+        [int(t) for t in turns.split(",")] if turns else None,
+    )
+    return np.flatnonzero(mask).astype(np.int64)
 
 
 def run_groups(shards: list[Shard]) -> dict[str, str]:

@@ -26,8 +26,24 @@ class ReduceParams:
     metric: str = choice("cosine", METRICS)
     perplexity: float = 30.0
     full_text: bool = True
+    # Of a run of messages (`--extract each-turn`): only these roles (`assistant,user`, as the run records
+    # them) and/or these turns (conversation indices, `0,1`); the sample is drawn among those rows.
+    roles: str | None = None
+    turns: str | None = None
 
     def __post_init__(self) -> None:
+        if self.roles is not None:
+            from chatspace.config.data import canonical_roles
+
+            object.__setattr__(self, "roles", canonical_roles(self.roles))
+        if self.turns is not None:
+            try:
+                turns = sorted({int(t) for t in self.turns.split(",") if t.strip()})
+            except ValueError:
+                turns = []
+            if not turns or turns[0] < 0:
+                raise UsageError(f"--turns takes turn numbers from 0, comma-separated (got {self.turns!r})")
+            object.__setattr__(self, "turns", ",".join(map(str, turns)))
         if self.method not in METHODS:
             raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.n_components not in (2, 3):

@@ -207,7 +207,15 @@ def reduce_embeddings(
     else:  # piped or in a log: plain lines, as embed-hf writes them, never carriage returns
         bar = _ProgressLines(total, "reading", enabled=progress)
     try:
-        sample = read_sample(shards, params.max_samples, params.sample_seed, params.full_text, bar.update)
+        sample = read_sample(
+            shards,
+            params.max_samples,
+            params.sample_seed,
+            params.full_text,
+            bar.update,
+            roles=params.roles,
+            turns=params.turns,
+        )
     finally:
         bar.close()
     t_read = time.perf_counter()

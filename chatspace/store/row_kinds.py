@@ -34,26 +34,33 @@ def _metadata(table: pa.Table) -> list[dict]:
     return [orjson.loads(m) if m else {} for m in table.column("metadata").to_pylist()]
 
 
-def select_turns(table: pa.Table, roles: Iterable[str] | None, turns: Iterable[int] | None) -> pa.Table:
-    """The rows of messages with one of `roles` (user = human, assistant = gpt) and/or at one of the
-    conversation indices `turns`; rows that are not messages are left out when either is given."""
+def turn_mask(
+    metadata: Iterable[str | dict | None], roles: Iterable[str] | None, turns: Iterable[int] | None
+) -> np.ndarray:
+    """Per row: a message with one of `roles` (user = human, assistant = gpt) and/or at one of the
+    conversation indices `turns`; rows that are not messages are False when either is given."""
     from chatspace.config.data import normalise_role
 
     wanted_roles = {normalise_role(r) for r in roles} if roles is not None else None
     wanted_turns = {int(t) for t in turns} if turns is not None else None
-    if wanted_roles is None and wanted_turns is None:
-        return table
     keep = []
-    for i, m in enumerate(_metadata(table)):
+    for m in metadata:
+        m = orjson.loads(m) if isinstance(m, str) else (m or {})
         turn = m.get("turn")
-        if not isinstance(turn, dict):
-            continue
-        if wanted_roles is not None and turn.get("role") not in wanted_roles:
-            continue
-        if wanted_turns is not None and turn.get("index") not in wanted_turns:
-            continue
-        keep.append(i)
-    return table.take(pa.array(keep, type=pa.int64()))
+        keep.append(
+            isinstance(turn, dict)
+            and (wanted_roles is None or turn.get("role") in wanted_roles)
+            and (wanted_turns is None or turn.get("index") in wanted_turns)
+        )
+    return np.asarray(keep, dtype=bool)
+
+
+def select_turns(table: pa.Table, roles: Iterable[str] | None, turns: Iterable[int] | None) -> pa.Table:
+    """The rows of messages with one of `roles` and/or at one of the conversation indices `turns`."""
+    if roles is None and turns is None:
+        return table
+    keep = turn_mask(_metadata(table), roles, turns)
+    return table.take(pa.array(np.flatnonzero(keep), type=pa.int64()))
 
 
 def row_labels(metadata: list[str | None]) -> list[str]:

@@ -240,6 +240,39 @@ def test_each_turn_with_chunks_in_a_forty_message_conversation(tmp_path, texts, 
     points = {r["id"]: r["preview"] for r in pq.read_table(tmp_path / "c.parquet").to_pylist()}
     assert points["conv:7#0"].startswith(f"[user · turn 7 of 40 · chunk 1 of {len(sevens)}] ")
     assert points["conv:2"].startswith("[assistant · turn 2 of 40] ")
+    # --roles / --turns map only those messages (a message's chunks all come along), sampled among them.
+    proc = run_cli(
+        "reduce-embeddings", str(out), "--output", str(tmp_path / "u.parquet"), "--method", "pca",
+        "--roles", "human", "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    users = [i for i, m in zip(ids, meta, strict=True) if m["turn"]["role"] == "user"]
+    mapped = [r["id"] for r in pq.read_table(tmp_path / "u.parquet").to_pylist()]
+    assert sorted(mapped) == sorted(users) and set(sevens) <= set(mapped)
+    proc = run_cli(
+        "reduce-embeddings", str(out), "--output", str(tmp_path / "t.parquet"), "--method", "pca",
+        "--turns", "2,4,6,7", "--roles", "assistant", "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["id"] for r in pq.read_table(tmp_path / "t.parquet").to_pylist()) == [
+        "conv:2",
+        "conv:4",
+        "conv:6",
+    ]
+    proc = run_cli(
+        "reduce-embeddings",
+        str(out),
+        "--output",
+        str(tmp_path / "n.parquet"),
+        "--turns",
+        "x",
+        "--no-progress",
+    )
+    assert (
+        proc.returncode == 2
+        and "--turns takes turn numbers" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
     totals = run_manifest(out)["totals"]
     assert totals["expansion"]["messages"] == 39 and totals["rows"] == 38 + len(sevens)
 
