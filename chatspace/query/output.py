@@ -18,6 +18,14 @@ def preview(text: str | None, width: int = PREVIEW_CHARS) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def dataset_label(name: str, width: int) -> str:
+    """A dataset as the table shows it: a local path by its file or folder name, a hub id as is; too
+    long, its end (where names differ) is kept."""
+    if name.startswith(("/", "~", "./", "../")):
+        name = Path(name).name or name
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
 def readable(table: pa.Table) -> str:
     """Results as a plain text table, one block per query: rank, score, id, dataset, text preview."""
     lines: list[str] = []
@@ -25,7 +33,7 @@ def readable(table: pa.Table) -> str:
     if not rows:
         return "no results"
     id_width = min(40, max(len("ID"), *(len(str(r["id"])) for r in rows)))
-    ds_width = min(30, max(len("DATASET"), *(len(str(r["dataset"])) for r in rows)))
+    ds_width = min(30, max(len("DATASET"), *(len(dataset_label(str(r["dataset"]), 30)) for r in rows)))
     current = None
     for r in rows:
         if r["query_index"] != current:
@@ -36,7 +44,7 @@ def readable(table: pa.Table) -> str:
             lines.append(f"{'RANK':>4}  {'SCORE':>6}  {'ID':<{id_width}}  {'DATASET':<{ds_width}}  TEXT")
         lines.append(
             f"{r['rank']:>4}  {r['score']:>6.4f}  {str(r['id'])[:id_width]:<{id_width}}  "
-            f"{str(r['dataset'])[:ds_width]:<{ds_width}}  {preview(r['text'])}"
+            f"{dataset_label(str(r['dataset']), ds_width):<{ds_width}}  {preview(r['text'])}"
         )
     return "\n".join(lines)
 

@@ -206,3 +206,12 @@ def test_runs_of_different_dimensions_are_refused_in_one_line(tmp_path, texts):
         )
     found = chatspace.search(str(out), texts[3], k=1, run_name="short")
     assert found["id"][0] == "doc-3" and found["score"][0] >= 0.99
+
+
+def test_the_table_names_a_local_dataset_by_its_file_and_keeps_the_end_of_a_long_name():
+    from chatspace.query.output import dataset_label
+
+    assert dataset_label("/data/chats/wildchat.parquet", 30) == "wildchat.parquet"
+    assert dataset_label("HuggingFaceFW/fineweb", 30) == "HuggingFaceFW/fineweb"
+    long = "org/" + "a" * 20 + "-instructions-v2"
+    assert dataset_label(long, 20) == "…" + long[-19:] and len(dataset_label(long, 20)) == 20
