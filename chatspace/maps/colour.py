@@ -17,7 +17,8 @@ IN_A_GROUP = "has a near-duplicate"
 NO_GROUP = "no near-duplicate"
 
 
-def _read(path: str | Path, option: str, needs: tuple[str, ...]) -> pa.Table:
+def read_option_table(path: str | Path, option: str, needs: tuple[str, ...], hint: str = "") -> pa.Table:
+    """The Parquet file an option names, with the columns it `needs` (`hint`: how to write one)."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise UsageError(f"{option} {path} does not exist")
@@ -27,7 +28,7 @@ def _read(path: str | Path, option: str, needs: tuple[str, ...]) -> pa.Table:
         raise UsageError(f"{option} {path}: not a readable Parquet file ({e})") from None
     missing = [c for c in needs if c not in table.column_names]
     if missing:
-        raise UsageError(f"{option} {path} lacks column(s) {', '.join(missing)}")
+        raise UsageError(f"{option} {path} lacks column(s) {', '.join(missing)}{hint}")
     return table
 
 
@@ -47,7 +48,7 @@ def _lookup(points: pa.Table, other: pa.Table) -> np.ndarray:
 
 def attach_clusters(points: pa.Table, path: str | Path) -> pa.Table:
     """`points` with `cluster` and `cluster_label` columns from `chatspace cluster`'s file."""
-    clusters = _read(path, "--clusters", ("id", "cluster", "label"))
+    clusters = read_option_table(path, "--clusters", ("id", "cluster", "label"))
     rows = _lookup(points, clusters)
     if (rows < 0).all():
         raise UsageError(f"--clusters {path}: none of its ids are on this map (clustered another run?)")
@@ -60,7 +61,7 @@ def attach_clusters(points: pa.Table, path: str | Path) -> pa.Table:
 
 def attach_duplicates(points: pa.Table, path: str | Path) -> pa.Table:
     """`points` with `duplicate_group` and `duplicate_similarity` from `chatspace near-duplicates`' file."""
-    groups = _read(path, "--duplicates", ("id", "group", "similarity"))
+    groups = read_option_table(path, "--duplicates", ("id", "group", "similarity"))
     rows = _lookup(points, groups)
     group = groups.column("group").to_numpy()
     similarity = groups.column("similarity").to_numpy()

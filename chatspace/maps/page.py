@@ -17,10 +17,9 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from chatspace.errors import UsageError
-from chatspace.maps.colour import cluster_centres, colour_groups, group_order, hover_lines
+from chatspace.maps.colour import cluster_centres, colour_groups, group_order, hover_lines, read_option_table
 
 DEFAULT_MAX_TEXT_CHARS = 5000
 HOVER_LINE_CHARS = 70
@@ -36,17 +35,7 @@ def read_points(path: str | Path) -> pa.Table:
         raise UsageError(
             f"--input {path} is a folder; name the coordinates file reduce-embeddings wrote{hint}"
         )
-    if not p.is_file():
-        raise UsageError(f"--input {path} does not exist")
-    try:
-        table = pq.read_table(p)
-    except (OSError, pa.ArrowInvalid) as e:
-        raise UsageError(f"--input {path}: not a readable Parquet file ({e})") from None
-    missing = [c for c in _REQUIRED if c not in table.column_names]
-    if missing:
-        raise UsageError(
-            f"--input {path} lacks column(s) {', '.join(missing)}; write it with `chatspace reduce-embeddings`"
-        )
+    table = read_option_table(path, "--input", _REQUIRED, "; write it with `chatspace reduce-embeddings`")
     if table.num_rows == 0:
         raise UsageError(f"--input {path} holds no points")
     return table
