@@ -197,6 +197,30 @@ def run_step(name: str, timeout: float, args, out: Path, rec: Recorder) -> dict:
     }
 
 
+def step_in_this_process(name: str, args, rec: Recorder) -> int:
+    """Run one step in this process (pipeline steps in gpu_steps, model steps in gpu_model_steps);
+    CHATSPACE_GPU_CHECK_HANG=<name> makes it hang instead (with a child in a session of its own, which
+    the runner must kill too)."""
+    if os.environ.get("CHATSPACE_GPU_CHECK_HANG") == name:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(3600)"], start_new_session=True
+        )
+        rec.write("before_hang", {"pid": os.getpid(), "child_pid": child.pid})
+        while True:
+            time.sleep(60)
+    import gpu_model_steps
+    import gpu_steps
+
+    step = "step_" + name.replace("-", "_")
+    result = getattr(gpu_steps, step, None) or getattr(gpu_model_steps, step)
+    result = result(args, rec)
+    ok = result.get("ok", True) is not False and not any(
+        isinstance(v, dict) and v.get("ok") is False for v in result.values()
+    )
+    rec.write("verdict", {"ok": ok})
+    return 0 if ok else 1
+
+
 def main(argv=None) -> int:
     t0 = float(os.environ.get("CHATSPACE_GPU_CHECK_T0") or 0) or None  # set by gpu-check.sh: installs count
     started_mono = time.monotonic() - (max(0.0, time.time() - t0) if t0 else 0.0)
@@ -206,9 +230,7 @@ def main(argv=None) -> int:
     if args.rehearse:
         os.environ["CHATSPACE_GPU_CHECK_REHEARSE"] = "1"
     if args.step:  # inside a step's own process
-        import gpu_steps
-
-        return gpu_steps.run(args.step, args, Recorder(Path(args.record), args.step))
+        return step_in_this_process(args.step, args, Recorder(Path(args.record), args.step))
     try:
         import torch
     except ImportError:

@@ -30,27 +30,6 @@ CHATSPACE = [sys.executable, "-m", "chatspace.cli"]
 NEEDED = ("numpy", "pyarrow", "pandas", "orjson", "datasets", "psutil", "pynvml", "tokenizers", "safetensors")
 
 
-def run(name: str, args, rec) -> int:
-    """Run one step in this process; CHATSPACE_GPU_CHECK_HANG=<name> makes it hang instead (with a child
-    in a session of its own, which the runner must kill too)."""
-    if os.environ.get("CHATSPACE_GPU_CHECK_HANG") == name:
-        child = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(3600)"], start_new_session=True
-        )
-        rec.write("before_hang", {"pid": os.getpid(), "child_pid": child.pid})
-        while True:
-            time.sleep(60)
-    import gpu_model_steps
-
-    step = "step_" + name.replace("-", "_")
-    result = (globals().get(step) or getattr(gpu_model_steps, step))(args, rec)
-    ok = result.get("ok", True) is not False and not any(
-        isinstance(v, dict) and v.get("ok") is False for v in result.values()
-    )
-    rec.write("verdict", {"ok": ok})
-    return 0 if ok else 1
-
-
 def rows_for(n: int) -> int:
     return max(16, n // 100) if REHEARSE else n
 
