@@ -39,13 +39,15 @@ def run_cli(
     unset: tuple[str, ...] = (),
     timeout: float = 240,
     check: bool = False,
+    cwd: Path | None = None,
 ):
-    """Run `chatspace ARGS` as a user would; returns the CompletedProcess."""
+    """Run `chatspace ARGS` as a user would (from the repository's root unless `cwd`); returns the
+    CompletedProcess."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     for name in unset:
         full_env.pop(name, None)
     proc = subprocess.run(
-        [*CHATSPACE, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO
+        [*CHATSPACE, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd or REPO
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"chatspace {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")

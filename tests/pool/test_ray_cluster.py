@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 import pytest
 
+import chatspace
 from tests.helpers import (
     assert_same_vectors,
     cosine_rows,
@@ -66,7 +67,7 @@ class LoopbackCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen] = []
 
-    def _start(self, name: str, *args: str) -> None:
+    def _start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         temp = self.base / name  # short: Ray puts unix sockets under it
         temp.mkdir()
         log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
@@ -74,14 +75,14 @@ class LoopbackCluster:
             subprocess.Popen(
                 [RAY, "start", "--block", "--num-cpus", "1", "--num-gpus", "0", "--temp-dir", str(temp),
                  "--disable-usage-stats", *args],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, env=env or self.env, start_new_session=True,
             )
         )  # fmt: skip
 
-    def start(self) -> None:
+    def start(self, node2_env: dict[str, str] | None = None) -> None:
         self._start("head", "--head", "--port", str(self.port), "--include-dashboard", "false")
         self._wait_for_port()
-        self._start("node2", "--address", self.address)
+        self._start("node2", "--address", self.address, env=node2_env and {**self.env, **node2_env})
         self._wait_for_nodes(2)
 
     def _wait_for_port(self, timeout: float = 120) -> None:
@@ -108,10 +109,11 @@ class LoopbackCluster:
             time.sleep(0.5)
         raise AssertionError(f"the cluster did not reach {count} nodes")
 
-    def embed(self, data: Path, out, *extra: str, env: dict[str, str] | None = None):
+    def embed(self, data: Path, out, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None):
         """`chatspace embed-hf` on this cluster, as its driver: its address and token, no RAY_ADDRESS."""
         args = embed_args(data, out, "--executor", "ray", "--ray-address", self.address, *extra)
-        return run_cli(*args, timeout=600, env={**_auth(self.base), **(env or {})}, unset=("RAY_ADDRESS",))
+        env = {**_auth(self.base), **(env or {})}
+        return run_cli(*args, timeout=600, env=env, unset=("RAY_ADDRESS",), cwd=cwd)
 
     def kill_node(self, index: int) -> None:
         """Take a node down at once, everything it started with it, as a lost machine would go."""
@@ -163,13 +165,13 @@ def _auth(base: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _running_cluster(tmp_path_factory, node_env: dict[str, str] | None = None):
+def _running_cluster(tmp_path_factory, node_env: dict[str, str] | None = None, node2_env=None):
     base = tmp_path_factory.mktemp("r")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base), **_auth(base), **(node_env or {})}
     env.pop("RAY_ADDRESS", None)
     cluster = LoopbackCluster(base, env)
     try:
-        cluster.start()
+        cluster.start(node2_env)
         yield cluster
     finally:
         cluster.stop()
@@ -284,6 +286,35 @@ def _cluster_metadata(cluster: LoopbackCluster, replace_with: bytes | None = Non
     return proc.stdout
 
 
+def _other_chatspace(folder: Path, version: str) -> Path:
+    """A second chatspace install, as a node with another release has: a package whose version is
+    `version`, first on that node's PYTHONPATH."""
+    package = folder / "chatspace"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f'__version__ = "{version}"\n')
+    return folder
+
+
+def test_a_node_with_another_chatspace_gets_one_line_naming_it(tmp_path, tmp_path_factory):
+    """The head runs this chatspace, the second node another release: refused in one line that names
+    that node, what it imports and the fix, before any output is written. (The driver runs from a
+    folder without chatspace in it, since Ray puts the driver's working directory on every worker's
+    path.)"""
+    other = _other_chatspace(tmp_path / "site", "0.0.9")
+    with _running_cluster(tmp_path_factory, node2_env={"PYTHONPATH": str(other)}) as cluster:
+        data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "hello"}])
+        proc = cluster.embed(data, tmp_path / "out", "--ray-device", "cpu", cwd=tmp_path)
+    line = _refusal(proc)
+    assert line.startswith(
+        f"chatspace: error: the Ray cluster at {cluster.address} does not run this driver's chatspace "
+        f"{chatspace.__version__}: node "
+    ), line
+    assert line.count("Ray node ") == 1, line  # the second node only: the head runs this chatspace
+    assert f"runs chatspace 0.0.9 from {other / 'chatspace'}" in line
+    assert f"Install chatspace {chatspace.__version__} where that node's `ray start` runs" in line
+    assert not list((tmp_path / "out").rglob("manifest.json"))  # refused before any work
+
+
 def test_ray_workers_caps_the_cluster(texts, tmp_path, ray_cluster):
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:40])])
     proc = ray_cluster.embed(
@@ -357,7 +388,6 @@ def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path, own_ray_cluste
 def test_a_ray_run_writes_straight_to_object_storage(texts, tmp_path, ray_cluster, s3_server, monkeypatch):
     """No shared filesystem: the workers on both nodes write their shards and unit records into an
     S3-compatible store (moto's server on loopback; credentials on the nodes, as on a real cluster)."""
-    import chatspace
     from chatspace.store.frames import to_numpy
 
     data, rows = write_corpus(tmp_path, texts, 120)

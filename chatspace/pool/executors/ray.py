@@ -19,12 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chatspace import __version__
 from chatspace.config import RunConfig
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.hardware.devices import Device
 from chatspace.logs import quiet_worker_environment
 from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, send_worker_logs, share_worker_cores
-from chatspace.pool.executors.ray_probe import cluster_refusal
+from chatspace.pool.executors.ray_probe import cluster_refusal, nodes_chatspace_refusal
 from chatspace.pool.messages import Message, Task
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
@@ -32,6 +33,10 @@ log = logging.getLogger("chatspace")
 
 PROBE_TIMEOUT_S = 3.0
 _DEFAULT_PORTS = {"ray": 10001, "gcs": 6379}  # Ray Client server; GCS (`ray start --head`)
+# The address this module's `ray.init` connected the driver to (None: not connected by chatspace, say
+# the user's own `ray.init`). The check connects before any output is touched and the executor keeps
+# that connection, so the cluster's workers are not started twice.
+_connected_to: str | None = None
 
 
 def resolve_ray_address(address: str | None) -> str:
@@ -95,6 +100,36 @@ def _host_port(address: str) -> tuple[str, int]:
         return host, int(port) if port else _DEFAULT_PORTS.get(scheme, _DEFAULT_PORTS["gcs"])
     except ValueError:
         raise UsageError(f"--ray-address {address!r}: {port!r} is not a port number") from None
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.util.queue  # noqa: F401 - checked here, used per worker
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'chatspace[ray]'") from None
+    return ray
+
+
+def connect_driver(ray: Any, address: str) -> bool:
+    """Connect this process to `address` as the run's driver; True when this call connected it. A
+    connection made here to another address (an earlier run of this process) is closed first; one
+    the user made is used as it is."""
+    global _connected_to
+    if ray.is_initialized():
+        if _connected_to is None or _connected_to == address:
+            return False
+        disconnect_driver(ray)
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    _connected_to = address
+    return True
+
+
+def disconnect_driver(ray: Any) -> None:
+    """Close the connection `connect_driver` made (a local instance it started stops with it)."""
+    global _connected_to
+    ray.shutdown()
+    _connected_to = None
 
 
 class RayWorkerActor:
@@ -164,12 +199,7 @@ class RayExecutor(Executor):
 
     def __init__(self, cfg: RunConfig, log_sink, log_level: int):
         super().__init__(cfg, log_sink, log_level)
-        try:
-            import ray
-            import ray.util.queue  # noqa: F401 - checked here, used per worker
-        except ImportError:
-            raise UsageError("--executor ray needs Ray: pip install 'chatspace[ray]'") from None
-        self.ray = ray
+        self.ray = _import_ray()
         self._started_ray = False
         self.queues: dict[int, tuple[Any, Any]] = {}
         self.actors: dict[int, Any] = {}
@@ -181,17 +211,29 @@ class RayExecutor(Executor):
 
     @staticmethod
     def check(cfg: RunConfig) -> None:
-        """A cluster that does not answer fails now, in seconds, before any output is touched."""
-        resolve_ray_address(cfg.ray_address)
+        """A cluster that does not answer, or would refuse this driver, fails now, in seconds, before
+        any output is touched; so does one whose nodes import another chatspace than this one (asked
+        once connected: the connection is kept for the run)."""
+        address = resolve_ray_address(cfg.ray_address)
+        if address == "local":
+            return  # a local instance's workers are started from this very environment
+        ray = _import_ray()
+        started = connect_driver(ray, address)
+        try:
+            refusal = nodes_chatspace_refusal(ray, address, __version__)
+        except BaseException:
+            if started:
+                disconnect_driver(ray)
+            raise
+        if refusal:
+            if started:
+                disconnect_driver(ray)
+            raise UsageError(refusal)
 
     def _connect(self) -> None:
-        if not self.ray.is_initialized():
-            self.ray.init(
-                address=resolve_ray_address(self.cfg.ray_address),
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-            )
-            self._started_ray = True
+        if not self.ray.is_initialized() or _connected_to is not None:
+            connect_driver(self.ray, resolve_ray_address(self.cfg.ray_address))
+        self._started_ray = _connected_to is not None
         self._driver_node = self.ray.get_runtime_context().get_node_id()
 
     def place(self) -> tuple[tuple[Device, ...], int | None]:
@@ -325,4 +367,4 @@ class RayExecutor(Executor):
         for rank in list(self.actors):
             self._retire(rank)
         if self._started_ray:
-            self.ray.shutdown()
+            disconnect_driver(self.ray)

@@ -142,3 +142,90 @@ def cluster_refusal(address: str, host: str, port: int) -> str | None:
     except ValueError:
         return None
     return version_mismatch(address, cluster, ray.__version__, platform.python_version())
+
+
+NODE_PROBE_TIMEOUT_S = 60.0  # a node's first Python worker may take this long to start on a busy machine
+
+
+def _chatspace_report():
+    """A function for a Ray node to run: the chatspace its workers import (version and package
+    folder), or why they cannot. Defined inside this factory so that Ray pickles it by value: it must
+    run where chatspace is missing or is another version, whose modules this one may not match."""
+
+    def report_chatspace() -> dict[str, str | None]:
+        import importlib
+        import os
+        import socket
+
+        report: dict[str, str | None] = {"hostname": socket.gethostname(), "version": None, "path": None}
+        try:
+            module = importlib.import_module("chatspace")
+        except Exception as e:  # noqa: BLE001 - reported to the driver in words
+            report["error"] = f"{type(e).__name__}: {e}"
+            return report
+        report["version"] = getattr(module, "__version__", None)
+        report["path"] = os.path.dirname(module.__file__ or "") or None
+        return report
+
+    return report_chatspace
+
+
+def _node_name(node: dict[str, Any], report: dict[str, Any] | None) -> str:
+    host = (report or {}).get("hostname") or node.get("NodeManagerHostname") or "?"
+    return f"{host} ({node.get('NodeManagerAddress', '?')}, Ray node {node.get('NodeID', '?')[:8]})"
+
+
+def chatspace_mismatch(
+    address: str, driver_version: str, reports: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> str | None:
+    """One sentence naming each node whose workers import another chatspace than the driver's (or
+    none), and the fix; None when every node runs the driver's version. `reports`: (node, report)."""
+    differ = []
+    for node, report in reports:
+        version = report.get("version")
+        if version == driver_version:
+            continue
+        if version is None:
+            what = f"cannot import chatspace ({report.get('error') or 'no __version__'})"
+        else:
+            what = f"runs chatspace {version} from {report.get('path')}"
+        differ.append(f"node {_node_name(node, report)} {what}")
+    if not differ:
+        return None
+    return (
+        f"the Ray cluster at {address} does not run this driver's chatspace {driver_version}: "
+        f"{'; '.join(differ)}. Install chatspace {driver_version} where that node's `ray start` runs "
+        "(then restart it), or run this chatspace's version everywhere"
+    )
+
+
+def nodes_chatspace_refusal(ray: Any, address: str, driver_version: str) -> str | None:
+    """Ask every live node of the connected cluster which chatspace its workers import (a task of no
+    CPU pinned to each node, all at once); the refusal naming the nodes that differ, or None. A node
+    that does not answer within NODE_PROBE_TIMEOUT_S is left unchecked with a warning, not refused."""
+    import logging
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_chatspace_report())
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = {
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(): n
+        for n in nodes
+    }
+    ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=NODE_PROBE_TIMEOUT_S)
+    reports = []
+    for ref in ready:
+        try:
+            reports.append((refs[ref], ray.get(ref)))
+        except Exception as e:  # noqa: BLE001 - a node that could not even run the probe
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            reports.append((refs[ref], {"version": None, "error": first}))
+    for ref in late:
+        ray.cancel(ref, force=True)
+        logging.getLogger("chatspace").warning(
+            "Ray node %s did not say which chatspace it runs within %.0f s; not checked",
+            _node_name(refs[ref], None), NODE_PROBE_TIMEOUT_S,
+        )  # fmt: skip
+    reports.sort(key=lambda pair: pair[0].get("NodeID", ""))
+    return chatspace_mismatch(address, driver_version, reports)
