@@ -245,6 +245,29 @@ def read_sample(
     """
     dim = shards[0].dimension
     groups = run_groups(shards)
+    wanted, per_dataset = _sampled_positions(shards, groups, max_samples, sample_seed, roles, turns)
+    columns: dict[str, list[Any]] = {c: [] for c in (*CARRIED, "preview", "group")}
+    blocks: list[np.ndarray] = []
+    for s in shards:
+        if wanted[s.url].size:
+            kept = _read_kept_rows(s, wanted[s.url], dim, groups[s.url], columns, keep_full_text, on_rows)
+            blocks.extend(kept)
+    vectors = np.concatenate(blocks) if blocks else np.empty((0, dim), np.float32)
+    if not keep_full_text:
+        columns.pop("text")
+    return Sample(columns=columns, vectors=vectors, per_dataset=per_dataset)
+
+
+def _sampled_positions(
+    shards: list[Shard],
+    groups: dict[str, str],
+    max_samples: int | None,
+    sample_seed: int,
+    roles: str | None,
+    turns: str | None,
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, int]]]:
+    """Each shard's sorted local row positions to keep (drawn per group over all its shards, among
+    the rows that pass --roles/--turns), and each group's rows and sampled count."""
     by_dataset: dict[str, list[Shard]] = {}
     for s in shards:
         by_dataset.setdefault(groups[s.url], []).append(s)
@@ -269,49 +292,56 @@ def read_sample(
             f"no row of these runs is a message with --roles {roles or 'any'} --turns {turns or 'any'} "
             "(only runs made with --extract each-turn have messages)"
         )
+    return wanted, per_dataset
 
-    columns: dict[str, list[Any]] = {c: [] for c in (*CARRIED, "preview", "group")}
+
+def _read_kept_rows(
+    s: Shard,
+    local: np.ndarray,
+    dim: int,
+    group: str,
+    columns: dict[str, list[Any]],
+    keep_full_text: bool,
+    on_rows: Callable[[int], None] | None,
+) -> list[np.ndarray]:
+    """Read `s` batch by batch, appending the rows at `local` to `columns`; returns their vectors."""
+    pf = s.open()
+    present = [c for c in (*CARRIED, "embedding", "metadata") if c in pf.schema_arrow.names]
     blocks: list[np.ndarray] = []
-    for s in shards:
-        local = wanted[s.url]
-        if local.size == 0:
-            continue
-        pf = s.open()
-        present = [c for c in (*CARRIED, "embedding", "metadata") if c in pf.schema_arrow.names]
-        offset = 0
-        for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=present):
-            lo, hi = np.searchsorted(local, [offset, offset + batch.num_rows])
-            if hi > lo:
-                take = batch.take(pa.array(local[lo:hi] - offset))
-                blocks.append(_vectors(take.column("embedding"), dim))
-                columns["group"].extend([groups[s.url]] * take.num_rows)
-                for c in CARRIED:
-                    if c in present:
-                        values = take.column(c).to_pylist()
-                    else:  # a file written by another tool: the shard's own record stands in
-                        values = [getattr(s, c, None)] * take.num_rows
-                    if c == "text":
-                        # A message's role and turn, a chunk's place, lead the preview (and the hover).
-                        labels = row_labels(
-                            take.column("metadata").to_pylist()
-                            if "metadata" in present
-                            else [None] * take.num_rows
-                        )
-                        columns["preview"].extend(
-                            lb + preview(v) for lb, v in zip(labels, values, strict=True)
-                        )
-                        if not keep_full_text:
-                            values = [None] * take.num_rows
-                    columns[c].extend(values)
-            offset += batch.num_rows
-            if on_rows:
-                on_rows(batch.num_rows)
-        if offset != s.rows:
-            raise ChatspaceError(f"{s.url} changed while it was read ({offset} rows, expected {s.rows})")
-    vectors = np.concatenate(blocks) if blocks else np.empty((0, dim), np.float32)
-    if not keep_full_text:
-        columns.pop("text")
-    return Sample(columns=columns, vectors=vectors, per_dataset=per_dataset)
+    offset = 0
+    for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=present):
+        lo, hi = np.searchsorted(local, [offset, offset + batch.num_rows])
+        if hi > lo:
+            take = batch.take(pa.array(local[lo:hi] - offset))
+            blocks.append(_vectors(take.column("embedding"), dim))
+            columns["group"].extend([group] * take.num_rows)
+            _append_carried(s, take, present, columns, keep_full_text)
+        offset += batch.num_rows
+        if on_rows:
+            on_rows(batch.num_rows)
+    if offset != s.rows:
+        raise ChatspaceError(f"{s.url} changed while it was read ({offset} rows, expected {s.rows})")
+    return blocks
+
+
+def _append_carried(
+    s: Shard, take: pa.RecordBatch, present: list[str], columns: dict[str, list[Any]], keep_full_text: bool
+) -> None:
+    """The CARRIED columns of the kept rows `take` (and each text's preview) onto `columns`."""
+    for c in CARRIED:
+        if c in present:
+            values = take.column(c).to_pylist()
+        else:  # a file written by another tool: the shard's own record stands in
+            values = [getattr(s, c, None)] * take.num_rows
+        if c == "text":
+            # A message's role and turn, a chunk's place, lead the preview (and the hover).
+            labels = row_labels(
+                take.column("metadata").to_pylist() if "metadata" in present else [None] * take.num_rows
+            )
+            columns["preview"].extend(lb + preview(v) for lb, v in zip(labels, values, strict=True))
+            if not keep_full_text:
+                values = [None] * take.num_rows
+        columns[c].extend(values)
 
 
 def _turn_positions(shard: Shard, roles: str | None, turns: str | None) -> np.ndarray:

@@ -75,17 +75,10 @@ def _marker_size(n: int) -> float:
     return 6.0 if n <= 2_000 else 4.0 if n <= 20_000 else 2.5
 
 
-def build_figure(table: pa.Table, color_by: str = "dataset"):
-    """A plotly figure, one WebGL trace per colour group (a dataset, a cluster; in the order the page's
-    row lists use), and each cluster's label at its centre."""
-    import numpy as np
-    import plotly.express as px
-    import plotly.graph_objects as go
-
+def _hover_texts(table: pa.Table) -> list[str]:
+    """Each point's hover box: id, dataset, a preview of its text, and the extra lines (cluster...)."""
     cols = table.column_names
-    three_d = "z" in cols
     datasets = [str(d) for d in table.column("dataset").to_pylist()]
-    groups, legend_title = colour_groups(table, color_by)
     extra = hover_lines(table)
     ids = [str(i) for i in table.column("id").to_pylist()]
     previews = (
@@ -95,46 +88,31 @@ def build_figure(table: pa.Table, color_by: str = "dataset"):
         if "text" in cols
         else [""] * table.num_rows
     )
-    xyz = {a: table.column(a).to_numpy().astype(np.float32) for a in ("x", "y", "z") if a in cols}
-    order = group_order(groups, color_by)
-    palette = px.colors.qualitative.Plotly if len(order) <= 10 else px.colors.qualitative.Alphabet
-    ds_arr = np.asarray(groups, dtype=object)
-    size = _marker_size(table.num_rows)
-    fig = go.Figure()
-    for k, name in enumerate(order):
-        rows = np.flatnonzero(ds_arr == name)
-        common: dict[str, Any] = {
-            "name": f"{legend_label(name) if color_by == 'dataset' else name} ({rows.size:,})",
-            "mode": "markers",
-            "hovertext": [
-                _hover(ids[i], datasets[i], previews[i] or "") + (f"<br>{extra[i]}" if extra[i] else "")
-                for i in rows
-            ],
-            "hoverinfo": "text",
-            "hoverlabel": {"align": "left"},
-        }
-        color = palette[k % len(palette)]
-        if three_d:
-            fig.add_trace(
-                go.Scatter3d(
-                    x=xyz["x"][rows],
-                    y=xyz["y"][rows],
-                    z=xyz["z"][rows],
-                    marker={"size": size * 0.6, "color": color, "opacity": 0.8},
-                    **common,
-                )
-            )
-        else:
-            fig.add_trace(
-                go.Scattergl(
-                    x=xyz["x"][rows],
-                    y=xyz["y"][rows],
-                    marker={"size": size, "color": color, "opacity": 0.8},
-                    selected={"marker": {"opacity": 1.0}},
-                    unselected={"marker": {"opacity": 0.06}},
-                    **common,
-                )
-            )
+    return [
+        _hover(ids[i], datasets[i], previews[i] or "") + (f"<br>{extra[i]}" if extra[i] else "")
+        for i in range(table.num_rows)
+    ]
+
+
+def _group_trace(xyz: dict[str, Any], rows: Any, color: str, size: float, common: dict[str, Any]):
+    """One colour group's points: a 3D scatter, or a WebGL one whose unselected points fade."""
+    import plotly.graph_objects as go
+
+    if "z" in xyz:
+        marker = {"size": size * 0.6, "color": color, "opacity": 0.8}
+        return go.Scatter3d(x=xyz["x"][rows], y=xyz["y"][rows], z=xyz["z"][rows], marker=marker, **common)
+    return go.Scattergl(
+        x=xyz["x"][rows],
+        y=xyz["y"][rows],
+        marker={"size": size, "color": color, "opacity": 0.8},
+        selected={"marker": {"opacity": 1.0}},
+        unselected={"marker": {"opacity": 0.06}},
+        **common,
+    )
+
+
+def _lay_out(fig: Any, table: pa.Table, legend_title: str, color_by: str) -> None:
+    """Plain axes without ticks, a legend, panning; in 2D equal scales and the cluster labels."""
     axis = {"showticklabels": False, "showgrid": False, "zeroline": False, "title": None}
     fig.update_layout(
         template="plotly_white",
@@ -145,19 +123,49 @@ def build_figure(table: pa.Table, color_by: str = "dataset"):
         dragmode="pan",
         uirevision="map",
     )
-    if three_d:
+    if "z" in table.column_names:
         fig.update_layout(scene={"xaxis": axis, "yaxis": axis, "zaxis": axis})
-    else:
-        for x, y, label in cluster_centres(table) if color_by == "cluster" else []:
-            fig.add_annotation(
-                x=x,
-                y=y,
-                text=f"<b>{html.escape(label)}</b>",
-                showarrow=False,
-                bgcolor="rgba(255,255,255,0.75)",
-            )
-        fig.update_xaxes(**axis)
-        fig.update_yaxes(**axis, scaleanchor="x", scaleratio=1)
+        return
+    for x, y, label in cluster_centres(table) if color_by == "cluster" else []:
+        fig.add_annotation(
+            x=x,
+            y=y,
+            text=f"<b>{html.escape(label)}</b>",
+            showarrow=False,
+            bgcolor="rgba(255,255,255,0.75)",
+        )
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis, scaleanchor="x", scaleratio=1)
+
+
+def build_figure(table: pa.Table, color_by: str = "dataset"):
+    """A plotly figure, one WebGL trace per colour group (a dataset, a cluster; in the order the page's
+    row lists use), and each cluster's label at its centre."""
+    import numpy as np
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    groups, legend_title = colour_groups(table, color_by)
+    hover = _hover_texts(table)
+    xyz = {
+        a: table.column(a).to_numpy().astype(np.float32) for a in ("x", "y", "z") if a in table.column_names
+    }
+    order = group_order(groups, color_by)
+    palette = px.colors.qualitative.Plotly if len(order) <= 10 else px.colors.qualitative.Alphabet
+    ds_arr = np.asarray(groups, dtype=object)
+    size = _marker_size(table.num_rows)
+    fig = go.Figure()
+    for k, name in enumerate(order):
+        rows = np.flatnonzero(ds_arr == name)
+        common: dict[str, Any] = {
+            "name": f"{legend_label(name) if color_by == 'dataset' else name} ({rows.size:,})",
+            "mode": "markers",
+            "hovertext": [hover[i] for i in rows],
+            "hoverinfo": "text",
+            "hoverlabel": {"align": "left"},
+        }
+        fig.add_trace(_group_trace(xyz, rows, palette[k % len(palette)], size, common))
+    _lay_out(fig, table, legend_title, color_by)
     return fig
 
 

@@ -177,6 +177,59 @@ def _write_atomic(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _output_path(output: str | Path) -> Path:
+    """--output as a Parquet path whose folder exists (made here when missing)."""
+    out = Path(output).expanduser()
+    if out.suffix.lower() != ".parquet":
+        raise UsageError(f"--output must end in .parquet (got {output})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the folder of --output ({out.parent}): {e.strerror or e}") from None
+    return out
+
+
+def _read_with_progress(shards: list, total: int, params: ReduceParams, progress: bool):
+    """The sample read from `shards`, with a bar on a terminal and plain lines elsewhere."""
+    from tqdm import tqdm
+
+    if progress and sys.stderr.isatty():
+        bar = tqdm(total=total, desc="reading", unit="row", file=sys.stderr)
+    else:  # piped or in a log: plain lines, as embed-hf writes them, never carriage returns
+        bar = _ProgressLines(total, "reading", enabled=progress)
+    try:
+        return read_sample(
+            shards,
+            params.max_samples,
+            params.sample_seed,
+            params.full_text,
+            bar.update,
+            roles=params.roles,
+            turns=params.turns,
+        )
+    finally:
+        bar.close()
+
+
+def _points_table(sample: Any, coords: np.ndarray, n_components: int) -> pa.Table:
+    """The map's rows: who each point is (id, dataset, split, model, run, preview, colour group, the
+    text when kept) and its coordinates."""
+    table_columns: dict[str, pa.Array] = {
+        "id": pa.array(sample.columns["id"], pa.string()),
+        "dataset": pa.array(sample.columns["dataset"], pa.string()),
+        "split": pa.array(sample.columns["split"], pa.string()),
+        "model": pa.array(sample.columns["model"], pa.string()),
+        "run_id": pa.array(sample.columns["run_id"], pa.string()),
+        "preview": pa.array(sample.columns["preview"], pa.string()),
+    }
+    table_columns["group"] = pa.array(sample.columns["group"], pa.string())  # what the map colours by
+    if "text" in sample.columns:
+        table_columns["text"] = pa.array(sample.columns["text"], pa.string())
+    for i in range(n_components):
+        table_columns[AXES[i]] = pa.array(coords[:, i], pa.float32())
+    return pa.table(table_columns)
+
+
 def reduce_embeddings(
     inputs: list[str],
     output: str | Path,
@@ -188,36 +241,13 @@ def reduce_embeddings(
 
     The same inputs, `sample_seed` and `seed` give the same points.
     """
-    from tqdm import tqdm
-
     params = params or ReduceParams()
     selection = selection or Selection()
-    out = Path(output).expanduser()
-    if out.suffix.lower() != ".parquet":
-        raise UsageError(f"--output must end in .parquet (got {output})")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the folder of --output ({out.parent}): {e.strerror or e}") from None
+    out = _output_path(output)
     t0 = time.perf_counter()
     shards = resolve_shards(inputs, selection)
     total = sum(s.rows for s in shards)
-    if progress and sys.stderr.isatty():
-        bar = tqdm(total=total, desc="reading", unit="row", file=sys.stderr)
-    else:  # piped or in a log: plain lines, as embed-hf writes them, never carriage returns
-        bar = _ProgressLines(total, "reading", enabled=progress)
-    try:
-        sample = read_sample(
-            shards,
-            params.max_samples,
-            params.sample_seed,
-            params.full_text,
-            bar.update,
-            roles=params.roles,
-            turns=params.turns,
-        )
-    finally:
-        bar.close()
+    sample = _read_with_progress(shards, total, params, progress)
     t_read = time.perf_counter()
     log.info(
         "%d of %d rows from %d shard(s); %s on %d-dimensional vectors",
@@ -233,21 +263,7 @@ def reduce_embeddings(
     t_reduce = time.perf_counter()
     if progress and not sys.stderr.isatty():
         log.info("progress: %s done in %.1fs", params.method, t_reduce - t_read)
-
-    table_columns: dict[str, pa.Array] = {
-        "id": pa.array(sample.columns["id"], pa.string()),
-        "dataset": pa.array(sample.columns["dataset"], pa.string()),
-        "split": pa.array(sample.columns["split"], pa.string()),
-        "model": pa.array(sample.columns["model"], pa.string()),
-        "run_id": pa.array(sample.columns["run_id"], pa.string()),
-        "preview": pa.array(sample.columns["preview"], pa.string()),
-    }
-    table_columns["group"] = pa.array(sample.columns["group"], pa.string())  # what the map colours by
-    if "text" in sample.columns:
-        table_columns["text"] = pa.array(sample.columns["text"], pa.string())
-    for i in range(params.n_components):
-        table_columns[AXES[i]] = pa.array(coords[:, i], pa.float32())
-    table = pa.table(table_columns)
+    table = _points_table(sample, coords, params.n_components)
     meta = {
         "method": params.method,
         "parameters": asdict(params),

@@ -352,21 +352,49 @@ def load_embeddings(
 
     if as_ is not None and as_ not in FORMATS:
         raise UsageError(f"as_={as_!r} is not one of {', '.join(FORMATS)}")
-    added, requested = list(RUN_COLUMNS), None
-    if columns is not None:
-        columns = requested = list(dict.fromkeys(columns))
-        every = (*COLUMNS, *RUN_COLUMNS)
-        unknown = [c for c in columns if c not in every]
-        if unknown:
-            raise UsageError(f"unknown column(s) {', '.join(unknown)}; columns are: {', '.join(every)}")
-        added = [c for c in columns if c in RUN_COLUMNS]
-        columns = [c for c in columns if c in COLUMNS]
+    requested, stored, added = _requested_columns(columns)
     if chunks not in (None, "rows", "mean"):
         raise UsageError(f"chunks={chunks!r} is not one of 'rows' (as stored) or 'mean'")
-    if columns is not None and (chunks == "mean" or roles is not None or turns is not None):
-        columns = list(dict.fromkeys([*columns, "id", "metadata", "embedding", "text"]))
+    if stored is not None and (chunks == "mean" or roles is not None or turns is not None):
+        stored = list(dict.fromkeys([*stored, "id", "metadata", "embedding", "text"]))
     output, runs = open_runs(root, model, dataset, split, filters)
-    tables: list[pa.Table] = []
+    tables = [
+        _with_run_columns(table, run_values(path, m), added)
+        for path, m, table in _checked_shards(output, runs, stored)
+    ]
+    if tables:
+        table = pa.concat_tables(tables)
+    else:
+        empty = _empty_table([(p, m) for p, m, _ in runs], stored)
+        table = _with_run_columns(empty, run_values(*runs[0][:2]), added)
+    if table.num_rows and (roles is not None or turns is not None):
+        table = select_turns(table, roles, turns)
+    if table.num_rows and chunks == "mean":
+        table = fold_chunks(table)
+    if requested is not None:
+        table = table.select(requested)
+    return table if as_ is None else convert(table, as_)
+
+
+def _requested_columns(
+    columns: Sequence[str] | None,
+) -> tuple[list[str] | None, list[str] | None, list[str]]:
+    """(the columns asked for, in order, or None for all; those read from the shards, or None for
+    all; the RUN_COLUMNS to add). An unknown name is a UsageError listing the columns there are."""
+    if columns is None:
+        return None, None, list(RUN_COLUMNS)
+    requested = list(dict.fromkeys(columns))
+    every = (*COLUMNS, *RUN_COLUMNS)
+    unknown = [c for c in requested if c not in every]
+    if unknown:
+        raise UsageError(f"unknown column(s) {', '.join(unknown)}; columns are: {', '.join(every)}")
+    stored = [c for c in requested if c in COLUMNS]
+    return requested, stored, [c for c in requested if c in RUN_COLUMNS]
+
+
+def _checked_shards(output, runs, columns: list[str] | None):
+    """(run path, manifest, shard table) for every shard the runs list, in order; a shard that is
+    missing or holds another row count than its manifest says is an error naming `verify`."""
     for path, m, shards in runs:
         for shard, rows in shards:
             if not output.is_file(shard):
@@ -380,19 +408,7 @@ def load_embeddings(
                     f"{output.url(shard)} holds {table.num_rows} rows, its manifest says {rows}; run "
                     "`chatspace verify`"
                 )
-            tables.append(_with_run_columns(table, run_values(path, m), added))
-    if tables:
-        table = pa.concat_tables(tables)
-    else:
-        empty = _empty_table([(p, m) for p, m, _ in runs], columns)
-        table = _with_run_columns(empty, run_values(*runs[0][:2]), added)
-    if table.num_rows and (roles is not None or turns is not None):
-        table = select_turns(table, roles, turns)
-    if table.num_rows and chunks == "mean":
-        table = fold_chunks(table)
-    if requested is not None:
-        table = table.select(requested)
-    return table if as_ is None else convert(table, as_)
+            yield path, m, table
 
 
 #: Columns every row read back gets from its run (the shards do not store them): which run it came from.

@@ -92,97 +92,147 @@ def _footer_rows(urls: list[str], notes: list[str], split: str) -> tuple[int | N
     return sum(counts.values()), counts, schema
 
 
-def inspect_hub(name: str, subset: str | None, split: str | None, sample_rows: int) -> dict[str, Any]:
-    import datasets
+def _repo(name: str) -> Any:
     from huggingface_hub import HfApi
 
-    notes: list[str] = []
     try:
-        repo = HfApi().dataset_info(name, files_metadata=True)
+        return HfApi().dataset_info(name, files_metadata=True)
     except Exception as e:  # noqa: BLE001 - offline, gated, missing: all one line for the user
         raise UsageError(f"cannot get Hugging Face dataset {name!r}: {_first_line(e)}") from None
-    sizes = {s.rfilename: s.size for s in (repo.siblings or [])}
-    subsets = _card_configs(repo)
+
+
+def _builder(name: str, subset: str | None, subsets: list[str]) -> Any:
+    import datasets
+
     try:
-        builder = datasets.load_dataset_builder(name, subset)
+        return datasets.load_dataset_builder(name, subset)
     except Exception as e:  # noqa: BLE001
         hint = f" (subsets: {', '.join(subsets)}; pick one with --subset)" if subsets and not subset else ""
         raise UsageError(f"cannot read the dataset info of {name!r}: {_first_line(e)}{hint}") from None
-    binfo = builder.info
-    split_infos = dict(binfo.splits or {})
-    data_files = {k: [str(u) for u in v] for k, v in (builder.config.data_files or {}).items()}
+
+
+def _described_splits(
+    name: str, subset: str | None, split: str | None, data_files: dict[str, list[str]], split_infos: dict
+) -> list[str]:
+    """The splits to describe: all the dataset names, or the one asked for (a split the builder does
+    not name is looked for in the Hub's Parquet conversion, whose files join `data_files`)."""
     names = list(dict.fromkeys([*data_files, *split_infos]))
-    if split is not None:
-        if split not in names:
-            converted = parquet_conversion_files(name, subset, split)
-            if not converted:
-                raise UsageError(
-                    f"split {split!r} not in {name} (splits: {', '.join(names) or 'none found'})"
-                )
-            data_files[split] = converted
-        names = [split]
-    main = main_split(names, split)
-    features = _hub_features(binfo.features)
-    found = Findings(main, notes=notes)
-    splits = found.splits
-    for s in names:
-        urls = data_files.get(s, [])
-        si = split_infos.get(s)
-        rows = si.num_examples if si is not None and si.num_examples else None
-        counts: dict[str, int] = {}
-        schema = None
-        if rows is None or not features:
-            footer_rows, counts, schema = _footer_rows(urls, notes, s)
-            rows = rows if rows is not None else footer_rows
+    if split is None:
+        return names
+    if split not in names:
+        converted = parquet_conversion_files(name, subset, split)
+        if not converted:
+            raise UsageError(f"split {split!r} not in {name} (splits: {', '.join(names) or 'none found'})")
+        data_files[split] = converted
+    return [split]
+
+
+def _split_entry(
+    name: str, split: str, urls: list[str], split_info: Any, features: dict, sizes: dict, notes: list[str]
+) -> tuple[dict[str, Any], dict]:
+    """One split's rows, files and size, and the features (from the Parquet schema when the dataset
+    info has none). Rows come from the dataset info, else from the Parquet footers."""
+    rows = split_info.num_examples if split_info is not None and split_info.num_examples else None
+    counts: dict[str, int] = {}
+    if rows is None or not features:
+        footer_rows, counts, schema = _footer_rows(urls, notes, split)
+        rows = rows if rows is not None else footer_rows
         if not features and schema is not None:
             features = {f.name: {"type": str(f.type)} for f in schema}
-        files = [
-            {
-                "path": _rfilename(u, name),
-                "url": u,
-                "format": format_name(u),
-                "rows": counts.get(u),
-                "bytes": sizes.get(_rfilename(u, name)),
-            }
-            for u in urls
-        ]
-        known = [f["bytes"] for f in files if f["bytes"] is not None]
-        splits[s] = {
-            "rows": rows,
-            "rows_from": "dataset info"
-            if si is not None and si.num_examples
-            else ("parquet footers" if counts else None),
-            "bytes": sum(known) if known and len(known) == len(files) else None,
-            "dataset_bytes": getattr(si, "num_bytes", None) or None,
-            "files": files,
-            "columns": sorted(features),
+    files = [
+        {
+            "path": _rfilename(u, name),
+            "url": u,
+            "format": format_name(u),
+            "rows": counts.get(u),
+            "bytes": sizes.get(_rfilename(u, name)),
         }
-        if rows is None:
-            notes.append(f"{s}: row count unknown without reading the data")
-    found.features = features
-    if main is not None and sample_rows > 0:
-        try:
-            stream = datasets.load_dataset(name, subset, split=main, streaming=True)
-            rows_read = [dict(r) for r in stream.take(sample_rows)]
-        except Exception as e:  # noqa: BLE001 - the metadata stands without the sample
-            notes.append(f"no sample for text statistics ({_first_line(e)})")
-            rows_read = []
-        if rows_read:
-            found.sample = {
-                "split": main,
-                "rows": len(rows_read),
-                "of": splits.get(main, {}).get("rows"),
-                "method": "first rows (streamed)",
-            }
-            columns = list(features) or sorted({k for r in rows_read for k in r})
-            if not features:  # no schema (e.g. JSON files): types as the sample shows them
-                found.features = infer_features(rows_read, columns, notes, main)
-                for s in splits.values():
-                    s["columns"] = columns
-            found.survey(rows_read, columns)
+        for u in urls
+    ]
+    known = [f["bytes"] for f in files if f["bytes"] is not None]
+    entry = {
+        "rows": rows,
+        "rows_from": "dataset info"
+        if split_info is not None and split_info.num_examples
+        else ("parquet footers" if counts else None),
+        "bytes": sum(known) if known and len(known) == len(files) else None,
+        "dataset_bytes": getattr(split_info, "num_bytes", None) or None,
+        "files": files,
+        "columns": sorted(features),
+    }
+    if rows is None:
+        notes.append(f"{split}: row count unknown without reading the data")
+    return entry, features
+
+
+def _survey_streamed_sample(
+    found: Findings, name: str, subset: str | None, main: str, sample_rows: int, notes: list[str]
+) -> None:
+    """The first `sample_rows` rows of the main split, streamed, for the text statistics (and the
+    features, when the dataset has no schema); without them the metadata stands alone."""
+    import datasets
+
+    try:
+        stream = datasets.load_dataset(name, subset, split=main, streaming=True)
+        rows_read = [dict(r) for r in stream.take(sample_rows)]
+    except Exception as e:  # noqa: BLE001 - the metadata stands without the sample
+        notes.append(f"no sample for text statistics ({_first_line(e)})")
+        return
+    if not rows_read:
+        return
+    found.sample = {
+        "split": main,
+        "rows": len(rows_read),
+        "of": found.splits.get(main, {}).get("rows"),
+        "method": "first rows (streamed)",
+    }
+    columns = list(found.features) or sorted({k for r in rows_read for k in r})
+    if not found.features:  # no schema (e.g. JSON files): types as the sample shows them
+        found.features = infer_features(rows_read, columns, notes, main)
+        for entry in found.splits.values():
+            entry["columns"] = columns
+    found.survey(rows_read, columns)
+
+
+def _hub_summary(repo: Any, sizes: dict[str, int | None], binfo: Any) -> dict[str, Any]:
+    """The repository's revision, access, license and sizes, as the info's `hub` entry."""
     card = getattr(repo, "card_data", None)
     card_dict = card.to_dict() if card is not None and hasattr(card, "to_dict") else {}
     all_sizes = [v for v in sizes.values() if v is not None]
+    return {
+        "sha": getattr(repo, "sha", None),
+        "last_modified": str(getattr(repo, "last_modified", None) or "") or None,
+        "gated": getattr(repo, "gated", None),
+        "private": getattr(repo, "private", None),
+        "license": card_dict.get("license"),
+        "files": len(sizes),
+        "files_bytes": sum(all_sizes) if all_sizes else None,
+        "download_size": getattr(binfo, "download_size", None),
+        "dataset_size": getattr(binfo, "dataset_size", None),
+        "description": (getattr(binfo, "description", "") or "")[:500] or None,
+    }
+
+
+def inspect_hub(name: str, subset: str | None, split: str | None, sample_rows: int) -> dict[str, Any]:
+    notes: list[str] = []
+    repo = _repo(name)
+    sizes = {s.rfilename: s.size for s in (repo.siblings or [])}
+    subsets = _card_configs(repo)
+    builder = _builder(name, subset, subsets)
+    binfo = builder.info
+    split_infos = dict(binfo.splits or {})
+    data_files = {k: [str(u) for u in v] for k, v in (builder.config.data_files or {}).items()}
+    names = _described_splits(name, subset, split, data_files, split_infos)
+    main = main_split(names, split)
+    features = _hub_features(binfo.features)
+    found = Findings(main, notes=notes)
+    for s in names:
+        found.splits[s], features = _split_entry(
+            name, s, data_files.get(s, []), split_infos.get(s), features, sizes, notes
+        )
+    found.features = features
+    if main is not None and sample_rows > 0:
+        _survey_streamed_sample(found, name, subset, main, sample_rows, notes)
     return {
         "name": name,
         "source": "huggingface",
@@ -190,17 +240,6 @@ def inspect_hub(name: str, subset: str | None, split: str | None, sample_rows: i
         "kind": "hub",
         "subset": subset or getattr(builder.config, "name", None),
         "subsets": subsets,
-        "hub": {
-            "sha": getattr(repo, "sha", None),
-            "last_modified": str(getattr(repo, "last_modified", None) or "") or None,
-            "gated": getattr(repo, "gated", None),
-            "private": getattr(repo, "private", None),
-            "license": card_dict.get("license"),
-            "files": len(sizes),
-            "files_bytes": sum(all_sizes) if all_sizes else None,
-            "download_size": getattr(binfo, "download_size", None),
-            "dataset_size": getattr(binfo, "dataset_size", None),
-            "description": (getattr(binfo, "description", "") or "")[:500] or None,
-        },
+        "hub": _hub_summary(repo, sizes, binfo),
         **found.as_info(),
     }

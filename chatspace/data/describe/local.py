@@ -96,6 +96,89 @@ def _schema_features(
     return features
 
 
+def _open_split_files(files: list[Path], cache_dir: Path) -> tuple[list, list[dict], set[str], list]:
+    """Each file of a split opened for reading: the entries, what the info says of each file, the
+    columns of all of them, and the (file name, schema) of those that have a schema."""
+    entries, file_infos, columns, schemas = [], [], set(), []
+    for f in files:
+        entry, cols = open_local_file(f, cache_dir)
+        entries.append(entry)
+        columns |= cols
+        file_infos.append(
+            {"path": str(f), "format": format_name(f), "rows": entry.num_rows, "bytes": f.stat().st_size}
+        )
+        schema = file_schema(entry)
+        if schema is not None:
+            schemas.append((f.name, schema))
+    return entries, file_infos, columns, schemas
+
+
+def _mixed_split_names_note(split_name: str, files: list[Path]) -> str | None:
+    prefixes = {m.group(1).lower() for f in files if (m := SPLIT_LIKE.match(f.name))}
+    if len(prefixes) <= 1:
+        return None
+    return (
+        f"{split_name}: its files are named for different splits ({', '.join(sorted(prefixes))}) "
+        "but are read as one; put each split's files in a folder of its own (train/, test/)"
+    )
+
+
+def _read_sample(name: str, split_name: str, entries: list, columns: set[str], rows: int, n: int):
+    """Up to `n` rows of the split (spread over it, see `sample_indices`) and how they were chosen."""
+    indices, method = sample_indices(rows, n)
+    spec = SourceSpec(name, "local", split_name, None, tuple(entries), tuple(sorted(columns)), mode="indexed")
+    src = Source(spec)
+    try:
+        return src.read(indices, sorted(columns)), method
+    finally:
+        src.close()
+
+
+def _describe_split(
+    found: Findings, name: str, split_name: str, files: list[Path], sample_rows: int, cache_dir: Path
+) -> list[str]:
+    """Fill in one split's entry (and, for the main split, the features, sample and text fields);
+    returns the notes about it."""
+    entries, file_infos, columns, schemas = _open_split_files(files, cache_dir)
+    rows = sum(e.num_rows for e in entries)
+    notes: list[str] = []
+    all_csv = all(fi["format"] == "csv" for fi in file_infos)
+    features = _schema_features(schemas, all_csv, notes, split_name) if schemas else {}
+    if mixed := _mixed_split_names_note(split_name, files):
+        notes.append(mixed)
+    jsonl = any(e.fmt == "jsonl" for e in entries)
+    is_main = split_name == found.main
+    rows_read: list[Any] = []
+    if rows and (is_main or jsonl):
+        # JSONL types need rows to look at, whatever the size of the text-statistics sample.
+        n = max(sample_rows, JSONL_TYPE_ROWS) if jsonl else sample_rows
+        rows_read, method = _read_sample(name, split_name, entries, columns, rows, n)
+        if is_main and sample_rows > 0:
+            found.sample = {"split": split_name, "rows": len(rows_read), "of": rows, "method": method}
+    if jsonl:
+        features = {**infer_features(rows_read, sorted(columns), notes, split_name), **features}
+    invalid = sum(1 for r in rows_read if r is None)
+    if invalid:
+        notes.append(
+            f"{split_name}: {invalid} of {plural(len(rows_read), 'sampled row')} "
+            f"{'is' if invalid == 1 else 'are'} not a JSON object"
+        )
+    if rows == 0:
+        notes.append(f"{split_name}: no rows")
+    found.splits[split_name] = {
+        "rows": rows,
+        "bytes": sum(fi["bytes"] for fi in file_infos),
+        "files": file_infos,
+        "columns": sorted(columns),
+        "features": features,
+    }
+    if is_main:
+        found.features = features
+        good = [r for r in rows_read if isinstance(r, dict)] if sample_rows > 0 else []
+        found.survey(good, list(features) or sorted(columns))
+    return notes
+
+
 def inspect_local(
     name: str, subset: str | None, split: str | None, sample_rows: int, cache_dir: Path
 ) -> dict[str, Any]:
@@ -107,74 +190,9 @@ def inspect_local(
     kind, layout, notes = _local_layout(path, split)
     if subset:
         notes.append(f"--subset {subset} has no meaning for a local path; ignored")
-    main = main_split(list(layout), split)
-    found = Findings(main, notes=notes)
+    found = Findings(main_split(list(layout), split), notes=notes)
     for split_name, files in layout.items():
-        entries, file_infos, columns, schemas = [], [], set(), []
-        for f in files:
-            entry, cols = open_local_file(f, cache_dir)
-            entries.append(entry)
-            columns |= cols
-            file_infos.append(
-                {"path": str(f), "format": format_name(f), "rows": entry.num_rows, "bytes": f.stat().st_size}
-            )
-            schema = file_schema(entry)
-            if schema is not None:
-                schemas.append((f.name, schema))
-        rows = sum(e.num_rows for e in entries)
-        split_notes: list[str] = []
-        split_features = (
-            _schema_features(
-                schemas, all(fi["format"] == "csv" for fi in file_infos), split_notes, split_name
-            )
-            if schemas
-            else {}
-        )
-        prefixes = {m.group(1).lower() for f in files if (m := SPLIT_LIKE.match(f.name))}
-        if len(prefixes) > 1:
-            split_notes.append(
-                f"{split_name}: its files are named for different splits ({', '.join(sorted(prefixes))}) "
-                "but are read as one; put each split's files in a folder of its own (train/, test/)"
-            )
-        jsonl = any(e.fmt == "jsonl" for e in entries)
-        rows_read: list[Any] = []
-        if rows and (split_name == main or jsonl):
-            # JSONL types need rows to look at, whatever the size of the text-statistics sample.
-            n = max(sample_rows, JSONL_TYPE_ROWS) if jsonl else sample_rows
-            indices, method = sample_indices(rows, n)
-            spec = SourceSpec(
-                name, "local", split_name, None, tuple(entries), tuple(sorted(columns)), mode="indexed"
-            )
-            src = Source(spec)
-            try:
-                rows_read = src.read(indices, sorted(columns))
-            finally:
-                src.close()
-            if split_name == main and sample_rows > 0:
-                found.sample = {"split": split_name, "rows": len(rows_read), "of": rows, "method": method}
-        if jsonl:
-            inferred = infer_features(rows_read, sorted(columns), split_notes, split_name)
-            split_features = {**inferred, **split_features}
-        invalid = sum(1 for r in rows_read if r is None)
-        if invalid:
-            split_notes.append(
-                f"{split_name}: {invalid} of {plural(len(rows_read), 'sampled row')} "
-                f"{'is' if invalid == 1 else 'are'} not a JSON object"
-            )
-        if rows == 0:
-            split_notes.append(f"{split_name}: no rows")
-        found.splits[split_name] = {
-            "rows": rows,
-            "bytes": sum(fi["bytes"] for fi in file_infos),
-            "files": file_infos,
-            "columns": sorted(columns),
-            "features": split_features,
-        }
-        notes.extend(split_notes)
-        if split_name == main:
-            found.features = split_features
-            good = [r for r in rows_read if isinstance(r, dict)] if sample_rows > 0 else []
-            found.survey(good, list(split_features) or sorted(columns))
+        notes.extend(_describe_split(found, name, split_name, files, sample_rows, cache_dir))
     return {
         "name": name,
         "source": "local",

@@ -94,8 +94,9 @@ def _each_turn(messages: dict[str, Any] | None) -> str:
     return f"; each-turn: {messages['count']:,} messages, " + _stats(messages["chars"], "chars")
 
 
-def render(info: dict[str, Any], path: Path | None = None) -> str:
-    """The readable summary of an info dict (as `download_dataset` writes it)."""
+def _header_lines(info: dict[str, Any], path: Path | None) -> list[str]:
+    """What the dataset is and where it lives: the Hub repo (files, size, revision, license, subsets)
+    or the local file."""
     lines = []
     if info["source"] == "huggingface":
         hub = info.get("hub", {})
@@ -114,68 +115,78 @@ def render(info: dict[str, Any], path: Path | None = None) -> str:
         lines.append(f"{info['name']} (local {info['kind']}: {info['location']})")
     if path is not None:
         lines.append(f"  metadata written to {path}")
-    lines.append("")
+    return [*lines, ""]
+
+
+def _split_lines(info: dict[str, Any]) -> list[str]:
     table = [("split", "rows", "files", "size")]
     for name, s in info["splits"].items():
         table.append((name, _num(s.get("rows")), _num(len(s.get("files", []))), _human_bytes(s.get("bytes"))))
-    lines.extend(_table(table, right={1, 2, 3}))
-    lines.append("")
+    return [*_table(table, right={1, 2, 3}), ""]
+
+
+def _feature_lines(info: dict[str, Any]) -> list[str]:
+    """Each column's type, with how often the sample lacks it or holds null."""
     feats = info.get("features") or {}
-    if feats:
-        lines.append(f"features ({info.get('features_split')}):")
-        rows = []
-        for col, f in feats.items():
-            extra = []
-            if f.get("missing"):
-                extra.append(f"missing in {plural(f['missing'], 'sampled row')}")
-            if f.get("nulls"):
-                extra.append(f"{f['nulls']:,} null")
-            if f.get("note"):
-                extra.append(f["note"])
-            rows.append((col, f["type"] + (f"  ({'; '.join(extra)})" if extra else "")))
-        lines.extend(_table(rows))
-        lines.append("")
-    sample = info.get("sample") or {}
-    fields = info.get("text_fields") or []
-    if sample:
-        of = f" of {_num(sample['of'])}" if sample.get("of") is not None else ""
-        lines.append(
-            f"text fields (sample: {sample['rows']:,}{of} rows of {sample['split']}, {sample['method']}):"
+    if not feats:
+        return []
+    rows = []
+    for col, f in feats.items():
+        extra = []
+        if f.get("missing"):
+            extra.append(f"missing in {plural(f['missing'], 'sampled row')}")
+        if f.get("nulls"):
+            extra.append(f"{f['nulls']:,} null")
+        if f.get("note"):
+            extra.append(f["note"])
+        rows.append((col, f["type"] + (f"  ({'; '.join(extra)})" if extra else "")))
+    return [f"features ({info.get('features_split')}):", *_table(rows), ""]
+
+
+def _text_field_row(f: dict[str, Any]) -> tuple[str, str, str]:
+    """(field, kind, what the sample holds) for one text field, as the table prints it."""
+    if f["kind"] == "conversation":
+        modes = ", ".join(f"{m} {f['extract'][m]['fraction']:.0%}" for m in CONVERSATION_MODES)
+        turns = f["turns"]
+        desc = (
+            f"turns mean {_n(turns['mean'])}, max {_n(turns['max'])}; text found: {modes}; "
+            + _stats(f["extract"]["first-assistant"]["chars"], "first-assistant chars")
+            + _each_turn(f.get("messages"))
         )
-        if not fields:
-            lines.append("  none: no text, list-of-strings or conversation-shaped field")
-        rows = []
-        for f in fields:
-            if f["kind"] == "conversation":
-                modes = ", ".join(f"{m} {f['extract'][m]['fraction']:.0%}" for m in CONVERSATION_MODES)
-                turns = f["turns"]
-                desc = (
-                    f"turns mean {_n(turns['mean'])}, max {_n(turns['max'])}; text found: {modes}; "
-                    + _stats(f["extract"]["first-assistant"]["chars"], "first-assistant chars")
-                    + _each_turn(f.get("messages"))
-                )
-                rows.append(
-                    (f["field"], "conversation" + (" (JSON text)" if f.get("json_string") else ""), desc)
-                )
-            elif f["kind"] == "list":
-                per_row = f["strings_per_row"]
-                desc = (
-                    f"{_n(per_row['mean'])} strings per row (max {_n(per_row['max'])}), joined: "
-                    f"{_stats(f['chars'], 'chars')}; usable {f['fraction']:.0%}"
-                )
-                rows.append((f["field"], "list of strings", desc))
-            else:
-                rows.append(
-                    (f["field"], "text", f"{_stats(f['chars'], 'chars')}; usable {f['fraction']:.0%}")
-                )
-        if rows:
-            lines.extend(_table(rows))
-        if info.get("not_text_fields"):
-            skipped = ", ".join(f"{f['field']} ({f['why']})" for f in info["not_text_fields"])
-            lines.append(f"  not worth embedding: {skipped}")
-        if info.get("id_candidates"):
-            lines.append(f"  unique in the sample (possible --id-field): {', '.join(info['id_candidates'])}")
-        lines.append("")
+        return f["field"], "conversation" + (" (JSON text)" if f.get("json_string") else ""), desc
+    if f["kind"] == "list":
+        per_row = f["strings_per_row"]
+        desc = (
+            f"{_n(per_row['mean'])} strings per row (max {_n(per_row['max'])}), joined: "
+            f"{_stats(f['chars'], 'chars')}; usable {f['fraction']:.0%}"
+        )
+        return f["field"], "list of strings", desc
+    return f["field"], "text", f"{_stats(f['chars'], 'chars')}; usable {f['fraction']:.0%}"
+
+
+def _text_field_lines(info: dict[str, Any]) -> list[str]:
+    """The sampled rows' text fields, the fields not worth embedding, and the possible id fields."""
+    sample = info.get("sample") or {}
+    if not sample:
+        return []
+    fields = info.get("text_fields") or []
+    of = f" of {_num(sample['of'])}" if sample.get("of") is not None else ""
+    lines = [f"text fields (sample: {sample['rows']:,}{of} rows of {sample['split']}, {sample['method']}):"]
+    if not fields:
+        lines.append("  none: no text, list-of-strings or conversation-shaped field")
+    else:
+        lines.extend(_table([_text_field_row(f) for f in fields]))
+    if info.get("not_text_fields"):
+        skipped = ", ".join(f"{f['field']} ({f['why']})" for f in info["not_text_fields"])
+        lines.append(f"  not worth embedding: {skipped}")
+    if info.get("id_candidates"):
+        lines.append(f"  unique in the sample (possible --id-field): {', '.join(info['id_candidates'])}")
+    return [*lines, ""]
+
+
+def _closing_lines(info: dict[str, Any]) -> list[str]:
+    """The notes, then the command lines to run: other fields first, the best field last."""
+    lines = []
     if info.get("notes"):
         lines.append("notes:")
         lines.extend(f"  - {n}" for n in info["notes"])
@@ -187,4 +198,16 @@ def render(info: dict[str, Any], path: Path | None = None) -> str:
     if suggestions:  # the closing line: the best field
         lines.append("to embed:")
         lines.append(f"  {suggestions[0]}")
+    return lines
+
+
+def render(info: dict[str, Any], path: Path | None = None) -> str:
+    """The readable summary of an info dict (as `download_dataset` writes it)."""
+    lines = [
+        *_header_lines(info, path),
+        *_split_lines(info),
+        *_feature_lines(info),
+        *_text_field_lines(info),
+        *_closing_lines(info),
+    ]
     return "\n".join(lines).rstrip()
