@@ -311,7 +311,7 @@ def test_a_node_with_another_chatspace_gets_one_line_naming_it(tmp_path, tmp_pat
     ), line
     assert line.count("Ray node ") == 1, line  # the second node only: the head runs this chatspace
     assert f"runs chatspace 0.0.9 from {other / 'chatspace'}" in line
-    assert f"Install chatspace {chatspace.__version__} where that node's `ray start` runs" in line
+    assert f"Install chatspace {chatspace.__version__} where that node runs `ray start`" in line
     assert not list((tmp_path / "out").rglob("manifest.json"))  # refused before any work
 
 

@@ -63,6 +63,6 @@ def test_only_the_nodes_that_differ_are_named_with_the_fix():
         "the Ray cluster at 10.0.0.1:6379 does not run this driver's chatspace 0.1.0: "
         "node h2 (10.0.0.2, Ray node bbbbbbbb) runs chatspace 0.0.9 from /o/chatspace; "
         "node host-10.0.0.3 (10.0.0.3, Ray node cccccccc) cannot import chatspace "
-        "(ModuleNotFoundError: x). Install chatspace 0.1.0 where that node's `ray start` runs "
-        "(then restart it), or run this chatspace's version everywhere"
+        "(ModuleNotFoundError: x). Install chatspace 0.1.0 where each of those nodes runs `ray start` "
+        "(then restart it), or run one chatspace version everywhere"
     )

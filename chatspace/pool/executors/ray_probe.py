@@ -11,6 +11,10 @@
 
 Each refusal becomes one UsageError naming the cause and the fix. Anything the probe cannot decide
 (a Ray without these internals, TLS) is left to `ray.init` as before.
+
+Once the driver is connected, `nodes_chatspace_refusal` asks every node which chatspace its workers
+import (a zero-CPU task pinned to each node): a node with another version, or none, would run other
+code or fail at its first unit, so the run is refused naming it.
 """
 
 from __future__ import annotations
@@ -194,8 +198,9 @@ def chatspace_mismatch(
         return None
     return (
         f"the Ray cluster at {address} does not run this driver's chatspace {driver_version}: "
-        f"{'; '.join(differ)}. Install chatspace {driver_version} where that node's `ray start` runs "
-        "(then restart it), or run this chatspace's version everywhere"
+        f"{'; '.join(differ)}. Install chatspace {driver_version} where "
+        f"{'that node' if len(differ) == 1 else 'each of those nodes'} runs `ray start` (then restart "
+        "it), or run one chatspace version everywhere"
     )
 
 
@@ -222,7 +227,8 @@ def nodes_chatspace_refusal(ray: Any, address: str, driver_version: str) -> str 
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             reports.append((refs[ref], {"version": None, "error": first}))
     for ref in late:
-        ray.cancel(ref, force=True)
+        with contextlib.suppress(Exception):  # a task Ray cannot cancel is left to end on its own
+            ray.cancel(ref, force=True)
         logging.getLogger("chatspace").warning(
             "Ray node %s did not say which chatspace it runs within %.0f s; not checked",
             _node_name(refs[ref], None), NODE_PROBE_TIMEOUT_S,
