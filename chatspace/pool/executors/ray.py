@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chatspace.config import RunConfig
+from chatspace.config import ExecutorConfig
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.hardware.devices import Device
 from chatspace.logs import quiet_worker_environment
@@ -162,7 +162,7 @@ class RayExecutor(Executor):
     replacements_always_start = False
     replacements_keep_their_device = False
 
-    def __init__(self, cfg: RunConfig, log_sink, log_level: int):
+    def __init__(self, cfg: ExecutorConfig, log_sink, log_level: int):
         super().__init__(cfg, log_sink, log_level)
         try:
             import ray
@@ -180,7 +180,7 @@ class RayExecutor(Executor):
         self._actor_class = None
 
     @staticmethod
-    def check(cfg: RunConfig) -> None:
+    def check(cfg: ExecutorConfig) -> None:
         """A cluster that does not answer fails now, in seconds, before any output is touched."""
         resolve_ray_address(cfg.ray_address)
 
