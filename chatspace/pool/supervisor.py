@@ -171,11 +171,11 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             )
             return RunResult(final.manifest_path, state.previous, final)
         plan = plan.with_run_id(state.run_id)
+        records, pending = dict(state.done), plan.pending(state.done)
         progress = Progress(enabled=plan.config.output.progress)
         log_sink = held.enter_context(_run_logging(final, state.layout, plan.run_id, progress))
-        records = dict(state.done)
         outcome = held.enter_context(_RunOutcome(plan, state, records, started))
-        builder, pending = outcome.builder, plan.pending(state.done)
+        builder = outcome.builder
         executor = held.enter_context(_workers(plan, pending, log_sink, progress))
         with _Signals():
             _announce(plan, state, records, builder)
