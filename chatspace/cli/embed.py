@@ -17,7 +17,7 @@ from chatspace.cli.options import (
     config_option,
     data_options,
 )
-from chatspace.config import OpenAIConfig
+from chatspace.config import Mode, OpenAIConfig
 from chatspace.logs import plural
 
 
@@ -180,10 +180,10 @@ def embed_hf(ctx: click.Context, **params: Any) -> None:
         gpus, devices = device_flags(params.get("gpus"), params.get("devices"), params.get("device"))
         labels = tuple(d.label for d in resolve_devices(gpus, devices))
     params["model"] = _sentence_transformers_name(params.get("model"))
-    cfg = build_run_config("hf", params, devices=labels)
+    cfg = build_run_config(Mode.SENTENCE_TRANSFORMER, params, devices=labels)
     from chatspace.pool.supervisor import run_embedding
 
-    with _no_empty_root_left(cfg.output_root):
+    with _no_empty_root_left(cfg.output.output_root):
         result = run_embedding(cfg)
     _print_run_summary(result)
 
@@ -215,14 +215,14 @@ def embed_dataset(ctx: click.Context, **params: Any) -> None:
     load_dotenv()
     model = params.get("model") or os.environ.get("OPENAI_EMBED_MODEL") or OpenAIConfig.default("model")
     cfg = build_run_config(
-        "openai", params, model=model, devices=("api:0",), request_max_inputs=params["batch_size"]
+        Mode.OPENAI, params, model=model, devices=("api:0",), request_max_inputs=params["batch_size"]
     )
-    if not cfg.execute:
+    if not cfg.encoder.execute:
         from chatspace.encoders.openai.dry_run import dry_run
         from chatspace.store.layout import RunLayout, ensure_writable_output
 
         # Even a dry run writes (the line index of a JSONL file, a converted CSV) under the root.
-        report = dry_run(cfg, RunLayout.for_config(cfg, ensure_writable_output(cfg.output_root)))
+        report = dry_run(cfg, RunLayout.for_config(cfg, ensure_writable_output(cfg.output.output_root)))
         click.echo(report.render())
         return
     from chatspace.encoders.openai.settings import openai_settings

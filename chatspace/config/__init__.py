@@ -10,6 +10,7 @@ from chatspace.config.encoder import (
     MODEL_DTYPES,
     ON_LONG,
     EncoderConfig,
+    Mode,
     OpenAIConfig,
     SentenceTransformerConfig,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "DataConfig",
     "EncoderConfig",
     "ExecutorConfig",
+    "Mode",
     "OpenAIConfig",
     "OutputConfig",
     "RunConfig",

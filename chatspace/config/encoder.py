@@ -7,6 +7,7 @@ more than float rounding (precision, batching, compilation, attention kernel) is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from chatspace.config.base import ConfigPart, check_positive, choice
@@ -113,9 +114,17 @@ class OpenAIConfig(ConfigPart):
             check_positive(name, getattr(self, name))
 
 
+class Mode(StrEnum):
+    """Which encoder a run uses. The values are what the command line, config files and manifests
+    spell (and what config hashes were taken over), so "hf" stays the SentenceTransformer's name there."""
+
+    SENTENCE_TRANSFORMER = "hf"  # a local SentenceTransformer model (`embed-hf`)
+    OPENAI = "openai"  # the OpenAI embeddings API (`embed-openai`)
+
+
 EncoderConfig = SentenceTransformerConfig | OpenAIConfig
 #: The encoder part of each mode (`RunConfig.mode`).
-ENCODERS: dict[str, type[SentenceTransformerConfig] | type[OpenAIConfig]] = {
-    "hf": SentenceTransformerConfig,
-    "openai": OpenAIConfig,
+ENCODERS: dict[Mode, type[SentenceTransformerConfig] | type[OpenAIConfig]] = {
+    Mode.SENTENCE_TRANSFORMER: SentenceTransformerConfig,
+    Mode.OPENAI: OpenAIConfig,
 }

@@ -16,7 +16,7 @@ import orjson
 
 from chatspace.config.base import ConfigPart
 from chatspace.config.data import DataConfig
-from chatspace.config.encoder import ENCODERS, EncoderConfig, OpenAIConfig, SentenceTransformerConfig
+from chatspace.config.encoder import ENCODERS, EncoderConfig, Mode, OpenAIConfig, SentenceTransformerConfig
 from chatspace.config.executor import ExecutorConfig
 from chatspace.config.output import OutputConfig
 from chatspace.config.sampling import SamplingConfig
@@ -64,8 +64,9 @@ class RunConfig:
     """Everything one run needs; the same object drives the CLI, the Python API and the tests.
 
     Build it from its parts, or from flat options (`RunConfig.from_options(dataset=..., n=...)`, what
-    the command line and config files give). Every option also reads flat (`cfg.seed`); a field of the
-    other encoder kind reads as that kind's default (it does not apply to this run).
+    the command line and config files give). Code reads an option from its part (`cfg.sampling.seed`),
+    so a field of the other encoder kind is never read by mistake; `option_value` reads one by its
+    flat name, for writing and comparing whole configs.
     """
 
     data: DataConfig
@@ -90,15 +91,16 @@ class RunConfig:
             kinds = _ENCODER_KINDS if attr == "encoder" else (part,)
             if not isinstance(getattr(self, attr), kinds):
                 raise TypeError(f"RunConfig.{attr} must be a {' or '.join(k.__name__ for k in kinds)}")
-        if self.mode == "openai" and self.data.long_text != "truncate":
+        if self.mode is Mode.OPENAI and self.data.long_text != "truncate":
             raise UsageError("--long-text chunk/mean needs a local model's tokenizer; embed-openai truncates")
 
     @classmethod
-    def from_options(cls, mode: str = "hf", **options: Any) -> RunConfig:
+    def from_options(cls, mode: str = Mode.SENTENCE_TRANSFORMER, **options: Any) -> RunConfig:
         """A RunConfig from flat option names, as the command line, config files and manifests spell
         them; `mode` picks the encoder (hf: SentenceTransformer, openai: the OpenAI API)."""
         if mode not in ENCODERS:
             raise UsageError(f"unknown mode {mode!r}")
+        mode = Mode(mode)
         unknown = sorted(k for k in options if k not in _FIELD_PART and k != "config_file")
         if unknown:
             raise TypeError(f"RunConfig has no option(s) {', '.join(unknown)}")
@@ -108,7 +110,7 @@ class RunConfig:
         for name, value in options.items():
             # The other encoder's options are accepted only at their defaults (a manifest lists them all).
             if name not in taken and value != other.default(name):
-                raise UsageError(f"{name} does not apply to mode {mode!r}")
+                raise UsageError(f"{name} does not apply to mode {str(mode)!r}")
         parts: dict[str, Any] = {}
         for attr, part in {**PARTS, "encoder": encoder}.items():
             names = part.field_names()
@@ -116,17 +118,21 @@ class RunConfig:
         return cls(**parts, config_file=options.get("config_file"))
 
     @classmethod
-    def option_names(cls, mode: str = "hf") -> frozenset[str]:
+    def option_names(cls, mode: str = Mode.SENTENCE_TRANSFORMER) -> frozenset[str]:
         """The flat options a run of `mode` takes."""
         parts = {**PARTS, "encoder": ENCODERS[mode]}.values()
         return frozenset({"config_file", *(name for part in parts for name in part.field_names())})
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names that are not RunConfig's own: the parts' fields, read flat.
+    def option_value(self, name: str) -> Any:
+        """The flat option `name` as the command line and a manifest spell it; an option of the other
+        encoder kind reads as that kind's default (it does not apply to this run). For writing and
+        comparing whole configs; code that runs a step reads its part (`cfg.sampling.seed`)."""
+        if name == "mode":
+            return self.mode
         attr = _FIELD_PART.get(name)
-        if attr is None or name.startswith("__"):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        part = object.__getattribute__(self, attr)
+        if attr is None:
+            raise KeyError(name)
+        part = getattr(self, attr)
         if name in type(part).field_names():
             return getattr(part, name)
         return (
@@ -134,9 +140,9 @@ class RunConfig:
         ).default(name)
 
     @property
-    def mode(self) -> str:
-        """hf (local SentenceTransformer workers) or openai, by the encoder part."""
-        return "openai" if isinstance(self.encoder, OpenAIConfig) else "hf"
+    def mode(self) -> Mode:
+        """SentenceTransformer workers (spelt "hf") or the OpenAI API, by the encoder part."""
+        return Mode.OPENAI if isinstance(self.encoder, OpenAIConfig) else Mode.SENTENCE_TRANSFORMER
 
     @property
     def split_spec(self) -> SplitSpec:
@@ -148,20 +154,21 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Every option flat (both encoder kinds', the other at its defaults): the manifest's `config`."""
-        d: dict[str, Any] = {"mode": self.mode}
+        d: dict[str, Any] = {"mode": str(self.mode)}
         for name in _FIELD_PART:
-            d[name] = getattr(self, name)
-        d["devices"] = list(self.devices)
+            d[name] = self.option_value(name)
+        d["devices"] = list(self.execution.devices)
         d["config_file"] = self.config_file
         return d
 
     def output_hash(self) -> str:
         # Fields added later stay out of the payload at their defaults, so runs made before they
         # existed keep their hash (and can still be resumed).
+        values = {k: self.option_value(k) for k in self.OUTPUT_FIELDS}
         payload = {
-            k: getattr(self, k)
-            for k in self.OUTPUT_FIELDS
-            if k not in _LATER_DEFAULTS or getattr(self, k) != _LATER_DEFAULTS[k]
+            k: str(v) if k == "mode" else v
+            for k, v in values.items()
+            if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]
         }
         return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 

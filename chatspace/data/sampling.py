@@ -85,11 +85,12 @@ def select_rows(
 
 def select_run_rows(cfg, num_rows: int) -> Selection:
     """The rows a run of `cfg` (a RunConfig) embeds out of `num_rows`: its split's slice, then its sample."""
+    sampling = cfg.sampling
     return select_rows(
         num_rows,
-        n=cfg.n,
-        p=cfg.p,
-        seed=cfg.seed,
-        row_range=cfg.split_spec.row_range(num_rows),
-        max_rows=cfg.max_rows,
+        n=sampling.n,
+        p=sampling.p,
+        seed=sampling.seed,
+        row_range=cfg.data.split_spec.row_range(num_rows),
+        max_rows=sampling.max_rows,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chatspace.config import Mode
+
 if TYPE_CHECKING:
     from chatspace.config import RunConfig
     from chatspace.encoders.base import Encoder
@@ -12,12 +14,12 @@ if TYPE_CHECKING:
 
 def build_encoder(cfg: RunConfig, device: Device, threads: int | None) -> Encoder:
     """The encoder for one worker; imports the heavy libraries only here, inside the worker."""
-    if cfg.mode == "openai":
+    if cfg.mode is Mode.OPENAI:
         from chatspace.encoders.openai.encoder import OpenAIEncoder
 
         return OpenAIEncoder(cfg.encoder)
     from chatspace.encoders.backends import export_cache_dir
     from chatspace.encoders.sentence_transformer import SentenceTransformerEncoder
 
-    cache = export_cache_dir(str(cfg.output_root))  # ONNX exports for --backend onnx / openvino
+    cache = export_cache_dir(str(cfg.output.output_root))  # ONNX exports for --backend onnx / openvino
     return SentenceTransformerEncoder(cfg.encoder, device, threads, export_cache=cache)

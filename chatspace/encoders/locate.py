@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chatspace.errors import UsageError
+
+if TYPE_CHECKING:
+    from chatspace.config import SentenceTransformerConfig
 
 # A SentenceTransformer folder holds one of these; a plain transformers model at least config.json.
 _MARKER_FILES = ("modules.json", "config_sentence_transformers.json", "config.json")
@@ -46,6 +50,12 @@ def _hub_offline() -> bool:
 
     truthy = {"1", "on", "yes", "true"}
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in truthy
+
+
+def check_model(encoder: SentenceTransformerConfig, *, hub: bool) -> None:
+    """A run's model (its encoder part) can be loaded; `hub`: also ask the Hub, only where the workers
+    share this machine's model cache."""
+    check_model_available(encoder.model, resolve_model_path(encoder.model), encoder.revision, hub=hub)
 
 
 def check_model_available(model: str, path: str, revision: str | None = None, *, hub: bool = True) -> None:

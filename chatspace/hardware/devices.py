@@ -151,7 +151,7 @@ def _gpu_devices(spec: str) -> list[Device]:
 
 
 def parse_device_labels(labels: tuple[str, ...]) -> tuple[Device, ...]:
-    """RunConfig.devices (labels such as cpu:0, cuda:1) back into Devices, GPU ids resolved now."""
+    """An ExecutorConfig's devices (labels such as cpu:0, cuda:1) back into Devices, GPU ids resolved now."""
     out = []
     visible = None
     for label in labels:

@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from chatspace.config import RunConfig
+from chatspace.config import Mode, RunConfig
 from chatspace.errors import ChatspaceError
 from chatspace.pool.executors.base import TASKS_PER_WORKER
 from chatspace.pool.messages import STOP, Failed, Finished, Message, Ready, RowsDone, Task, UnitDone
@@ -193,10 +193,10 @@ class Scheduler:
                 log_traceback(msg)
                 self.errors[rank] = msg
                 # An API worker's errors come from the server (already retried there): a new worker won't help.
-                fatal = self.cfg.mode != "hf" or (
+                fatal = self.cfg.mode is not Mode.SENTENCE_TRANSFORMER or (
                     msg.stage in FATAL_STAGES and not self.loading_replacement(rank)
                 )
-                if fatal or not self.cfg.max_worker_restarts:
+                if fatal or not self.cfg.execution.max_worker_restarts:
                     raise ChatspaceError(
                         f"worker {rank} ({msg.device}) failed while {msg.stage}: {msg.message}"
                     )
@@ -221,7 +221,7 @@ class Scheduler:
         self.builder.workers[rank] = entry
         per_device = ("device", "threads")
         self.builder.base["model"] = {
-            "name": self.cfg.model,
+            "name": self.cfg.encoder.model,
             **{k: v for k, v in msg.encoder.items() if k not in per_device},
         }
         self.builder.timings.setdefault(
@@ -267,7 +267,7 @@ class Scheduler:
         units = sorted(self.held[rank])
         self.held[rank] = set()
         self._remove_partial_shards(rank)
-        limit = self.cfg.max_worker_restarts
+        limit = self.cfg.execution.max_worker_restarts
         if not limit:
             raise ChatspaceError(f"worker {rank} ({device}) {cause}; rerun with --resume to finish")
         if self.stop_sent:  # every unit is recorded: nothing was lost, nobody needs replacing
@@ -349,16 +349,16 @@ class Scheduler:
 
     def check_stalls(self, now: float) -> None:
         """A worker that is alive but stuck (a hung kernel, a dead filesystem) would hang the run."""
-        if not self.cfg.stall_timeout:
+        if not self.cfg.execution.stall_timeout:
             return
         for rank in self.ready - self.finished - self.gone:
             if not self.held[rank]:
                 continue  # waiting for work is not a stall
             silent = now - self.stats[rank]["last_progress"]
-            if silent > self.cfg.stall_timeout:
+            if silent > self.cfg.execution.stall_timeout:
                 raise ChatspaceError(
                     f"worker {rank} ({self.device(rank)}) made no progress for {silent:.0f}s (--stall-timeout "
-                    f"{self.cfg.stall_timeout:g}); stopping. Rerun with --resume to finish"
+                    f"{self.cfg.execution.stall_timeout:g}); stopping. Rerun with --resume to finish"
                 )
 
     def log_status(self, now: float) -> None:

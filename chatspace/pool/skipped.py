@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from chatspace.config import DataConfig
 from chatspace.data.extract import Skip, needed_columns, row_id
 from chatspace.data.turns import extract_items
 from chatspace.pool.plan import WorkUnit
@@ -30,8 +31,8 @@ SCHEMA = pa.schema(
 )
 
 
-def skipped_rows(source: Any, cfg: Any, units: Iterable[WorkUnit]) -> pa.Table:
-    """The skipped rows of `units` (read again from `source` under `cfg`'s text field and extraction)."""
+def skipped_rows(source: Any, cfg: DataConfig, units: Iterable[WorkUnit]) -> pa.Table:
+    """The skipped rows of `units` (read again from `source` under the data part's text field and extraction)."""
     columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
     wanted = needed_columns(cfg.text_field, cfg.id_field)
     for unit in units:

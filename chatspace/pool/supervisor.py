@@ -7,30 +7,27 @@ path shuts the workers down and leaves a manifest that says truthfully how far t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import signal
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
 from chatspace import __version__
-from chatspace.config import RunConfig
-from chatspace.data.sampling import select_run_rows
-from chatspace.data.sources import Source, open_run_source
+from chatspace.config import DataConfig, RunConfig
 from chatspace.errors import ChatspaceError, RunInterrupted, TerminationSignal, describe_os_error
 from chatspace.logs import plural
-from chatspace.pool.executors import get_executor_class
-from chatspace.pool.output import prepare_output, switch_into_place
-from chatspace.pool.plan import num_units, plan_units
+from chatspace.pool.output import OutputState, prepare_output, switch_into_place
 from chatspace.pool.progress import Progress
+from chatspace.pool.run_plan import RunPlan, plan_run
 from chatspace.pool.scheduler import TRACEBACK_LOGGER, Scheduler
 from chatspace.pool.worker import WorkerSpec
 from chatspace.redact import RedactingFilter
-from chatspace.store.layout import RunLayout, ensure_writable_output
+from chatspace.store.layout import RunLayout
 from chatspace.store.lock import acquire_output_lock
 from chatspace.store.manifest import (
     ManifestBuilder,
@@ -103,6 +100,21 @@ def _setup_run_logging(layout: RunLayout, run_id: str, progress: Progress):
     return log_path, worker_log_sink, (file_handler, console), previous
 
 
+@contextlib.contextmanager
+def _run_logging(final: RunLayout, layout: RunLayout, run_id: str, progress: Progress):
+    """The run's log handlers while it runs (yields the workers' log sink); then the previous ones
+    back, and the log uploaded where the root is an object store."""
+    log_path, worker_log_sink, handlers, previous_handlers = _setup_run_logging(layout, run_id, progress)
+    try:
+        yield worker_log_sink
+    finally:
+        logging.getLogger().handlers = previous_handlers
+        for h in handlers:
+            logging.getLogger(TRACEBACK_LOGGER).removeHandler(h)
+            h.close()
+        _publish_log(final, log_path, run_id)
+
+
 class _RunLogFile(logging.FileHandler):
     """The run's log file. When it cannot be written (a full disk) that is said once, in one line;
     logging's own handler prints a traceback per record instead."""
@@ -140,37 +152,68 @@ def _default_device(record: logging.LogRecord) -> bool:
 
 
 def run_embedding(cfg: RunConfig) -> RunResult:
-    """Embed the sampled dataset across `cfg.devices`; the Python API behind `chatspace embed-hf`."""
-    t_start = time.perf_counter()
-    root = ensure_writable_output(cfg.output_root)
-    final = RunLayout.for_config(cfg, root)
-    executor_class = get_executor_class(cfg.executor)
-    if cfg.mode == "hf":
-        # A misspelled model fails here, before any worker or output exists.
-        _check_model(cfg, hub=executor_class.workers_share_this_machine)
-    # Logging goes to the console until the run id is known; then to logs/ as well.
-    t0 = time.perf_counter()
-    source = open_run_source(cfg.data, final.datasets_dir)
-    executor_class.check(cfg)  # e.g. a dead Ray cluster fails now, before any output is touched
-    selection = select_run_rows(cfg, source.num_rows)
-    total_units = num_units(len(selection.indices), cfg.rows_per_shard)
-    plan_sizes = [u.size for u in plan_units(selection.indices, cfg.rows_per_shard)]
-    t_plan = time.perf_counter() - t0
-    run_lock = acquire_output_lock(final)  # held for the whole run
-    try:
-        state = prepare_output(final, cfg, source.spec.identity, plan_sizes)
-    except BaseException:
-        run_lock.close()
-        raise
-    layout, run_id, done = state.layout, state.run_id, state.done
-    if state.already_complete:  # --resume of a complete run: its manifest stays byte for byte
-        run_lock.close()
-        log.info("run %s is already complete, nothing to do (%s)", run_id, root.url(final.manifest_path))
-        return RunResult(final.manifest_path, state.previous, final)
-    cfg = cfg.replace(run_id=run_id)
+    """Embed the sampled dataset across the configured devices; the Python API behind `chatspace embed-hf`.
 
-    progress = Progress(enabled=cfg.progress)
-    log_path, worker_log_sink, handlers, previous_handlers = _setup_run_logging(layout, run_id, progress)
+    Plan (no output is written yet), prepare the output, execute the units, finish the manifest. What the
+    run holds (the output lock, the log handlers, the workers, the progress bar) is released on every
+    way out by one ExitStack, in the reverse order it was taken."""
+    started = time.perf_counter()
+    plan = plan_run(cfg)
+    final = plan.layout
+    with contextlib.ExitStack() as held:
+        held.callback(acquire_output_lock(final).close)  # held for the whole run
+        state = prepare_output(final, plan.config, plan.source_identity, plan.unit_sizes)
+        if state.already_complete:  # --resume of a complete run: its manifest stays byte for byte
+            log.info(
+                "run %s is already complete, nothing to do (%s)",
+                state.run_id,
+                final.output.url(final.manifest_path),
+            )
+            return RunResult(final.manifest_path, state.previous, final)
+        plan = plan.with_run_id(state.run_id)
+        records, pending = dict(state.done), plan.pending(state.done)
+        progress = Progress(enabled=plan.config.output.progress)
+        log_sink = held.enter_context(_run_logging(final, state.layout, plan.run_id, progress))
+        outcome = held.enter_context(_RunOutcome(plan, state, records, started))
+        builder = outcome.builder
+        executor = held.enter_context(_workers(plan, pending, log_sink, progress))
+        with _Signals():
+            _announce(plan, state, records, builder)
+            if executor is not None:
+                executor.start(lambda rank, device, threads: WorkerSpec(
+                    rank, device, threads, plan.config, plan.source.spec, state.layout, plan.run_id
+                ))  # fmt: skip
+                Scheduler(
+                    executor, plan.config, pending, records, builder, progress, plan.selected_rows
+                ).run()
+            _check_the_rows(plan, state.layout, records, builder)
+    _log_done(final, outcome.manifest)
+    return RunResult(final.manifest_path, outcome.manifest, final)
+
+
+@contextlib.contextmanager
+def _workers(plan: RunPlan, pending, log_sink, progress: Progress):
+    """The run's executor (None when no unit is pending); on the way out the progress bar closes,
+    then every worker is stopped, whatever state it is in."""
+    executor = None
+    if pending:
+        executor = plan.executor_class(
+            plan.config.execution, log_sink, logging.getLogger().getEffectiveLevel()
+        )
+    try:
+        yield executor
+    finally:
+        progress.close()
+        if executor is not None:
+            executor.shutdown()
+
+
+def _new_manifest(plan: RunPlan, state: OutputState) -> ManifestBuilder:
+    """The manifest's run-level facts; a resume keeps what the earlier attempts recorded."""
+    cfg, layout, run_id, final, source, selection = (
+        plan.config, state.layout, plan.run_id, plan.layout, plan.source, plan.selection
+    )  # fmt: skip
+    root, total_units = final.output, len(plan.units)
     builder = ManifestBuilder(
         layout,
         {
@@ -183,11 +226,11 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             "command": list(sys.argv),
             "config": cfg.to_dict(),
             "dataset": {
-                "name": cfg.dataset,
+                "name": cfg.data.dataset,
                 "label": layout.dataset,
                 "source": source.spec.source,
-                "subset": cfg.subset,
-                "split": cfg.split,
+                "subset": cfg.data.subset,
+                "split": cfg.data.split,
                 "total_rows": source.num_rows,
                 "files": [
                     {"path": f.user_path, "rows": f.num_rows, "format": f.fmt}
@@ -199,109 +242,113 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             },
             "sampling": {
                 "method": selection.method,
-                "n": cfg.n,
-                "p": cfg.p,
-                "seed": cfg.seed,
+                "n": cfg.sampling.n,
+                "p": cfg.sampling.p,
+                "seed": cfg.sampling.seed,
                 "total_rows": selection.total_rows,
                 "selected_rows": int(len(selection.indices)),
             },
-            "plan": {"units": total_units, "rows_per_shard": cfg.rows_per_shard},
+            "plan": {"units": total_units, "rows_per_shard": cfg.output.rows_per_shard},
             "layout": {
                 "root": root.url(),
                 "embeddings_dir": final.relative(final.embeddings_dir),
                 "index_dir": final.relative(final.index_dir),
                 "log": final.relative(final.log_path(run_id)),
             },
-            "model": {"name": cfg.model},
+            "model": {"name": cfg.encoder.model},
         },
     )
     if state.previous is not None:  # a resume keeps what the earlier attempts recorded
         builder.base["created_at"] = state.previous.get("created_at", builder.base["created_at"])
         builder.base["model"] = state.previous.get("model") or builder.base["model"]
         builder.base["attempts"] = earlier_attempts(state.previous)
-    builder.timings["plan_seconds"] = round(t_plan, 3)
-    records = dict(done)
-    status, error = "running", None
-    executor = None
-    try:
-        with _Signals():
-            log.info(
-                "run %s: %d of %d rows selected (%s, seed %d) -> %s of %s%d rows; %d already done",
-                run_id,
-                len(selection.indices),
-                source.num_rows,
-                selection.method,
-                cfg.seed,
-                plural(total_units, "unit"),
-                "up to " if total_units > 1 else "",
-                min(cfg.rows_per_shard, len(selection.indices)),
-                len(done),
-            )
-            builder.write(records, "running")
-            pending = deque(
-                u for u in plan_units(selection.indices, cfg.rows_per_shard) if u.index not in done
-            )
-            if not total_units:
-                log.warning(
-                    "the sample is empty: %s of %d rows selected none; nothing to embed",
-                    f"--p {cfg.p:g}" if cfg.p is not None else f"--n {cfg.n}",
-                    source.num_rows,
-                )
-            if pending:
-                level = logging.getLogger().getEffectiveLevel()
-                executor = executor_class(cfg, worker_log_sink, level)  # shut down on every path
-                executor.start(lambda rank, device, threads: WorkerSpec(
-                    rank, device, threads, cfg, source.spec, layout, run_id
-                ))  # fmt: skip
-                Scheduler(executor, cfg, pending, records, builder, progress, len(selection.indices)).run()
-            _record_skipped_rows(cfg, layout, source, selection, records, builder)
-            _check_something_embedded(cfg, records)
-            if cfg.id_field:
-                _record_duplicate_ids(cfg, layout, source, records, builder)
-            status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        error = {"message": "interrupted by SIGINT"}
-        raise RunInterrupted(signal.SIGINT) from None
-    except TerminationSignal as e:
-        interrupted = RunInterrupted(e.signum)
-        status, error = "interrupted", {"message": str(interrupted)}
-        raise interrupted from None
-    except RunInterrupted as e:
-        status, error = "interrupted", {"message": str(e)}
-        raise
-    except ChatspaceError as e:
-        status, error = "failed", {"message": str(e)}
-        raise
-    except BaseException as e:
-        status, error = "failed", {"message": f"{type(e).__name__}: {e}"}
-        raise
-    finally:
-        progress.close()
-        if executor is not None:
-            executor.shutdown()
+    builder.timings["plan_seconds"] = round(plan.planning_seconds, 3)
+    return builder
+
+
+def _announce(plan: RunPlan, state: OutputState, records: dict[int, dict], builder) -> None:
+    """Say what the run will do and record it as running."""
+    cfg, selected, total_units = plan.config, plan.selected_rows, len(plan.units)
+    log.info(
+        "run %s: %d of %d rows selected (%s, seed %d) -> %s of %s%d rows; %d already done",
+        plan.run_id,
+        selected,
+        plan.source.num_rows,
+        plan.selection.method,
+        cfg.sampling.seed,
+        plural(total_units, "unit"),
+        "up to " if total_units > 1 else "",
+        min(cfg.output.rows_per_shard, selected),
+        len(state.done),
+    )
+    builder.write(records, "running")
+    if not total_units:
+        log.warning(
+            "the sample is empty: %s of %d rows selected none; nothing to embed",
+            f"--p {cfg.sampling.p:g}" if cfg.sampling.p is not None else f"--n {cfg.sampling.n}",
+            plan.source.num_rows,
+        )
+
+
+class _RunOutcome:
+    """On every way out of a run, the manifest says how far it got: complete, interrupted (a signal,
+    which leaves as RunInterrupted) or failed with the error's message; a complete --overwrite run then
+    replaces the previous one (datatrove's `_run_for_rank`: one teardown for every path)."""
+
+    def __init__(self, plan: RunPlan, state: OutputState, records: dict[int, dict], started: float):
+        self.plan, self.layout, self.records, self.started = plan, state.layout, records, started
+        self.builder = _new_manifest(plan, state)
+        self.manifest: dict[str, Any] = {}
+
+    def __enter__(self) -> _RunOutcome:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        status, error, leaving = _status_of(exc)
         if status != "complete":
-            _fold_in_unreported_units(layout, run_id, records)
-        builder.timings["total_seconds"] = round(time.perf_counter() - t_start, 3)
-        manifest_error = None
+            _fold_in_unreported_units(self.layout, self.plan.run_id, self.records)
+        self.builder.timings["total_seconds"] = round(time.perf_counter() - self.started, 3)
         try:
-            manifest = builder.write(records, status, error)
+            self.manifest = self.builder.write(self.records, status, error)
         except ManifestWriteError as e:
-            manifest_error = e
+            if exc is None:
+                raise
             # With another error on its way out, that one is the user's line; this one is said once.
-            if status != "complete" and not isinstance(sys.exc_info()[1], ManifestWriteError):
+            if not isinstance(exc, ManifestWriteError):
                 log.error("%s; the manifest may still say the run is running", e)
-        if manifest_error is None and status == "complete" and layout.staged:
-            switch_into_place(final)
-            log.info("--overwrite: the new run replaced the previous one")
-        logging.getLogger().handlers = previous_handlers
-        run_lock.close()
-        for h in handlers:
-            logging.getLogger(TRACEBACK_LOGGER).removeHandler(h)
-            h.close()
-        _publish_log(final, log_path, run_id)
-    if manifest_error is not None:
-        raise manifest_error
+        else:
+            if status == "complete" and self.layout.staged:
+                switch_into_place(self.plan.layout)
+                log.info("--overwrite: the new run replaced the previous one")
+        if leaving is not None:
+            raise leaving from None
+
+
+def _status_of(exc: BaseException | None) -> tuple[str, dict | None, BaseException | None]:
+    """(the manifest's status, its error, the exception to leave with instead of `exc`) of a run's end."""
+    if exc is None:
+        return "complete", None, None
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", {"message": "interrupted by SIGINT"}, RunInterrupted(signal.SIGINT)
+    if isinstance(exc, TerminationSignal):
+        interrupted = RunInterrupted(exc.signum)
+        return "interrupted", {"message": str(interrupted)}, interrupted
+    if isinstance(exc, RunInterrupted):
+        return "interrupted", {"message": str(exc)}, None
+    if isinstance(exc, ChatspaceError):
+        return "failed", {"message": str(exc)}, None
+    return "failed", {"message": f"{type(exc).__name__}: {exc}"}, None
+
+
+def _check_the_rows(plan: RunPlan, layout: RunLayout, records: dict[int, dict], builder) -> None:
+    """After the last unit: name the skipped rows, fail a run that embedded nothing, report repeated ids."""
+    _record_skipped_rows(plan, layout, records, builder)
+    _check_something_embedded(plan.config.data, records)
+    if plan.config.data.id_field:
+        _record_duplicate_ids(plan, layout, records, builder)
+
+
+def _log_done(final: RunLayout, manifest: dict[str, Any]) -> None:
     totals = manifest["totals"]
     log.info(
         "done: %d rows embedded, %d skipped, %s -> %s",
@@ -310,7 +357,6 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         plural(totals["shards"], "shard"),
         final.output.url(final.embeddings_dir),
     )
-    return RunResult(final.manifest_path, manifest, final)
 
 
 def _fold_in_unreported_units(layout: RunLayout, run_id: str, records: dict[int, dict]) -> None:
@@ -336,28 +382,17 @@ def _publish_log(final: RunLayout, log_path: Path, run_id: str) -> None:
         log.warning("could not upload the run's log to %s (%s); it is in %s", final.output.url(), e, log_path)
 
 
-def _check_model(cfg: RunConfig, hub: bool) -> None:
-    """`hub`: also ask the Hub; only where the workers share this machine's model cache."""
-    from chatspace.encoders.locate import check_model_available, resolve_model_path
-
-    path = resolve_model_path(cfg.model)
-    check_model_available(cfg.model, path, cfg.revision, hub=hub)
-
-
-def _record_skipped_rows(cfg, layout, source, selection, records, builder) -> None:
+def _record_skipped_rows(plan: RunPlan, layout: RunLayout, records, builder) -> None:
     """Name each skipped row (row index, id, reason) in skipped.parquet, listed in the manifest."""
     from chatspace.pool.skipped import skipped_rows, write_skipped_rows
 
-    units = [
-        u
-        for u in plan_units(selection.indices, cfg.rows_per_shard)
-        if records.get(u.index, {}).get("skipped")
-    ]
+    units = [u for u in plan.units if records.get(u.index, {}).get("skipped")]
     if units:
-        builder.base["skipped_rows_file"] = write_skipped_rows(layout, skipped_rows(source, cfg, units))
+        rows = skipped_rows(plan.source, plan.config.data, units)
+        builder.base["skipped_rows_file"] = write_skipped_rows(layout, rows)
 
 
-def _check_something_embedded(cfg: RunConfig, records: dict[int, dict]) -> None:
+def _check_something_embedded(cfg: DataConfig, records: dict[int, dict]) -> None:
     """Rows were selected but none was usable: that is a failure to say, not a "complete" run."""
     selected = sum(r.get("selected", 0) for r in records.values())
     if selected and not sum(r.get("rows", 0) for r in records.values()):
@@ -372,18 +407,19 @@ def _check_something_embedded(cfg: RunConfig, records: dict[int, dict]) -> None:
         )
 
 
-def _record_duplicate_ids(cfg, layout: RunLayout, source: Source, records, builder) -> None:
+def _record_duplicate_ids(plan: RunPlan, layout: RunLayout, records, builder) -> None:
     """--id-field values come from the data, which may repeat them: check they are the data's, say so."""
     from chatspace.store.duplicates import check_against_source
 
+    id_field = plan.config.data.id_field
     paths = [layout.shard_path(u) for u, r in sorted(records.items()) if r.get("shard")]
-    found = check_against_source(layout.output, paths, source, cfg.id_field)
+    found = check_against_source(layout.output, paths, plan.source, id_field)
     if found:
         builder.base["duplicate_ids"] = found
         log.warning(
             "%d id(s) occur more than once in --id-field %r, as they do in the dataset (e.g. %s); rows are "
             "kept, ids are not unique",
             found["distinct_ids_repeated"],
-            cfg.id_field,
+            id_field,
             ", ".join(map(str, found["examples"])),
         )

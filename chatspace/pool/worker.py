@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from chatspace.config import RunConfig
+from chatspace.config import RunConfig, SentenceTransformerConfig
 from chatspace.data.extract import needed_columns
 from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
@@ -134,8 +134,8 @@ class WorkerLoop:
 
             self.encoder = build_encoder(self.cfg, spec.device, spec.threads)
             self.encoder.load(self.stats)
-            if self.cfg.long_text != "truncate":
-                self.long_rows = LongRows(self.cfg.long_text, self.cfg.chunk_overlap, self.encoder)
+            if self.cfg.data.long_text != "truncate":
+                self.long_rows = LongRows(self.cfg.data.long_text, self.cfg.data.chunk_overlap, self.encoder)
         except BaseException as e:  # noqa: BLE001 - every failure becomes a message
             self._report_error("loading the model", e)
             return 1
@@ -152,7 +152,7 @@ class WorkerLoop:
         )
         log.info(
             "ready: %s loaded in %.1fs, warmed up in %.1fs",
-            self.cfg.model,
+            self.cfg.encoder.model,
             self.stats.load_seconds,
             self.stats.warmup_seconds,
         )
@@ -196,7 +196,9 @@ class WorkerLoop:
     # --- the three overlapped stages ---------------------------------------------------------------
 
     def _pipeline(self) -> bool:
-        prepared_q: queue.Queue = queue.Queue(maxsize=self.cfg.prefetch_batches or 3)
+        encoder = self.cfg.encoder  # an OpenAI run has no prefetch option: the default depth
+        prefetch = encoder.prefetch_batches if isinstance(encoder, SentenceTransformerConfig) else None
+        prepared_q: queue.Queue = queue.Queue(maxsize=prefetch or 3)
         write_q: queue.Queue = queue.Queue(maxsize=2)
         reader = threading.Thread(
             target=self._guard, args=("reading data", self._reader, prepared_q), daemon=True
@@ -256,7 +258,7 @@ class WorkerLoop:
 
     def _reader(self, out: queue.Queue) -> None:
         source = Source(self.spec.source)
-        columns = needed_columns(self.cfg.text_field, self.cfg.id_field)
+        columns = needed_columns(self.cfg.data.text_field, self.cfg.data.id_field)
         try:
             while not self._stop.is_set():
                 t = time.perf_counter()
@@ -286,11 +288,11 @@ class WorkerLoop:
             usable = extract_items(
                 indices.tolist(),
                 rows,
-                text_field=self.cfg.text_field,
-                mode=self.cfg.extract,
-                id_field=self.cfg.id_field,
+                text_field=self.cfg.data.text_field,
+                mode=self.cfg.data.extract,
+                id_field=self.cfg.data.id_field,
                 split=self.cfg.base_split,
-                roles=self.cfg.roles,
+                roles=self.cfg.data.roles,
                 skipped=unit.skipped,
                 counts=unit.expansion,
             )
@@ -424,7 +426,9 @@ class WorkerLoop:
                     ids=unit.ids if whole else [unit.ids[i] for i in np.flatnonzero(keep).tolist()],
                     texts=unit.texts if whole else [unit.texts[i] for i in np.flatnonzero(keep).tolist()],
                     metadata_json=metadata_json(
-                        orjson.dumps({"field": cfg.text_field, "extract": cfg.extract}).decode()[:-1],
+                        orjson.dumps({"field": cfg.data.text_field, "extract": cfg.data.extract}).decode()[
+                            :-1
+                        ],
                         files,
                         unit.rows[keep],
                         unit.file_no[keep],
@@ -436,7 +440,7 @@ class WorkerLoop:
                         if unit.extra is None
                         else [x for x, k in zip(unit.extra, keep, strict=True) if k],
                     ),
-                    embeddings=emb.astype(np.float16) if cfg.embedding_dtype == "float16" else emb,
+                    embeddings=emb.astype(np.float16) if cfg.output.embedding_dtype == "float16" else emb,
                     source=spec.source.source,
                     dataset=spec.source.dataset,
                     split=cfg.base_split,
@@ -444,7 +448,7 @@ class WorkerLoop:
                     run_id=spec.run_id,
                     created_at=now,
                 )
-                table = build_table(rows, cfg.embedding_dtype)
+                table = build_table(rows, cfg.output.embedding_dtype)
                 info = write_shard(layout.output, layout.shard_path(unit.unit), table, emb)
                 unit.stats.bytes_written += info.bytes
                 shard = {

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from chatspace.config import RunConfig
+from chatspace.config import Mode, RunConfig
 from chatspace.errors import UsageError
 from chatspace.stats import WorkerStats
 
@@ -59,7 +59,7 @@ def query_prompt(
     if prompt is not None or prompt_name is not None:
         return prompt, prompt_name
     cfg = manifest.get("config", {})
-    if cfg.get("mode", "hf") != "hf":
+    if cfg.get("mode", Mode.SENTENCE_TRANSFORMER) != Mode.SENTENCE_TRANSFORMER:
         return None, None
     info = model_prompts(cfg.get("model") or manifest.get("model", {}).get("name"), cfg.get("revision"))
     if QUERY_PROMPT_NAME in info.get("prompts", {}):
@@ -70,12 +70,13 @@ def query_prompt(
 def _run_config(manifest: dict[str, Any], prompt: str | None, prompt_name: str | None) -> RunConfig:
     """The run's config as recorded, with the query prompt in place of the documents' one."""
     recorded = dict(manifest.get("config", {}))
-    mode = recorded.pop("mode", "hf")
-    known = RunConfig.option_names(mode) | RunConfig.option_names("openai" if mode == "hf" else "hf")
+    mode = recorded.pop("mode", Mode.SENTENCE_TRANSFORMER)
+    other = Mode.OPENAI if mode == Mode.SENTENCE_TRANSFORMER else Mode.SENTENCE_TRANSFORMER
+    known = RunConfig.option_names(mode) | RunConfig.option_names(other)
     options = {k: v for k, v in recorded.items() if k in known}
     for name in ("devices", "resume", "overwrite", "run_id", "config_file", "execute"):
         options.pop(name, None)
-    if mode == "hf":
+    if mode == Mode.SENTENCE_TRANSFORMER:
         options.update(prompt=prompt, prompt_name=prompt_name)
     try:
         return RunConfig.from_options(mode=mode, **options)
@@ -92,7 +93,7 @@ class QueryEncoder:
         self._encoder = None
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.cfg.model, "prompt": self.prompt, "prompt_name": self.prompt_name}
+        return {"model": self.cfg.encoder.model, "prompt": self.prompt, "prompt_name": self.prompt_name}
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """float32 [len(texts), dim], in order; one batch through the run's own encoder."""

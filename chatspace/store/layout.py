@@ -18,9 +18,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
 from chatspace.errors import UsageError
 from chatspace.store.root import OutputRoot, is_url
+
+if TYPE_CHECKING:
+    from chatspace.config import DataConfig
 
 STAGING_DIR = ".staging"
 #: Where every run's index folder (manifest, unit records) lives under the root.
@@ -58,23 +62,23 @@ def path_is_dir(path: Path) -> bool:
         return False
 
 
-def run_folder(cfg) -> str:
+def run_folder(data: DataConfig, run_name: str | None) -> str:
     """The split part of a run's paths, with what was extracted (or --run-name) when not plain text."""
-    folder = cfg.split_spec.folder
-    if cfg.run_name:
-        return f"{folder}__{cfg.run_name}"
-    long_rows = _long_rows_suffix(cfg)
-    if cfg.text_field == "text" and cfg.extract == "text" and not long_rows:
+    folder = data.split_spec.folder
+    if run_name:
+        return f"{folder}__{run_name}"
+    long_rows = _long_rows_suffix(data)
+    if data.text_field == "text" and data.extract == "text" and not long_rows:
         return folder  # where every run of the plain text field has always lived
-    return f"{folder}__{cfg.text_field}" + (f"__{cfg.extract}" if cfg.extract != "text" else "") + long_rows
+    return (
+        f"{folder}__{data.text_field}" + (f"__{data.extract}" if data.extract != "text" else "") + long_rows
+    )
 
 
-def _long_rows_suffix(cfg) -> str:
+def _long_rows_suffix(data: DataConfig) -> str:
     """`__user-assistant` for --roles, `__chunk` / `__mean` for --long-text: beside the default run."""
-    roles = getattr(cfg, "roles", None)
-    long_text = getattr(cfg, "long_text", "truncate")
-    suffix = f"__{roles.replace(',', '-')}" if roles else ""
-    return suffix + (f"__{long_text}" if long_text != "truncate" else "")
+    suffix = f"__{data.roles.replace(',', '-')}" if data.roles else ""
+    return suffix + (f"__{data.long_text}" if data.long_text != "truncate" else "")
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,13 @@ class RunLayout:
 
     @classmethod
     def for_config(cls, cfg, root: str | Path | OutputRoot | None = None) -> RunLayout:
-        """The layout a RunConfig writes to (under `root`, default cfg.output_root)."""
+        """The layout a RunConfig writes to (under `root`, default its output part's root)."""
         from chatspace.data.sources import dataset_label, is_local
 
-        label = dataset_label(cfg.dataset, is_local(cfg.dataset, cfg.source))
-        return cls.for_run(root or cfg.output_root, cfg.model, label, cfg.subset, run_folder(cfg))
+        data = cfg.data
+        label = dataset_label(data.dataset, is_local(data.dataset, data.source))
+        folder = run_folder(data, cfg.output.run_name)
+        return cls.for_run(root or cfg.output.output_root, cfg.encoder.model, label, data.subset, folder)
 
     @property
     def root(self) -> PurePath:

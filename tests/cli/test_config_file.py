@@ -91,9 +91,15 @@ def test_toml_values_apply(monkeypatch, tmp_path, data):
     path = tmp_path / "run.toml"
     path.write_text(TOML.format(data=data, out=tmp_path / "out"))
     cfg = _effective(monkeypatch, "--config", str(path))
-    assert (cfg.dataset, cfg.text_field, cfg.id_field, cfg.n, cfg.seed) == (str(data), "text", "id", 40, 7)
-    assert (cfg.rows_per_shard, cfg.tokens_per_batch, cfg.dtype) == (16, 4096, "float32")
-    assert cfg.devices == ("cpu:0",) and cfg.progress is False
+    data_part, sampling = cfg.data, cfg.sampling
+    assert (data_part.dataset, data_part.text_field, data_part.id_field) == (str(data), "text", "id")
+    assert (sampling.n, sampling.seed) == (40, 7)
+    assert (cfg.output.rows_per_shard, cfg.encoder.tokens_per_batch, cfg.encoder.dtype) == (
+        16,
+        4096,
+        "float32",
+    )
+    assert cfg.execution.devices == ("cpu:0",) and cfg.output.progress is False
     assert cfg.config_file == str(path.resolve())
 
 
@@ -102,8 +108,12 @@ def test_yaml_values_apply(monkeypatch, tmp_path, data, suffix):
     path = tmp_path / f"run{suffix}"
     path.write_text(YAML.format(data=data, out=tmp_path / "out"))
     cfg = _effective(monkeypatch, "--config", str(path))
-    assert (cfg.dataset, cfg.text_field, cfg.id_field, cfg.n, cfg.seed) == (str(data), "text", "id", 40, 7)
-    assert cfg.devices == ("cpu:0", "cpu:1") and cfg.subset is None and cfg.extract == "text"
+    data_part, sampling = cfg.data, cfg.sampling
+    assert (data_part.dataset, data_part.text_field, data_part.id_field) == (str(data), "text", "id")
+    assert (sampling.n, sampling.seed) == (40, 7)
+    assert (
+        cfg.execution.devices == ("cpu:0", "cpu:1") and cfg.data.subset is None and cfg.data.extract == "text"
+    )
     assert cfg.config_file == str(path.resolve())
 
 
@@ -115,15 +125,20 @@ def test_the_command_line_overrides_the_file(monkeypatch, tmp_path, data):
         "--text-field", "body",
     )  # fmt: skip
     # --seed 42 is also the default: given on the command line, it still wins over the file's 7.
-    assert (cfg.n, cfg.seed, cfg.extract, cfg.text_field) == (5, 42, "first-assistant", "body")
-    assert cfg.rows_per_shard == 16 and cfg.id_field == "id"  # the rest still from the file
+    assert (cfg.sampling.n, cfg.sampling.seed, cfg.data.extract, cfg.data.text_field) == (
+        5,
+        42,
+        "first-assistant",
+        "body",
+    )
+    assert cfg.output.rows_per_shard == 16 and cfg.data.id_field == "id"  # the rest still from the file
 
 
 def test_embed_dataset_takes_a_config_too(monkeypatch, tmp_path, data):
     path = tmp_path / "openai.yaml"
     path.write_text(f"dataset: {data}\nmodel: text-embedding-3-large\ndimensions: 256\nconcurrency: 2\n")
     cfg = _effective(monkeypatch, "--config", str(path), "--concurrency", "8", command="embed-dataset")
-    assert (cfg.mode, cfg.model, cfg.dimensions, cfg.concurrency) == (
+    assert (cfg.mode, cfg.encoder.model, cfg.encoder.dimensions, cfg.encoder.concurrency) == (
         "openai",
         "text-embedding-3-large",
         256,
@@ -166,43 +181,53 @@ def test_the_shipped_configs(monkeypatch, tmp_path):
     monkeypatch.chdir(REPO / "tests")  # paths in a config are relative to its own folder, not here
 
     fineweb = _effective(monkeypatch, "--config", "../configs/fineweb-sample-10BT-qwen3.toml")
-    assert (fineweb.dataset, fineweb.subset, fineweb.split) == (
+    assert (fineweb.data.dataset, fineweb.data.subset, fineweb.data.split) == (
         "HuggingFaceFW/fineweb",
         "sample-10BT",
         "train",
     )
-    assert (fineweb.model, fineweb.tokens_per_batch, fineweb.dtype) == (
+    assert (fineweb.encoder.model, fineweb.encoder.tokens_per_batch, fineweb.encoder.dtype) == (
         "Qwen/Qwen3-Embedding-0.6B",
         131072,
         "bfloat16",
     )
-    assert fineweb.compile_model is True and fineweb.devices == ("cuda:0", "cuda:1")
-    assert fineweb.output_root == str(tmp_path)
+    assert fineweb.encoder.compile_model is True and fineweb.execution.devices == ("cuda:0", "cuda:1")
+    assert fineweb.output.output_root == str(tmp_path)
 
     wildchat = _effective(monkeypatch, "--config", "../configs/wildchat-first-assistant.toml")
-    assert (wildchat.dataset, wildchat.text_field, wildchat.extract, wildchat.id_field) == (
+    assert (
+        wildchat.data.dataset,
+        wildchat.data.text_field,
+        wildchat.data.extract,
+        wildchat.data.id_field,
+    ) == (
         "allenai/WildChat-4.8M",
         "conversation",
         "first-assistant",
         "conversation_hash",
     )
-    assert (wildchat.model, wildchat.tokens_per_batch, wildchat.dtype, wildchat.compile_model) == (
+    assert (
+        wildchat.encoder.model,
+        wildchat.encoder.tokens_per_batch,
+        wildchat.encoder.dtype,
+        wildchat.encoder.compile_model,
+    ) == (
         "Qwen/Qwen3-Embedding-0.6B",
         131072,
         "bfloat16",
         True,
     )
-    assert wildchat.devices == ("cuda:0", "cuda:1")
+    assert wildchat.execution.devices == ("cuda:0", "cuda:1")
 
     demo = _effective(monkeypatch, "--config", "../configs/demo.toml")
-    assert (demo.dataset, demo.output_root, demo.devices) == (
+    assert (demo.data.dataset, demo.output.output_root, demo.execution.devices) == (
         str(REPO / "chatspace/resources/demo.jsonl"),
         str(REPO / "demo-output"),
         ("cpu:0",),
     )
-    assert (demo.id_field, demo.rows_per_shard, demo.progress) == ("id", 100, True)
-    assert demo.model == "sentence-transformers/all-MiniLM-L6-v2"
-    assert (REPO / demo.dataset).is_file()
+    assert (demo.data.id_field, demo.output.rows_per_shard, demo.output.progress) == ("id", 100, True)
+    assert demo.encoder.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (REPO / demo.data.dataset).is_file()
 
 
 @pytest.mark.slow
@@ -228,16 +253,16 @@ def test_a_toml_run_with_an_override_records_the_effective_config(tmp_path, data
 @pytest.mark.parametrize(
     ("file_line", "args", "check"),
     [
-        ('gpus = "all"', ["--devices", "cpu"], lambda c: c.devices == ("cpu:0",)),
-        ('gpus = "all"', ["--device", "cpu"], lambda c: c.devices == ("cpu:0",)),
-        ('devices = "cpu,cpu"', ["--gpus", "1"], lambda c: c.devices == ("cuda:1",)),
-        ("n = 40", ["--p", "0.5"], lambda c: (c.n, c.p) == (None, 0.5)),
-        ("p = 0.5", ["--max-rows", "9"], lambda c: (c.p, c.max_rows) == (None, 9)),
-        ("overwrite = true", ["--resume"], lambda c: (c.overwrite, c.resume) == (False, True)),
+        ('gpus = "all"', ["--devices", "cpu"], lambda c: c.execution.devices == ("cpu:0",)),
+        ('gpus = "all"', ["--device", "cpu"], lambda c: c.execution.devices == ("cpu:0",)),
+        ('devices = "cpu,cpu"', ["--gpus", "1"], lambda c: c.execution.devices == ("cuda:1",)),
+        ("n = 40", ["--p", "0.5"], lambda c: (c.sampling.n, c.sampling.p) == (None, 0.5)),
+        ("p = 0.5", ["--max-rows", "9"], lambda c: (c.sampling.p, c.sampling.max_rows) == (None, 9)),
+        ("overwrite = true", ["--resume"], lambda c: (c.output.overwrite, c.output.resume) == (False, True)),
         (
             'prompt = "q: "',
             ["--prompt-name", "query"],
-            lambda c: (c.prompt, c.prompt_name) == (None, "query"),
+            lambda c: (c.encoder.prompt, c.encoder.prompt_name) == (None, "query"),
         ),
     ],
 )

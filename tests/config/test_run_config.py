@@ -191,7 +191,7 @@ def test_exactly_the_identity_fields_change_the_hash(part):
         if name == "roles":  # roles apply to conversations' turns only
             base = base.replace(extract="each-turn")
         changed = base.replace(**{name: value})
-        assert getattr(changed, name) == value
+        assert changed.option_value(name) == value
         differs = changed.output_hash() != base.output_hash()
         assert differs == (name in part.identity_fields()), name
         assert (name in RunConfig.OUTPUT_FIELDS) == (name in part.identity_fields()), name
@@ -239,7 +239,11 @@ def test_an_option_of_the_other_encoder_is_refused_unless_at_its_default():
     with pytest.raises(UsageError, match="batch_size does not apply to mode 'openai'"):
         RunConfig.from_options(dataset="d", mode="openai", batch_size=8)
     cfg = RunConfig.from_options(dataset="d", dimensions=None, on_long="truncate")
-    assert cfg.mode == "hf" and cfg.dimensions is None and cfg.encoder == SentenceTransformerConfig()
+    assert (
+        cfg.mode == "hf"
+        and cfg.option_value("dimensions") is None
+        and cfg.encoder == SentenceTransformerConfig()
+    )
 
 
 def test_parts_are_what_a_run_is_built_from():
@@ -248,8 +252,8 @@ def test_parts_are_what_a_run_is_built_from():
         encoder=OpenAIConfig(dimensions=8),
         output=OutputConfig(output_root="/tmp/x"),
     )
-    assert cfg.mode == "openai" and cfg.model == "text-embedding-3-small"
-    assert cfg.base_split == "train" and cfg.seed == 42 and cfg.devices == ("cpu:0",)
+    assert cfg.mode == "openai" and cfg.encoder.model == "text-embedding-3-small"
+    assert cfg.base_split == "train" and cfg.sampling.seed == 42 and cfg.execution.devices == ("cpu:0",)
     assert cfg == RunConfig.from_options(
         mode="openai", dataset="d.jsonl", split="train[:10]", dimensions=8, output_root="/tmp/x"
     )
@@ -266,7 +270,7 @@ def test_command_line_defaults_are_the_parts_defaults(monkeypatch, tmp_path):
     params = command.make_context("embed-hf", ["--dataset", "d.jsonl"]).params
     cfg = build_run_config("hf", params, devices=("cpu:0",))
     assert cfg == RunConfig.from_options(dataset="d.jsonl")
-    assert cfg.output_root == str(tmp_path)
+    assert cfg.output.output_root == str(tmp_path)
     for param in command.params:
         if isinstance(param.type, click.Choice) and param.name in RunConfig.option_names("hf"):
             part = next(

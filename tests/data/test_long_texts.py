@@ -380,7 +380,7 @@ def test_options_are_checked_before_any_work():
     with pytest.raises(UsageError, match="--roles needs at least one role"):
         RunConfig.from_options(dataset="d.jsonl", extract="each-turn", roles=" , ")
     cfg = RunConfig.from_options(dataset="d.jsonl", extract="each-turn", roles="gpt,Human,user")
-    assert cfg.roles == "assistant,user"
+    assert cfg.data.roles == "assistant,user"
     # The default keeps the hash runs had before these options existed.
     plain = RunConfig.from_options(dataset="d.jsonl")
     assert plain.output_hash() == plain.replace(long_text="truncate", chunk_overlap=0).output_hash()

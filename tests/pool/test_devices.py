@@ -164,12 +164,12 @@ def test_threads_are_shared_out_across_local_workers(monkeypatch):
 
     monkeypatch.setattr(local, "cpu_count", lambda: 16)
     gpus = tuple(devices.Device("cuda", f"cuda:{i}", str(i)) for i in range(4))
-    cfg = RunConfig.from_options(dataset="x", output_root="/tmp/x")
+    cfg = RunConfig.from_options(dataset="x", output_root="/tmp/x").execution
     assert local.threads_per_worker(gpus, cfg) == 4  # torch, tokenizer and compile pools: 16 cores / 4
     assert local.threads_per_worker((devices.Device("cpu", "cpu:0"),) * 2, cfg) == 8
     assert (
         local.threads_per_worker(
-            gpus, RunConfig.from_options(dataset="x", output_root="/tmp/x", threads_per_worker=3)
+            gpus, RunConfig.from_options(dataset="x", output_root="/tmp/x", threads_per_worker=3).execution
         )
         == 3
     )

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from chatspace.config import RunConfig
 from chatspace.errors import ChatspaceError
 from chatspace.hardware.devices import Device
 from chatspace.pool.executors.base import Executor
@@ -62,7 +63,9 @@ class SilentProgress:
 
 def _scheduler(tmp_path, keep_device: bool, restarts: int = 2) -> Scheduler:
     units = deque(WorkUnit(i, np.arange(i * 10, i * 10 + 10)) for i in range(6))
-    cfg = SimpleNamespace(max_worker_restarts=restarts, mode="hf", stall_timeout=0, model="m")
+    cfg = RunConfig.from_options(
+        dataset="d.jsonl", model="m", max_worker_restarts=restarts, stall_timeout=0, output_root=str(tmp_path)
+    )
     layout = SimpleNamespace(output=OutputRoot(tmp_path), embeddings_dir=tmp_path / "embeddings")
     builder = SimpleNamespace(base={}, workers={}, timings={}, layout=layout)
     sched = Scheduler(StandInExecutor(keep_device), cfg, units, {}, builder, SilentProgress(), 60)

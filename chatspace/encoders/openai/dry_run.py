@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from chatspace.config import RunConfig
+from chatspace.config import DataConfig, RunConfig
 from chatspace.data.extract import extract_rows, needed_columns
 from chatspace.data.sampling import select_run_rows
 from chatspace.data.sources import Source, open_run_source
@@ -127,9 +127,9 @@ def dry_run(cfg: RunConfig, layout: Any, *, settings: OpenAISettings | None = No
     if settings is None:
         settings = openai_settings(require_key=False)
     encoder = OpenAIEncoder(cfg.replace(execute=False).encoder, settings=settings)
-    price = price_per_million(cfg.model)
+    price = price_per_million(cfg.encoder.model)
     report = DryRunReport(
-        **{name: getattr(cfg, name) for name in RUN_OPTIONS},
+        **{name: cfg.option_value(name) for name in RUN_OPTIONS},
         base_url=settings.display_url,
         api_key_set=bool(settings.api_key),
         tokenizer=encoder.tokenizer_name,
@@ -146,10 +146,11 @@ def dry_run(cfg: RunConfig, layout: Any, *, settings: OpenAISettings | None = No
         report.source_rows, report.selected = source.num_rows, len(selection.indices)
         skipped: Counter[str] = Counter()
         stats = WorkerStats()
-        for shard_start in range(0, len(selection.indices), cfg.rows_per_shard):
+        rows_per_shard = cfg.output.rows_per_shard
+        for shard_start in range(0, len(selection.indices), rows_per_shard):
             report.shards += 1
             texts = _shard_texts(
-                cfg, source, selection.indices[shard_start : shard_start + cfg.rows_per_shard], skipped
+                cfg.data, source, selection.indices[shard_start : shard_start + rows_per_shard], skipped
             )
             # Plan as a worker does: per chunk of the shard's texts (requests never span two chunks).
             for start in range(0, len(texts), CHUNK_ROWS):
@@ -161,7 +162,7 @@ def dry_run(cfg: RunConfig, layout: Any, *, settings: OpenAISettings | None = No
     return report
 
 
-def _shard_texts(cfg: RunConfig, source: Source, shard: np.ndarray, skipped: Counter[str]) -> list[str]:
+def _shard_texts(cfg: DataConfig, source: Source, shard: np.ndarray, skipped: Counter[str]) -> list[str]:
     """The texts a worker would extract from one shard's rows (skips counted by reason)."""
     texts: list[str] = []
     columns = needed_columns(cfg.text_field, cfg.id_field)

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar
 
-from chatspace.config import RunConfig
+from chatspace.config import ExecutorConfig
 from chatspace.encoders.tokenize import use_tokenizer_threads
 from chatspace.hardware.devices import Device
 from chatspace.logs import quiet_libraries
@@ -81,14 +81,14 @@ class Executor(ABC):
     # started, say on a node whose death Ray had not yet noticed, is placed again, within the limit).
     replacements_keep_their_device: ClassVar[bool] = True
 
-    def __init__(self, cfg: RunConfig, log_sink: Callable[[logging.LogRecord], None], log_level: int):
-        self.cfg = cfg
+    def __init__(self, cfg: ExecutorConfig, log_sink: Callable[[logging.LogRecord], None], log_level: int):
+        self.cfg = cfg  # the run's executor part: devices, threads, Ray's address and workers
         self.log_sink = log_sink  # where workers' log records go (the run's console and log file)
         self.log_level = log_level
         self.specs: list[WorkerSpec] = []
 
     @staticmethod
-    def check(cfg: RunConfig) -> None:
+    def check(cfg: ExecutorConfig) -> None:
         """Fail early, before any output is touched, on what this executor cannot run (a dead cluster).
         Most executors have nothing to check."""
         return None

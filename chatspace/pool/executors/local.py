@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from chatspace.config import RunConfig
+from chatspace.config import ExecutorConfig
 from chatspace.hardware.devices import Device, cpu_count, parse_device_labels
 from chatspace.logs import quiet_worker_environment
 from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, send_worker_logs, share_worker_cores
@@ -126,7 +126,7 @@ class _LocalWorker:
                 feeder.join(timeout)
 
 
-def threads_per_worker(devices: tuple[Device, ...], cfg: RunConfig) -> int | None:
+def threads_per_worker(devices: tuple[Device, ...], cfg: ExecutorConfig) -> int | None:
     """Threads per worker (torch, tokenizer, inductor's compile pool): the cores shared out evenly,
     so N workers do not each start a pool the size of the machine."""
     if cfg.threads_per_worker:
@@ -143,7 +143,7 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, cfg: RunConfig, log_sink, log_level: int):
+    def __init__(self, cfg: ExecutorConfig, log_sink, log_level: int):
         super().__init__(cfg, log_sink, log_level)
         self.ctx = mp.get_context("spawn")
         self.inbox: queue.Queue = queue.Queue()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chatspace import __version__
-from chatspace.config import RunConfig
+from chatspace.config import ExecutorConfig
 from chatspace.errors import ChatspaceError, UsageError
 from chatspace.hardware.devices import Device
 from chatspace.logs import quiet_worker_environment
@@ -197,7 +197,7 @@ class RayExecutor(Executor):
     replacements_always_start = False
     replacements_keep_their_device = False
 
-    def __init__(self, cfg: RunConfig, log_sink, log_level: int):
+    def __init__(self, cfg: ExecutorConfig, log_sink, log_level: int):
         super().__init__(cfg, log_sink, log_level)
         self.ray = _import_ray()
         self._started_ray = False
@@ -210,7 +210,7 @@ class RayExecutor(Executor):
         self._actor_class = None
 
     @staticmethod
-    def check(cfg: RunConfig) -> None:
+    def check(cfg: ExecutorConfig) -> None:
         """A cluster that does not answer, or would refuse this driver, fails now, in seconds, before
         any output is touched; so does one whose nodes import another chatspace than this one (asked
         once connected: the connection is kept for the run)."""

@@ -75,7 +75,11 @@ def test_plan_requests_limits():
 
 def test_defaults_are_the_api_limits():
     cfg = make_cfg()
-    assert (cfg.request_max_inputs, cfg.request_max_tokens, MAX_INPUT_TOKENS) == (2048, 300_000, 8191)
+    assert (cfg.encoder.request_max_inputs, cfg.encoder.request_max_tokens, MAX_INPUT_TOKENS) == (
+        2048,
+        300_000,
+        8191,
+    )
 
 
 def test_rate_limit_waits_for_retry_after(server):
