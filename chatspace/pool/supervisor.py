@@ -24,8 +24,8 @@ from chatspace.data.sources import Source, open_run_source
 from chatspace.errors import ChatspaceError, RunInterrupted, TerminationSignal, describe_os_error
 from chatspace.logs import plural
 from chatspace.pool.executors import get_executor_class
-from chatspace.pool.output import prepare_output, switch_into_place
-from chatspace.pool.plan import num_units, plan_units
+from chatspace.pool.output import choose_sampler, prepare_output, switch_into_place
+from chatspace.pool.plan import num_units, plan_units, unit_sizes
 from chatspace.pool.progress import Progress
 from chatspace.pool.scheduler import TRACEBACK_LOGGER, Scheduler
 from chatspace.pool.worker import WorkerSpec
@@ -152,9 +152,10 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     t0 = time.perf_counter()
     source = open_run_source(cfg.data, final.datasets_dir)
     executor_class.check(cfg)  # e.g. a dead Ray cluster fails now, before any output is touched
+    cfg = choose_sampler(final, cfg)
     selection = select_run_rows(cfg, source.num_rows)
-    total_units = num_units(len(selection.indices), cfg.rows_per_shard)
-    plan_sizes = [u.size for u in plan_units(selection.indices, cfg.rows_per_shard)]
+    total_units = num_units(selection.count, cfg.rows_per_shard)
+    plan_sizes = unit_sizes(selection.count, cfg.rows_per_shard)
     t_plan = time.perf_counter() - t0
     run_lock = acquire_output_lock(final)  # held for the whole run
     try:
@@ -202,8 +203,9 @@ def run_embedding(cfg: RunConfig) -> RunResult:
                 "n": cfg.n,
                 "p": cfg.p,
                 "seed": cfg.seed,
+                **({"sampler": selection.sampler} if selection.sampler else {}),  # --n: its version
                 "total_rows": selection.total_rows,
-                "selected_rows": int(len(selection.indices)),
+                "selected_rows": selection.count,
             },
             "plan": {"units": total_units, "rows_per_shard": cfg.rows_per_shard},
             "layout": {
@@ -228,19 +230,17 @@ def run_embedding(cfg: RunConfig) -> RunResult:
             log.info(
                 "run %s: %d of %d rows selected (%s, seed %d) -> %s of %s%d rows; %d already done",
                 run_id,
-                len(selection.indices),
+                selection.count,
                 source.num_rows,
                 selection.method,
                 cfg.seed,
                 plural(total_units, "unit"),
                 "up to " if total_units > 1 else "",
-                min(cfg.rows_per_shard, len(selection.indices)),
+                min(cfg.rows_per_shard, selection.count),
                 len(done),
             )
             builder.write(records, "running")
-            pending = deque(
-                u for u in plan_units(selection.indices, cfg.rows_per_shard) if u.index not in done
-            )
+            pending = deque(u for u in plan_units(selection, cfg.rows_per_shard) if u.index not in done)
             if not total_units:
                 log.warning(
                     "the sample is empty: %s of %d rows selected none; nothing to embed",
@@ -253,7 +253,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
                 executor.start(lambda rank, device, threads: WorkerSpec(
                     rank, device, threads, cfg, source.spec, layout, run_id
                 ))  # fmt: skip
-                Scheduler(executor, cfg, pending, records, builder, progress, len(selection.indices)).run()
+                Scheduler(executor, cfg, pending, records, builder, progress, selection.count).run()
             _record_skipped_rows(cfg, layout, source, selection, records, builder)
             _check_something_embedded(cfg, records)
             if cfg.id_field:
@@ -348,11 +348,7 @@ def _record_skipped_rows(cfg, layout, source, selection, records, builder) -> No
     """Name each skipped row (row index, id, reason) in skipped.parquet, listed in the manifest."""
     from chatspace.pool.skipped import skipped_rows, write_skipped_rows
 
-    units = [
-        u
-        for u in plan_units(selection.indices, cfg.rows_per_shard)
-        if records.get(u.index, {}).get("skipped")
-    ]
+    units = [u for u in plan_units(selection, cfg.rows_per_shard) if records.get(u.index, {}).get("skipped")]
     if units:
         builder.base["skipped_rows_file"] = write_skipped_rows(layout, skipped_rows(source, cfg, units))
 
