@@ -9,7 +9,7 @@ needs them, by a pure function of (seed, block):
   hypergeometric law (`hypergeometric`), then a block's rows are drawn with a generator seeded by
   (seed, block). Together they are a uniform sample of exactly n rows without replacement.
 
-A unit's rows travel as a `BlockRows` (a few numbers); `np.asarray` on it gives the row indices.
+A unit's rows travel as a `RowRange` or a `BlockRows` (a few numbers); `np.asarray` gives the indices.
 """
 
 from __future__ import annotations
@@ -141,13 +141,53 @@ def _kept_rows(start: int, end: int, p: float, seed: int, block: int) -> np.ndar
     return rows
 
 
+class UnitRows:
+    """How to find a unit's rows, in a few numbers: `np.asarray(rows)` (or `.array()`) computes them.
+
+    Sequence-like (len, [i], iteration), so code that took an array of indices still works.
+    """
+
+    def array(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        rows = self.array()
+        return rows if dtype is None else rows.astype(dtype, copy=False)
+
+    def __getitem__(self, i):
+        return self.array()[i]
+
+    def __iter__(self):
+        return iter(self.array().tolist())
+
+
 @dataclass(frozen=True)
-class BlockRows:
+class RowRange(UnitRows):
+    """Consecutive rows [start, stop): all rows, --max-rows, a split slice, an --n of every row."""
+
+    start: int
+    stop: int
+
+    def array(self) -> np.ndarray:
+        return np.arange(self.start, self.stop, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i):
+        return range(self.start, self.stop)[i]
+
+
+@dataclass(frozen=True)
+class BlockRows(UnitRows):
     """A unit's rows, by how to compute them: the selected rows of blocks first_block.. (counts given),
     from the `skip`-th on, `length` of them. Cheap to pickle; `np.asarray(spec)` computes the rows.
 
     `method` n: blocks of the sample of `param` = n rows out of `end - start`; p: blocks kept with
-    probability `param`. Sequence-like (len, [i], iteration) so code that took an array still works.
+    probability `param`.
     """
 
     method: str
@@ -173,15 +213,5 @@ class BlockRows:
         rows = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         return rows[self.skip : self.skip + self.length]
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        rows = self.array()
-        return rows if dtype is None else rows.astype(dtype, copy=False)
-
     def __len__(self) -> int:
         return self.length
-
-    def __getitem__(self, i):
-        return self.array()[i]
-
-    def __iter__(self):
-        return iter(self.array().tolist())

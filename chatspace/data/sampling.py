@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chatspace.data import row_blocks
-from chatspace.data.row_blocks import BlockRows
+from chatspace.data.row_blocks import BlockRows, RowRange
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +57,17 @@ class Selection:
     count: int
     sampler: int | None = None
     # One of: a range of consecutive rows; the drawn rows; or per-block counts (row_blocks).
-    _range: range | None = field(default=None, repr=False)
+    _range: tuple[int, int] | None = field(default=None, repr=False)  # [start, stop)
     _drawn: np.ndarray | None = field(default=None, repr=False)
     _blocks: tuple | None = field(default=None, repr=False)  # (method, param, seed, start, end, prefix)
 
     def rows(self, lo: int, hi: int):
-        """Selected rows of ranks [lo, hi): a range, an array, or a `BlockRows` (np.asarray gives rows)."""
+        """Selected rows of ranks [lo, hi): a `RowRange`, an array, or a `BlockRows` (np.asarray gives
+        the row indices of any of them)."""
         lo, hi = max(0, lo), min(hi, self.count)
         hi = max(lo, hi)
         if self._range is not None:
-            return self._range[lo:hi]
+            return RowRange(self._range[0] + lo, self._range[0] + hi)
         if self._drawn is not None:
             return self._drawn[lo:hi]
         method, param, seed, start, end, prefix = self._blocks
@@ -115,14 +116,14 @@ def select_rows(
     available = end - start
     if max_rows is not None:
         taken = min(max_rows, available)
-        return Selection("first", max_rows, total_rows, taken, _range=range(start, start + taken))
+        return Selection("first", max_rows, total_rows, taken, _range=(start, start + taken))
     if n is not None:
         if sampler not in (1, 2):
             raise ValueError(f"unknown --n sampler version {sampler!r}")
         if n >= available:
             if n > available:
                 log.warning("--n %d is more than the %d rows available; taking all of them", n, available)
-            return Selection("n", n, total_rows, available, sampler, _range=range(start, end))
+            return Selection("n", n, total_rows, available, sampler, _range=(start, end))
         if sampler == 1 or _v1_is_small(available, n):
             return Selection("n", n, total_rows, n, sampler, _drawn=_v1_draw(available, n, seed) + start)
         counts = row_blocks.drawn_per_block(available, n, seed)
@@ -132,7 +133,7 @@ def select_rows(
         counts = row_blocks.kept_per_block(start, end, p, seed)
         prefix = np.concatenate([[0], np.cumsum(counts)])
         return Selection("p", None, total_rows, int(prefix[-1]), _blocks=("p", p, seed, start, end, prefix))
-    return Selection("all", None, total_rows, available, _range=range(start, end))
+    return Selection("all", None, total_rows, available, _range=(start, end))
 
 
 def select_run_rows(cfg, num_rows: int) -> Selection:

@@ -2,7 +2,8 @@
 
 A pure function of the selection and --rows-per-shard, never of the number of workers, so a rerun with
 another device count writes the same shards, and a resumed run can trust unit numbers. A unit carries how
-to find its rows (a range, or a few numbers per block of the sample), computed where they are read.
+to find its rows (a range, or a few numbers per block of the sample), computed where they are read
+(`np.asarray(unit.rows)`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from chatspace.data.sampling import Selection
 @dataclass(frozen=True)
 class WorkUnit:
     index: int
-    rows: Any  # the unit's global row indices, ascending: a range, an array or a row_blocks.BlockRows
+    rows: Any  # its global row indices, ascending: an array, or a row_blocks.RowRange / BlockRows
 
     @property
     def size(self) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from chatspace.data import row_blocks, sampling
-from chatspace.data.row_blocks import BLOCK_ROWS, BlockRows
+from chatspace.data.row_blocks import BLOCK_ROWS, BlockRows, RowRange
 from chatspace.data.sampling import keep_with_probability, select_rows
 from chatspace.pool.plan import num_units, plan_units, unit_sizes
 
@@ -196,12 +196,16 @@ def test_p_one_keeps_everything_and_default_is_all():
 def test_ranges_stay_ranges_at_a_billion_rows():
     """all, --max-rows and split slices: the plan carries ranges, whatever the number of rows."""
     sel = select_rows(10**9, n=None, p=None, seed=0)
-    assert sel.count == 10**9 and sel.rows(0, 10_000) == range(0, 10_000)
+    assert sel.count == 10**9 and sel.rows(0, 10_000) == RowRange(0, 10_000)
     units = plan_units(sel, 10_000)
-    assert next(units).rows == range(0, 10_000) and next(units).rows == range(10_000, 20_000)
+    assert next(units).rows == RowRange(0, 10_000) and next(units).rows == RowRange(10_000, 20_000)
     sliced = select_rows(10**9, n=None, p=None, seed=0, row_range=(500, 900), max_rows=300)
-    assert [u.rows for u in plan_units(sliced, 128)] == [range(500, 628), range(628, 756), range(756, 800)]
-    assert select_rows(10**9, n=10**9 + 1, p=None, seed=0).rows(5, 7) == range(5, 7)
+    assert [u.rows for u in plan_units(sliced, 128)] == [
+        RowRange(500, 628),
+        RowRange(628, 756),
+        RowRange(756, 800),
+    ]
+    assert select_rows(10**9, n=10**9 + 1, p=None, seed=0).rows(5, 7) == RowRange(5, 7)
 
 
 def test_a_units_rows_are_cheap_to_send(blocks_always):
@@ -222,3 +226,12 @@ def test_units_cover_selection_exactly_for_any_shard_size():
         assert [u.size for u in units] == unit_sizes(sel.count, rows_per_shard)
         assert [u.index for u in units] == list(range(len(units)))
         assert np.array_equal(np.concatenate([np.asarray(u.rows) for u in units]), sel.indices)
+
+
+def test_a_range_unit_reads_as_an_array():
+    unit = list(plan_units(select_rows(10**9, n=None, p=None, seed=0, row_range=(7, 10**9)), 10_000))[2]
+    rows = np.asarray(unit.rows, dtype=np.int64)
+    assert rows.dtype == np.int64 and rows.tolist() == list(range(20_007, 30_007))
+    assert (unit.rows[0], unit.rows[-1], len(unit.rows), unit.size) == (20_007, 30_006, 10_000, 10_000)
+    assert [int(i) for i in unit.rows][:2] == [20_007, 20_008]
+    assert len(pickle.dumps(unit.rows)) < 200
