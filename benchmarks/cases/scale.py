@@ -12,6 +12,9 @@ starts) is its own; `seconds` times the measurement alone.
   of 1,000,000,000 rows, the unit sizes a resume checks against, and the 100,000 work units it queues
   (--rows-per-shard 5,000).
 
+`--rows N` runs the same measurements over N rows instead (the names keep their billion; the counts say
+what was run), for a quick check.
+
 To add a measurement, write a function that returns its counts (a dict; put `bytes` or
 `units_per_second` there too) and register it with `@measurement(NAME, seconds=GOAL, peak_rss_mb=GOAL)`.
 """
@@ -102,12 +105,12 @@ def select_p() -> dict:
 
 @measurement("select_n_1e7_of_1e9", seconds=60, peak_rss_mb=1024)
 def select_n_small() -> dict:
-    return _select_and_read(n=10**7)
+    return _select_and_read(n=ROWS // 100)
 
 
 @measurement("select_n_5e8_of_1e9", seconds=60, peak_rss_mb=1024)
 def select_n_half() -> dict:
-    return _select_and_read(n=5 * 10**8)
+    return _select_and_read(n=ROWS // 2)
 
 
 @measurement("plan_1e5_units", seconds=10)
@@ -119,14 +122,14 @@ def plan() -> dict:
     from chatspace.pool.plan import num_units, plan_units, unit_sizes
 
     rows_per_shard = 5_000
-    selection = select_rows(ROWS, n=5 * 10**8, p=None, seed=SEED)
+    selection = select_rows(ROWS, n=ROWS // 2, p=None, seed=SEED)
     sizes = unit_sizes(selection.count, rows_per_shard)
     pending = deque(plan_units(selection, rows_per_shard))
     if len(pending) != num_units(selection.count, rows_per_shard) or sum(u.size for u in pending) != sum(
         sizes
     ):
         raise AssertionError("the plan does not cover the selection")
-    return {"rows": ROWS, "n": 5 * 10**8, "units": len(pending), "rows_per_shard": rows_per_shard}
+    return {"rows": ROWS, "n": ROWS // 2, "units": len(pending), "rows_per_shard": rows_per_shard}
 
 
 def _rss_mb() -> float:
@@ -168,7 +171,7 @@ def main(args) -> int:
     failed = []
     for name in names:
         proc = subprocess.run(
-            [sys.executable, __file__, name],
+            [sys.executable, __file__, name, str(args.rows or ROWS)],
             capture_output=True,
             text=True,
             cwd=REPO,
@@ -200,4 +203,5 @@ def main(args) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
+    ROWS = int(sys.argv[2]) if len(sys.argv) > 2 else ROWS
     print(json.dumps(measure(sys.argv[1])))
