@@ -54,18 +54,27 @@ def keep_mask(lo: int, hi: int, p: float, seed: int) -> np.ndarray:
     return splitmix64(h) < threshold
 
 
-def kept_per_block(start: int, end: int, p: float, seed: int) -> np.ndarray:
-    """How many rows `--p` keeps in each block of [start, end), hashing the range once in chunks."""
+def kept_per_block(start: int, end: int, p: float, seed: int, keep_up_to: int = 0):
+    """How many rows `--p` keeps in each block of [start, end), hashing the range once in chunks; and
+    the kept rows themselves while they number at most `keep_up_to` (else None).
+
+    A sparse sample is better held whole: a unit of it would otherwise span many blocks to hash again.
+    """
     counts = np.zeros(block_count(end - start), dtype=np.int64)
+    kept: list[np.ndarray] | None = []
+    total = 0
     step = _HASH_CHUNK  # a multiple of BLOCK_ROWS, so chunks start on block boundaries
     for lo in range(start, end, step):
         hi = min(lo + step, end)
         mask = keep_mask(lo, hi, p, seed)
-        first = (lo - start) // BLOCK_ROWS
-        counts[first : first + block_count(hi - lo)] = np.add.reduceat(
-            mask, np.arange(0, hi - lo, BLOCK_ROWS)
-        )
-    return counts
+        chunk = counts[(lo - start) // BLOCK_ROWS :][: block_count(hi - lo)]
+        chunk[:] = np.add.reduceat(mask, np.arange(0, hi - lo, BLOCK_ROWS))
+        if kept is not None:
+            total += int(chunk.sum())
+            kept = [*kept, np.flatnonzero(mask) + lo] if total <= keep_up_to else None
+    if kept is None:
+        return counts, None
+    return counts, np.concatenate(kept) if kept else np.empty(0, dtype=np.int64)
 
 
 def block_count(rows: int) -> int:

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 #: The --n sampler a new run uses; runs record theirs (see the module docstring).
 SAMPLER_VERSION = 2
-#: Version 2 keeps version 1's draw when that materialises at most this many row numbers.
+#: Version 2 keeps version 1's draw when that materialises at most this many row numbers; a --p sample
+#: of at most this many rows is held whole too (32 MB), so its units are not spread over many blocks.
 OLD_DRAW_LIMIT = 1 << 22
 
 
@@ -130,7 +131,9 @@ def select_rows(
         prefix = np.concatenate([[0], np.cumsum(counts)])
         return Selection("n", n, total_rows, n, sampler, _blocks=("n", n, seed, start, end, prefix))
     if p is not None:
-        counts = row_blocks.kept_per_block(start, end, p, seed)
+        counts, kept = row_blocks.kept_per_block(start, end, p, seed, keep_up_to=OLD_DRAW_LIMIT)
+        if kept is not None:  # few enough to hold: units are slices of them
+            return Selection("p", None, total_rows, len(kept), _drawn=kept.astype(np.int64, copy=False))
         prefix = np.concatenate([[0], np.cumsum(counts)])
         return Selection("p", None, total_rows, int(prefix[-1]), _blocks=("p", p, seed, start, end, prefix))
     return Selection("all", None, total_rows, available, _range=(start, end))
