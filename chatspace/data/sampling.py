@@ -13,6 +13,9 @@ range [lo, hi) of the selected rows is computed when a unit asks for it (`Select
 * 2: version 1's draw where that holds at most OLD_DRAW_LIMIT numbers (every sample of up to 4M rows,
   and any n up to 4M drawn from more than 50 n rows: the same rows as before); otherwise the block
   sampler of `row_blocks` (O(rows / 65,536) memory at any n).
+
+Both use numpy's seeded Generator (SeedSequence, `choice`), as the tool always has; version 2's block
+counts take only its uniform doubles and plain float64 arithmetic; `--p` only the seed and the row.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def keep_with_probability(indices: np.ndarray, p: float, seed: int) -> np.ndarra
 
     A pure function of (k, seed), so a stream that does not know its length selects the same rows.
     """
-    k = np.array(indices, dtype=np.uint64)
+    k = np.asarray(indices, dtype=np.uint64)
     h = row_blocks.splitmix64(k ^ row_blocks.salt_of(seed))
     # Compare in the top 53 bits so the threshold is exact in float64.
     return (h >> np.uint64(11)).astype(np.float64) < p * float(1 << 53)
