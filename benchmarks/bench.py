@@ -15,7 +15,7 @@ interpreter start to exit, as a user would run it):
 * --large: the same for a random-weight model with Qwen3-Embedding-0.6B's architecture
   (benchmarks/qwen3_random.py; throughput only).
 
-The cases live in benchmarks/cases/ (throughput, pool, sts, large, padding, feeder, backends); this file
+The cases live in benchmarks/cases/ (throughput, pool, sts, large, padding, feeder, backends, search, scale); this file
 parses the options and runs them. Model FLOPs are counted per row from its real (truncated) token count: 2 x matmul parameters per token
 plus 4 x n^2 x attention width per layer (padding is not useful work, so it does not count). The device
 peak is measured in the same run with a large torch.matmul in the same dtype and thread count; "% peak"
@@ -28,6 +28,7 @@ is model FLOPs / encode time / peak.
     .venv/bin/python benchmarks/bench.py --case feeder   # the worker pipeline without the model's forward
     .venv/bin/python benchmarks/bench.py --case backends # torch against ONNX / OpenVINO on the CPU
     .venv/bin/python benchmarks/bench.py --case search   # the ANN index against exact search
+    .venv/bin/python benchmarks/bench.py --case scale    # selection and plan at a billion rows
 
 Results: a table on stdout, benchmarks/results/<host>-<date>.json, and one line appended to the history
 table of benchmarks/RESULTS.md (not for --quick). The machine should be otherwise idle: the load average
@@ -62,7 +63,7 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
 # The full bench, in order; each module's run(bench, ctx) adds its cases and results.
 FULL_BENCH = ("throughput", "pool", "sts", "large")
 # Cases that run on their own: python benchmarks/bench.py --case NAME.
-SINGLE_CASES = ("padding", "feeder", "backends", "search")
+SINGLE_CASES = ("padding", "feeder", "backends", "search", "scale")
 
 
 def parse_args(argv: list[str] | None):
@@ -104,7 +105,8 @@ def parse_args(argv: list[str] | None):
         default="all",
         help="padding: only the planner's padding efficiency (no model runs); feeder: the worker pipeline "
         "with a no-op forward against the tokenizer alone; backends: torch / ONNX Runtime / OpenVINO on the CPU; "
-        "search: ANN index build time, recall@10 and latency at 100k and 1M vectors",
+        "search: ANN index build time, recall@10 and latency at 100k and 1M vectors; scale: selection, plan and "
+        "bookkeeping at a billion rows (seconds and peak memory, each in its own process)",
     )
     return ap.parse_args(argv)
 

@@ -1,7 +1,8 @@
 """What the supervisor and a worker say to each other: one dataclass per kind of message.
 
 They cross process (and, with Ray, machine) boundaries by pickling, so they hold plain data only:
-numbers, strings, dicts of those, and a unit's row numbers. A task queue carries `Task`s and finally
+numbers, strings, dicts of those, and a unit's rows (an array, or a few numbers that describe them:
+`np.asarray(task.rows)` gives the row numbers). A task queue carries `Task`s and finally
 `STOP`; a result queue carries the worker's messages, the `Message` union.
 """
 
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 STOP = None  # no more work: the worker finishes what it holds, reports its stats and exits
 
@@ -20,7 +19,7 @@ class Task:
     """One unit of the plan for a worker: its number and the dataset rows it covers."""
 
     unit: int
-    rows: np.ndarray
+    rows: Any  # int64 array, or data.row_blocks.RowRange / BlockRows: np.asarray gives the rows
 
 
 @dataclass(frozen=True)

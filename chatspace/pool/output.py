@@ -88,6 +88,25 @@ def prepare_output(
     return _resume_or_start(final, cfg, identity, plan_sizes)
 
 
+def choose_sampler(final: RunLayout, cfg: RunConfig) -> RunConfig:
+    """The --n sampler of this run: the one of the run it resumes (or finds complete), recorded in that
+    run's config hash (none recorded: version 1); for a fresh run or an --overwrite, the newest."""
+    from chatspace.data.sampling import SAMPLER_VERSION
+
+    if cfg.sampling.n is None or cfg.sampling.sampler is not None:
+        return cfg
+    newest = cfg.replace(sampler=SAMPLER_VERSION)
+    if cfg.output.overwrite:
+        return newest
+    for layout in (final.staging, final):
+        if layout is final or final.output.exists(layout.stage_dir):
+            if _holds_run_of(layout, cfg):
+                return cfg
+            if _holds_run_of(layout, newest):
+                return newest
+    return newest
+
+
 def _holds_run_of(layout: RunLayout, cfg: RunConfig) -> bool:
     manifest = read_manifest(layout.output, layout.manifest_path)
     if manifest is not None:

@@ -19,6 +19,7 @@ from chatspace.config import Mode, RunConfig
 from chatspace.data.sampling import Selection, select_run_rows
 from chatspace.data.sources import Source, open_run_source
 from chatspace.pool.executors import get_executor_class
+from chatspace.pool.output import choose_sampler
 from chatspace.pool.plan import WorkUnit, plan_units
 from chatspace.store.layout import RunLayout, ensure_writable_output
 
@@ -42,7 +43,7 @@ class RunPlan:
 
     @property
     def selected_rows(self) -> int:
-        return int(len(self.selection.indices))
+        return self.selection.count
 
     @property
     def unit_sizes(self) -> list[int]:
@@ -74,6 +75,7 @@ def plan_run(cfg: RunConfig) -> RunPlan:
 
         check_model(cfg.encoder, hub=executor_class.workers_share_this_machine)
     source = open_run_source(cfg.data, layout.datasets_dir)
+    cfg = choose_sampler(layout, cfg)  # --n: the sampler of the run this one resumes, else the newest
     selection = select_run_rows(cfg, source.num_rows)
-    units = tuple(plan_units(selection.indices, cfg.output.rows_per_shard))
+    units = tuple(plan_units(selection, cfg.output.rows_per_shard))
     return RunPlan(cfg, layout, source, selection, units, executor_class, time.perf_counter() - started)

@@ -245,8 +245,9 @@ def _new_manifest(plan: RunPlan, state: OutputState) -> ManifestBuilder:
                 "n": cfg.sampling.n,
                 "p": cfg.sampling.p,
                 "seed": cfg.sampling.seed,
+                **({"sampler": selection.sampler} if selection.sampler else {}),  # --n: its version
                 "total_rows": selection.total_rows,
-                "selected_rows": int(len(selection.indices)),
+                "selected_rows": selection.count,
             },
             "plan": {"units": total_units, "rows_per_shard": cfg.output.rows_per_shard},
             "layout": {

@@ -124,7 +124,7 @@ OTHER_VALUES = {
         "chunk_overlap": 8,
         "roles": "assistant",
     },
-    SamplingConfig: {"n": 3, "p": 0.5, "max_rows": 4, "seed": 1},
+    SamplingConfig: {"n": 3, "p": 0.5, "max_rows": 4, "seed": 1, "sampler": 2},
     OutputConfig: {
         "output_root": "/tmp/elsewhere",
         "run_id": "r2",
@@ -190,6 +190,8 @@ def test_exactly_the_identity_fields_change_the_hash(part):
             base = base.replace(long_text="chunk")
         if name == "roles":  # roles apply to conversations' turns only
             base = base.replace(extract="each-turn")
+        if name == "sampler":  # the sampler's version applies to --n only
+            base = base.replace(n=3)
         changed = base.replace(**{name: value})
         assert changed.option_value(name) == value
         differs = changed.output_hash() != base.output_hash()

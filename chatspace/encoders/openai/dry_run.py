@@ -16,7 +16,7 @@ import numpy as np
 
 from chatspace.config import DataConfig, RunConfig
 from chatspace.data.extract import extract_rows, needed_columns
-from chatspace.data.sampling import select_run_rows
+from chatspace.data.sampling import SAMPLER_VERSION, select_run_rows
 from chatspace.data.sources import Source, open_run_source
 from chatspace.encoders.base import CHUNK_ROWS, Prepared
 from chatspace.encoders.openai.encoder import OpenAIEncoder
@@ -142,16 +142,22 @@ def dry_run(cfg: RunConfig, layout: Any, *, settings: OpenAISettings | None = No
     )
     source = open_run_source(cfg.data, layout.datasets_dir)
     try:
-        selection = select_run_rows(cfg, source.num_rows)
-        report.source_rows, report.selected = source.num_rows, len(selection.indices)
+        # A preview of a fresh run: its --n sampler is the newest (a resume keeps its run's; same count).
+        sampling = cfg.sampling
+        fresh = (
+            cfg.replace(sampler=SAMPLER_VERSION)
+            if sampling.n is not None and sampling.sampler is None
+            else cfg
+        )
+        selection = select_run_rows(fresh, source.num_rows)
+        report.source_rows, report.selected = source.num_rows, selection.count
         skipped: Counter[str] = Counter()
         stats = WorkerStats()
         rows_per_shard = cfg.output.rows_per_shard
-        for shard_start in range(0, len(selection.indices), rows_per_shard):
+        for shard_start in range(0, selection.count, rows_per_shard):
             report.shards += 1
-            texts = _shard_texts(
-                cfg.data, source, selection.indices[shard_start : shard_start + rows_per_shard], skipped
-            )
+            rows = np.asarray(selection.rows(shard_start, shard_start + rows_per_shard), dtype=np.int64)
+            texts = _shard_texts(cfg.data, source, rows, skipped)
             # Plan as a worker does: per chunk of the shard's texts (requests never span two chunks).
             for start in range(0, len(texts), CHUNK_ROWS):
                 report.count(encoder.prepare(texts[start : start + CHUNK_ROWS], stats), skipped)

@@ -1,0 +1,207 @@
+"""`bench.py --case scale`: chatspace's bookkeeping at the scale the README promises, on this machine.
+
+Nothing here needs a GPU or the data: the rows are numbers, the code is the real one. Each measurement
+runs in a process of its own (`python benchmarks/cases/scale.py NAME`), so its `peak_rss_mb` (the
+process's VmHWM: interpreter and numpy included, `baseline_rss_mb` of it before the measurement
+starts) is its own; `seconds` times the measurement alone.
+
+* select_*: build the selection a run of a billion rows makes (`select_rows`), then produce every
+  unit's rows once, as the workers read them (`np.asarray(unit.rows)`), and checksum them: the whole
+  cost a run pays for its sample, at --rows-per-shard 10,000.
+* plan_1e5_units: what the supervisor plans before a run starts: the selection of --n 500,000,000 out
+  of 1,000,000,000 rows, the unit sizes a resume checks against, and the 100,000 work units it queues
+  (--rows-per-shard 5,000).
+
+`--rows N` runs the same measurements over N rows instead (the names keep their billion; the counts say
+what was run), for a quick check.
+
+To add a measurement, write a function that returns its counts (a dict; put `bytes` or
+`units_per_second` there too) and register it with `@measurement(NAME, seconds=GOAL, peak_rss_mb=GOAL)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+ROWS = 10**9
+ROWS_PER_SHARD = 10_000
+SEED = 42
+
+
+@dataclass(frozen=True)
+class Measurement:
+    run: Callable[[], dict]
+    seconds_goal: float | None
+    peak_rss_goal_mb: float | None
+
+
+MEASUREMENTS: dict[str, Measurement] = {}
+
+
+def measurement(name: str, *, seconds: float | None = None, peak_rss_mb: float | None = None):
+    def register(fn: Callable[[], dict]) -> Callable[[], dict]:
+        MEASUREMENTS[name] = Measurement(fn, seconds, peak_rss_mb)
+        return fn
+
+    return register
+
+
+def _select_and_read(*, n: int | None = None, p: float | None = None) -> dict:
+    """Select out of ROWS rows, then every unit's rows once (summed, so none is skipped)."""
+    import numpy as np
+
+    from chatspace.data.sampling import select_rows
+    from chatspace.pool.plan import plan_units
+
+    t0 = time.perf_counter()
+    selection = select_rows(ROWS, n=n, p=p, seed=SEED)
+    select_seconds = time.perf_counter() - t0
+    units = rows = 0
+    checksum = 0
+    previous_last = -1
+    for unit in plan_units(selection, ROWS_PER_SHARD):
+        indices = np.asarray(unit.rows, dtype=np.int64)
+        if len(indices) and indices[0] <= previous_last:
+            raise AssertionError(f"unit {unit.index} does not follow the one before it")
+        previous_last = int(indices[-1]) if len(indices) else previous_last
+        units += 1
+        rows += len(indices)
+        checksum = (checksum + int(indices.sum())) % (1 << 64)
+    if rows != selection.count:
+        raise AssertionError(f"the units hold {rows} rows, the selection {selection.count}")
+    return {
+        "rows": ROWS,
+        "method": selection.method,
+        "n": n,
+        "p": p,
+        "sampler": selection.sampler,
+        "selected": selection.count,
+        "units": units,
+        "rows_per_shard": ROWS_PER_SHARD,
+        "select_seconds": round(select_seconds, 3),
+        "row_checksum": checksum,
+    }
+
+
+@measurement("select_all_1e9", seconds=60, peak_rss_mb=1024)
+def select_all() -> dict:
+    return _select_and_read()
+
+
+@measurement("select_p_1e9", seconds=60, peak_rss_mb=1024)
+def select_p() -> dict:
+    return _select_and_read(p=0.01)
+
+
+@measurement("select_n_1e7_of_1e9", seconds=60, peak_rss_mb=1024)
+def select_n_small() -> dict:
+    return _select_and_read(n=ROWS // 100)
+
+
+@measurement("select_n_5e8_of_1e9", seconds=60, peak_rss_mb=1024)
+def select_n_half() -> dict:
+    return _select_and_read(n=ROWS // 2)
+
+
+@measurement("plan_1e5_units", seconds=10)
+def plan() -> dict:
+    """What run_embedding plans before it starts: selection, unit sizes, the queue of work units."""
+    from collections import deque
+
+    from chatspace.data.sampling import select_rows
+    from chatspace.pool.plan import num_units, plan_units, unit_sizes
+
+    rows_per_shard = 5_000
+    selection = select_rows(ROWS, n=ROWS // 2, p=None, seed=SEED)
+    sizes = unit_sizes(selection.count, rows_per_shard)
+    pending = deque(plan_units(selection, rows_per_shard))
+    if len(pending) != num_units(selection.count, rows_per_shard) or sum(u.size for u in pending) != sum(
+        sizes
+    ):
+        raise AssertionError("the plan does not cover the selection")
+    return {"rows": ROWS, "n": ROWS // 2, "units": len(pending), "rows_per_shard": rows_per_shard}
+
+
+def _rss_mb() -> float:
+    """This process's peak resident memory so far: VmHWM (ru_maxrss would carry over the parent's
+    peak, which survives the fork and exec that start a measurement)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def measure(name: str) -> dict:
+    """Run one measurement in this process (a fresh one: the child of `main`)."""
+    import numpy  # noqa: F401 - imported before the baseline, as every measurement needs it
+
+    import chatspace.pool.plan  # noqa: F401
+
+    baseline = _rss_mb()
+    t0 = time.perf_counter()
+    counts = MEASUREMENTS[name].run()
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": round(seconds, 3),
+        "peak_rss_mb": round(_rss_mb(), 1),
+        "baseline_rss_mb": round(baseline, 1),
+        **counts,
+    }
+
+
+def main(args) -> int:
+    from harness import environment, loadavg, log
+
+    names = list(MEASUREMENTS)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    results: dict = {"env": environment(cores)}
+    failed = []
+    for name in names:
+        proc = subprocess.run(
+            [sys.executable, __file__, name, str(args.rows or ROWS)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=args.case_timeout,
+        )
+        if proc.returncode != 0:
+            log(f"{name}: failed ({proc.stderr.strip().splitlines()[-1:]})")
+            results[name] = {"error": proc.stderr.strip()[-2000:]}
+            failed.append(name)
+            continue
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        goal = MEASUREMENTS[name]
+        row["goals"] = {"seconds": goal.seconds_goal, "peak_rss_mb": goal.peak_rss_goal_mb}
+        row["meets_goals"] = (goal.seconds_goal is None or row["seconds"] <= goal.seconds_goal) and (
+            goal.peak_rss_goal_mb is None or row["peak_rss_mb"] <= goal.peak_rss_goal_mb
+        )
+        results[name] = row
+        log(
+            f"{name:<28} {row['seconds']:8.2f} s  peak {row['peak_rss_mb']:7.1f} MB"
+            f"  ({'meets' if row['meets_goals'] else 'MISSES'} its goals)"
+        )
+    results["env"]["load_after"] = loadavg()
+    out = args.out or REPO / "benchmarks" / ".cache" / "scale.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"results written to {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    ROWS = int(sys.argv[2]) if len(sys.argv) > 2 else ROWS
+    print(json.dumps(measure(sys.argv[1])))
