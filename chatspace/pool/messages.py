@@ -8,9 +8,12 @@ numbers, strings, dicts of those, and a unit's row numbers. A task queue carries
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
+
+from chatspace.store.records import UnitRecord
 
 STOP = None  # no more work: the worker finishes what it holds, reports its stats and exits
 
@@ -52,7 +55,7 @@ class UnitDone:
     """A unit's shard and completion record are written; `record` is what the manifest keeps."""
 
     rank: int
-    record: dict[str, Any]
+    record: UnitRecord
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,25 @@ class Finished:
     stats: dict[str, Any]
 
 
+class Stage(Enum):
+    """Where in a worker an error happened; its value is how the run's messages say it."""
+
+    LOADING = "loading the model"
+    READING = "reading data"
+    ENCODING = "encoding"
+    WRITING = "writing a shard"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Failed:
     """The worker stopped on an error: the stage it was in, a one-line cause, the traceback for the log."""
 
     rank: int
     device: str
-    stage: str
+    stage: Stage
     message: str
     traceback: str
 

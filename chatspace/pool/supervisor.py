@@ -32,15 +32,8 @@ from chatspace.pool.worker import WorkerSpec
 from chatspace.redact import RedactingFilter
 from chatspace.store.layout import RunLayout, ensure_writable_output
 from chatspace.store.lock import acquire_output_lock
-from chatspace.store.manifest import (
-    ManifestBuilder,
-    ManifestWriteError,
-    earlier_attempts,
-    git_sha,
-    library_versions,
-    load_unit_records,
-    now_iso,
-)
+from chatspace.store.manifest import ManifestBuilder, ManifestWriteError, load_unit_records, manifest_base
+from chatspace.store.records import UnitRecord
 
 log = logging.getLogger("chatspace")
 
@@ -171,54 +164,12 @@ def run_embedding(cfg: RunConfig) -> RunResult:
 
     progress = Progress(enabled=cfg.progress)
     log_path, worker_log_sink, handlers, previous_handlers = _setup_run_logging(layout, run_id, progress)
-    builder = ManifestBuilder(
-        layout,
-        {
-            "run_id": run_id,
-            "config_hash": cfg.output_hash(),
-            "created_at": now_iso(),
-            "tool": {"name": "chatspace", "version": __version__},
-            "git_sha": git_sha(),
-            "versions": library_versions(),
-            "command": list(sys.argv),
-            "config": cfg.to_dict(),
-            "dataset": {
-                "name": cfg.dataset,
-                "label": layout.dataset,
-                "source": source.spec.source,
-                "subset": cfg.subset,
-                "split": cfg.split,
-                "total_rows": source.num_rows,
-                "files": [
-                    {"path": f.user_path, "rows": f.num_rows, "format": f.fmt}
-                    | ({"read_from": f.path} if f.origin else {})
-                    for f in source.spec.files
-                ],
-                "addressing": source.spec.mode,
-                "identity": source.spec.identity,
-            },
-            "sampling": {
-                "method": selection.method,
-                "n": cfg.n,
-                "p": cfg.p,
-                "seed": cfg.seed,
-                "total_rows": selection.total_rows,
-                "selected_rows": int(len(selection.indices)),
-            },
-            "plan": {"units": total_units, "rows_per_shard": cfg.rows_per_shard},
-            "layout": {
-                "root": root.url(),
-                "embeddings_dir": final.relative(final.embeddings_dir),
-                "index_dir": final.relative(final.index_dir),
-                "log": final.relative(final.log_path(run_id)),
-            },
-            "model": {"name": cfg.model},
-        },
-    )
-    if state.previous is not None:  # a resume keeps what the earlier attempts recorded
-        builder.base["created_at"] = state.previous.get("created_at", builder.base["created_at"])
-        builder.base["model"] = state.previous.get("model") or builder.base["model"]
-        builder.base["attempts"] = earlier_attempts(state.previous)
+    builder = ManifestBuilder(layout, manifest_base(
+        run_id=run_id, cfg=cfg, source=source.spec, total_rows=source.num_rows,
+        selection=selection, units=total_units, layout=final, tool_version=__version__,
+    ))  # fmt: skip
+    if state.previous is not None:
+        builder.resumes(state.previous)
     builder.timings["plan_seconds"] = round(t_plan, 3)
     records = dict(done)
     status, error = "running", None
@@ -253,7 +204,12 @@ def run_embedding(cfg: RunConfig) -> RunResult:
                 executor.start(lambda rank, device, threads: WorkerSpec(
                     rank, device, threads, cfg, source.spec, layout, run_id
                 ))  # fmt: skip
-                Scheduler(executor, cfg, pending, records, builder, progress, len(selection.indices)).run()
+                scheduler = Scheduler(
+                    executor, cfg.execution, cfg.mode, pending, records, layout, progress,
+                    len(selection.indices), checkpoint=lambda: builder.write(records, "running"),
+                )  # fmt: skip
+                builder.report = scheduler.report
+                scheduler.run()
             _record_skipped_rows(cfg, layout, source, selection, records, builder)
             _check_something_embedded(cfg, records)
             if cfg.id_field:
@@ -313,7 +269,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     return RunResult(final.manifest_path, manifest, final)
 
 
-def _fold_in_unreported_units(layout: RunLayout, run_id: str, records: dict[int, dict]) -> None:
+def _fold_in_unreported_units(layout: RunLayout, run_id: str, records: dict[int, UnitRecord]) -> None:
     """Units a worker finished (its record written) whose message had not been read when the run
     stopped: the manifest of an unfinished run lists every finished shard, as --resume will find them."""
     try:
@@ -322,7 +278,7 @@ def _fold_in_unreported_units(layout: RunLayout, run_id: str, records: dict[int,
         log.debug("could not read the unit records back (%s)", e)
         return
     for unit, record in on_disk.items():
-        if unit not in records and record.get("run_id") == run_id:
+        if unit not in records and record.run_id == run_id:
             records[unit] = record
 
 
@@ -351,19 +307,19 @@ def _record_skipped_rows(cfg, layout, source, selection, records, builder) -> No
     units = [
         u
         for u in plan_units(selection.indices, cfg.rows_per_shard)
-        if records.get(u.index, {}).get("skipped")
+        if u.index in records and records[u.index].skipped
     ]
     if units:
-        builder.base["skipped_rows_file"] = write_skipped_rows(layout, skipped_rows(source, cfg, units))
+        builder.skipped_rows_file = write_skipped_rows(layout, skipped_rows(source, cfg, units))
 
 
-def _check_something_embedded(cfg: RunConfig, records: dict[int, dict]) -> None:
+def _check_something_embedded(cfg: RunConfig, records: dict[int, UnitRecord]) -> None:
     """Rows were selected but none was usable: that is a failure to say, not a "complete" run."""
-    selected = sum(r.get("selected", 0) for r in records.values())
-    if selected and not sum(r.get("rows", 0) for r in records.values()):
+    selected = sum(r.selected for r in records.values())
+    if selected and not sum(r.rows for r in records.values()):
         skipped: dict[str, int] = {}
         for r in records.values():
-            for reason, n in r.get("skipped", {}).items():
+            for reason, n in r.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + n
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items(), key=lambda kv: -kv[1]))
         raise ChatspaceError(
@@ -376,10 +332,10 @@ def _record_duplicate_ids(cfg, layout: RunLayout, source: Source, records, build
     """--id-field values come from the data, which may repeat them: check they are the data's, say so."""
     from chatspace.store.duplicates import check_against_source
 
-    paths = [layout.shard_path(u) for u, r in sorted(records.items()) if r.get("shard")]
+    paths = [layout.shard_path(u) for u, r in sorted(records.items()) if r.shard]
     found = check_against_source(layout.output, paths, source, cfg.id_field)
     if found:
-        builder.base["duplicate_ids"] = found
+        builder.duplicate_ids = found
         log.warning(
             "%d id(s) occur more than once in --id-field %r, as they do in the dataset (e.g. %s); rows are "
             "kept, ids are not unique",
