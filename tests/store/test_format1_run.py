@@ -110,3 +110,16 @@ def test_an_unfinished_format1_run_resumes_and_verifies(old_run):
     assert resumed["totals"]["rows"] == 38 and resumed["totals"]["skipped_rows"] == 2
     assert verify(old_run / "out")[1] == []
     assert load_embeddings(old_run / "out").num_rows == 38
+
+
+def test_a_format1_run_whose_manifest_is_lost_is_rebuilt_from_its_unit_records(old_run):
+    index = old_run / "out" / INDEX
+    old = orjson.loads((index / "manifest.json").read_bytes())
+    (index / "manifest.json").write_text("{torn")
+    proc = _embed(old_run, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    rebuilt = orjson.loads((index / "manifest.json").read_bytes())
+    assert rebuilt["status"] == "complete" and rebuilt["run_id"] == RUN_ID
+    assert rebuilt["shards"] == old["shards"]  # every old record kept, none redone
+    assert rebuilt["totals"]["rows"] == 38 and rebuilt["skipped"] == old["skipped"]
+    assert verify(old_run / "out")[1] == []
