@@ -62,7 +62,7 @@ def prepare_output(
     """Decide between a fresh run, a resume, a staged replacement or a refusal (call with the lock held)."""
     finish_interrupted_switch(final)
     staging = final.staging
-    if cfg.overwrite:
+    if cfg.output.overwrite:
         output = final.output
         output.remove_tree(staging.stage_dir)
         if output.exists(final.index_dir) or output.exists(final.embeddings_dir):
@@ -71,11 +71,11 @@ def prepare_output(
                 "readable) until the new one is complete",
                 final.index_dir,
             )
-            return OutputState(staging, cfg.run_id or new_run_id(), {})
-        return OutputState(final, cfg.run_id or new_run_id(), {})
+            return OutputState(staging, cfg.output.run_id or new_run_id(), {})
+        return OutputState(final, cfg.output.run_id or new_run_id(), {})
     if final.output.exists(staging.stage_dir):
         if _holds_run_of(staging, cfg):
-            if not cfg.resume:
+            if not cfg.output.resume:
                 raise UsageError(
                     "an --overwrite of this output was interrupted before it finished (the previous run is "
                     "still in place); rerun with --resume to finish it, or --overwrite to start it again"
@@ -104,8 +104,8 @@ def _resume_or_start(
     if existing is None:
         unreadable = layout.output.exists(layout.manifest_path) or bool(on_disk)
         if not unreadable:
-            return OutputState(layout, cfg.run_id or new_run_id(), {})
-        if not cfg.resume:
+            return OutputState(layout, cfg.output.run_id or new_run_id(), {})
+        if not cfg.output.resume:
             raise UsageError(
                 f"{layout.manifest_path} is missing or unreadable; --resume rebuilds the run from its "
                 f"{len(on_disk)} unit record(s), --overwrite starts over"
@@ -117,7 +117,7 @@ def _resume_or_start(
             if r.config_hash == cfg.output_hash() and r.source == identity_digest(identity)
         ]
         ids = Counter(r.run_id for r in ours)
-        run_id = ids.most_common(1)[0][0] if ids else (cfg.run_id or new_run_id())
+        run_id = ids.most_common(1)[0][0] if ids else (cfg.output.run_id or new_run_id())
         run_id = _checked_run_id(run_id, layout.final.units_dir)
         log.warning(
             "the manifest is unreadable: rebuilding it from %d unit record(s) of run %s", len(ours), run_id
@@ -130,17 +130,18 @@ def _resume_or_start(
         # rerun, or --resume, just starts again and says again what to fix if it still embeds nothing.
         log.info("the previous run here (%s) kept nothing; starting afresh", existing["status"])
         layout.output.remove_tree(layout.units_dir)
-        return OutputState(layout, cfg.run_id or new_run_id(), {})
+        return OutputState(layout, cfg.output.run_id or new_run_id(), {})
     if existing.get("config_hash") != cfg.output_hash():
         old = existing.get("config", {})
-        differs = [k for k in RunConfig.OUTPUT_FIELDS if old.get(k) != getattr(cfg, k)]
+        now = cfg.to_dict()
+        differs = [k for k in RunConfig.OUTPUT_FIELDS if old.get(k) != now.get(k)]
         raise UsageError(
             f"{layout.final.manifest_path} holds a run with a different config (differs in: "
             f"{', '.join(differs) or 'config hash'}); use --overwrite to replace it, or another --output-root"
         )
     status = existing.get("status")
     run_id = _checked_run_id(existing.get("run_id") or new_run_id(), layout.final.manifest_path)
-    if not cfg.resume:
+    if not cfg.output.resume:
         if status == "complete":
             raise UsageError(
                 f"this run is already complete ({layout.final.manifest_path}); use --overwrite to redo it"
@@ -159,7 +160,7 @@ def _resume_or_start(
             )
     elif identity:
         log.warning("the run being resumed recorded no dataset identity; cannot check the data is unchanged")
-    if cfg.run_id and cfg.run_id != run_id:
+    if cfg.output.run_id and cfg.output.run_id != run_id:
         log.warning("--resume keeps the run id of the run being resumed: %s", run_id)
     done = _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk, malformed)
     return OutputState(layout, run_id, done, previous=existing)
