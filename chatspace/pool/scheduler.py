@@ -122,7 +122,7 @@ class Scheduler:
     def run(self) -> None:
         self.progress.start(
             total=self.selected_rows,
-            initial=sum(r.selected for r in self.records.values()),
+            initial=sum(r.selected or 0 for r in self.records.values()),
             workers=len(self.held),
         )
         last_manifest = last_status = time.monotonic()

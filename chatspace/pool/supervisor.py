@@ -315,8 +315,8 @@ def _record_skipped_rows(cfg, layout, source, selection, records, builder) -> No
 
 def _check_something_embedded(cfg: RunConfig, records: dict[int, UnitRecord]) -> None:
     """Rows were selected but none was usable: that is a failure to say, not a "complete" run."""
-    selected = sum(r.selected for r in records.values())
-    if selected and not sum(r.rows for r in records.values()):
+    selected = sum(r.selected or 0 for r in records.values())
+    if selected and not sum(r.embedded for r in records.values()):
         skipped: dict[str, int] = {}
         for r in records.values():
             for reason, n in r.skipped.items():

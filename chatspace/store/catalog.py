@@ -80,7 +80,7 @@ def _as_found(output: OutputRoot, manifest_path: PurePath, m: dict[str, Any]) ->
         except (OSError, orjson.JSONDecodeError, RecordError):
             continue
         units += 1
-        rows += rec.rows
+        rows += rec.embedded
         if shard is not None:
             shards.append({"unit": rec.unit, **shard.to_json(), "device": rec.device, "run_id": rec.run_id})
     totals = {

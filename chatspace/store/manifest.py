@@ -92,7 +92,7 @@ def unit_is_intact(layout: RunLayout, record: UnitRecord, check_checksum: bool =
     """The record's shard is on disk with the recorded size (and checksum)."""
     shard = record.shard
     if shard is None:
-        return record.rows == 0
+        return record.embedded == 0
     path = layout.shard_path(record.unit)  # where it is, even while staged
     try:
         if layout.output.size(path) != shard.bytes:
@@ -305,7 +305,7 @@ class ManifestBuilder:
             for reason, n in rec.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + n
             total = total + WorkerStats.from_dict(rec.stats)
-            rows += rec.rows
+            rows += rec.embedded
             entry = rec.shard_entry()
             if entry is None:
                 continue

@@ -32,6 +32,10 @@ def _known_format(data: Any, what: str) -> dict[str, Any]:
     return data
 
 
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def _counts(data: Any) -> dict[str, int]:
     if not isinstance(data, dict):
         raise RecordError("counts are not a JSON object")
@@ -69,8 +73,10 @@ class UnitRecord:
     """`units/unit-NNNNN.json`: a unit is done once this exists (written after its shard is in place)."""
 
     unit: int
-    selected: int  # rows of the plan in this unit: rows + skipped
-    rows: int  # rows embedded and written to the shard
+    # Rows of the plan in this unit (rows + skipped), and rows embedded and written to the shard. None only
+    # in a record this version did not write (by hand, torn): the plan check names what is missing.
+    selected: int | None
+    rows: int | None
     skipped: dict[str, int]  # reason -> rows
     shard: ShardFile | None  # None when every row was skipped
     worker: int | None
@@ -111,8 +117,8 @@ class UnitRecord:
             shard = data.get("shard")
             return cls(
                 unit=int(data["unit"]),
-                selected=int(data["selected"]),
-                rows=int(data["rows"]),
+                selected=_optional_int(data.get("selected")),
+                rows=_optional_int(data.get("rows")),
                 skipped=_counts(data.get("skipped", {})),
                 shard=None if shard is None else ShardFile.from_json(shard),
                 worker=data.get("worker"),
@@ -130,6 +136,11 @@ class UnitRecord:
     @property
     def skipped_rows(self) -> int:
         return sum(self.skipped.values())
+
+    @property
+    def embedded(self) -> int:
+        """Rows written to the shard (0 for a record that does not say)."""
+        return self.rows or 0
 
     def plan_problem(
         self,
@@ -153,6 +164,8 @@ class UnitRecord:
             return "written from another version of the dataset"
         if self.selected != plan_sizes[unit]:
             return f"records {self.selected} selected rows, the plan has {plan_sizes[unit]}"
+        if self.rows is None:
+            return "a malformed record"
         if self.rows + self.skipped_rows != plan_sizes[unit]:
             return f"{self.rows} rows + {self.skipped_rows} skipped != {plan_sizes[unit]} selected"
         if self.rows == 0:

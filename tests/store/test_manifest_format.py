@@ -63,6 +63,8 @@ def test_a_worker_that_finished_without_saying_it_was_ready_has_rank_device_and_
         (lambda r: r.update(rows=14), "14 rows + 1 skipped != 16 selected"),
         (lambda r: r["shard"].update(path="elsewhere.parquet"), "shard entry does not match"),
         (lambda r: r.update(unit=9), "not a unit of this plan (3 units)"),
+        (lambda r: r.pop("selected"), "records None selected rows, the plan has 16"),
+        (lambda r: r.pop("rows"), "a malformed record"),
     ],
 )
 def test_a_record_names_what_does_not_match_its_plan(change, problem):
@@ -84,7 +86,8 @@ def test_a_record_names_what_does_not_match_its_plan(change, problem):
 @pytest.mark.parametrize(
     "broken",
     [
-        {"unit": 0},
+        {"selected": 1, "rows": 1},
+        {"unit": "first", "selected": 1, "rows": 1},
         {"unit": 0, "selected": "many", "rows": 1, "skipped": {}},
         {"unit": 0, "selected": 1, "rows": 1, "skipped": {}, "shard": {"path": "x"}},
         {"format": "chatspace.manifest/2", "unit": 0, "selected": 1, "rows": 1, "skipped": {}},
