@@ -487,11 +487,5 @@ class WorkerLoop:
         )
         table = build_table(rows, output.embedding_dtype)
         info = write_shard(spec.layout.output, spec.layout.shard_path(unit.unit), table, emb)
-        return ShardFile(
-            path=spec.layout.shard_relpath(unit.unit),
-            rows=info.rows,
-            bytes=info.bytes,
-            sha256=info.sha256,
-            norm_min=info.norm_min,
-            norm_max=info.norm_max,
-        )
+        path = spec.layout.shard_relpath(unit.unit)
+        return ShardFile(path, info.rows, info.bytes, info.sha256, info.norm_min, info.norm_max)
