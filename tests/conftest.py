@@ -12,6 +12,8 @@ from tests.helpers import real_texts
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every manifest and unit record a test's run writes is checked against manifest.schema.json first.
+os.environ.setdefault("CHATSPACE_CHECK_FORMAT", "1")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,10 @@ numbers, strings, dicts of those, and a unit's rows (an array, or a few numbers 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
+
+from chatspace.store.records import UnitRecord
 
 STOP = None  # no more work: the worker finishes what it holds, reports its stats and exits
 
@@ -51,7 +54,7 @@ class UnitDone:
     """A unit's shard and completion record are written; `record` is what the manifest keeps."""
 
     rank: int
-    record: dict[str, Any]
+    record: UnitRecord
 
 
 @dataclass(frozen=True)
@@ -63,13 +66,25 @@ class Finished:
     stats: dict[str, Any]
 
 
+class Stage(Enum):
+    """Where in a worker an error happened; its value is how the run's messages say it."""
+
+    LOADING = "loading the model"
+    READING = "reading data"
+    ENCODING = "encoding"
+    WRITING = "writing a shard"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Failed:
     """The worker stopped on an error: the stage it was in, a one-line cause, the traceback for the log."""
 
     rank: int
     device: str
-    stage: str
+    stage: Stage
     message: str
     traceback: str
 

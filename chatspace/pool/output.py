@@ -13,7 +13,6 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from chatspace.config import RunConfig, is_safe_run_id
 from chatspace.data.identity import identity_changes, identity_digest
@@ -27,6 +26,7 @@ from chatspace.store.manifest import (
     remove_stale_json_temporaries,
     unit_is_intact,
 )
+from chatspace.store.records import UnitRecord
 from chatspace.store.shards import remove_stale_temporaries
 
 log = logging.getLogger("chatspace")
@@ -42,8 +42,8 @@ def new_run_id() -> str:
 class OutputState:
     layout: RunLayout  # where this run writes: the final place, or the staging area of an --overwrite
     run_id: str
-    done: dict[int, dict[str, Any]]  # unit -> record of the units that need no redoing
-    previous: dict[str, Any] | None = None  # the manifest of the run being resumed
+    done: dict[int, UnitRecord]  # unit -> record of the units that need no redoing
+    previous: dict | None = None  # the manifest of the run being resumed
 
     @property
     def already_complete(self) -> bool:
@@ -111,14 +111,15 @@ def _holds_run_of(layout: RunLayout, cfg: RunConfig) -> bool:
     manifest = read_manifest(layout.output, layout.manifest_path)
     if manifest is not None:
         return manifest.get("config_hash") == cfg.output_hash()
-    return any(r.get("config_hash") == cfg.output_hash() for r in load_unit_records(layout).values())
+    return any(r.config_hash == cfg.output_hash() for r in load_unit_records(layout).values())
 
 
 def _resume_or_start(
     layout: RunLayout, cfg: RunConfig, identity: dict | None, plan_sizes: list[int]
 ) -> OutputState:
     existing = read_manifest(layout.output, layout.manifest_path)
-    on_disk = load_unit_records(layout)
+    malformed: list[int] = []
+    on_disk = load_unit_records(layout, malformed)
     if existing is None:
         unreadable = layout.output.exists(layout.manifest_path) or bool(on_disk)
         if not unreadable:
@@ -132,18 +133,18 @@ def _resume_or_start(
         ours = [
             r
             for r in on_disk.values()
-            if r.get("config_hash") == cfg.output_hash() and r.get("source") == identity_digest(identity)
+            if r.config_hash == cfg.output_hash() and r.source == identity_digest(identity)
         ]
-        ids = Counter(r.get("run_id") for r in ours)
+        ids = Counter(r.run_id for r in ours)
         run_id = ids.most_common(1)[0][0] if ids else (cfg.output.run_id or new_run_id())
         run_id = _checked_run_id(run_id, layout.final.units_dir)
         log.warning(
             "the manifest is unreadable: rebuilding it from %d unit record(s) of run %s", len(ours), run_id
         )
         return OutputState(
-            layout, run_id, _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk)
+            layout, run_id, _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk, malformed)
         )
-    if failed_before_any_unit(existing) and not any(r.get("rows") for r in on_disk.values()):
+    if failed_before_any_unit(existing) and not any(r.rows for r in on_disk.values()):
         # Nothing of it is kept (no shard; records, if any, of units that embedded nothing): a plain
         # rerun, or --resume, just starts again and says again what to fix if it still embeds nothing.
         log.info("the previous run here (%s) kept nothing; starting afresh", existing["status"])
@@ -179,7 +180,7 @@ def _resume_or_start(
         log.warning("the run being resumed recorded no dataset identity; cannot check the data is unchanged")
     if cfg.output.run_id and cfg.output.run_id != run_id:
         log.warning("--resume keeps the run id of the run being resumed: %s", run_id)
-    done = _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk)
+    done = _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk, malformed)
     return OutputState(layout, run_id, done, previous=existing)
 
 
@@ -189,17 +190,21 @@ def _intact_records(
     identity: dict | None,
     plan_sizes: list[int],
     run_id: str,
-    on_disk: dict[int, dict[str, Any]],
-) -> dict[int, dict[str, Any]]:
+    on_disk: dict[int, UnitRecord],
+    malformed: list[int],
+) -> dict[int, UnitRecord]:
     """The records that agree with the plan and whose shards agree with them; the rest are removed."""
     output = layout.output
     removed = remove_stale_temporaries(output, layout.embeddings_dir)
     removed += remove_stale_json_temporaries(output, layout.index_dir)
     if removed:
         log.info("removed %d partial file(s) left by the interrupted run", removed)
-    done: dict[int, dict[str, Any]] = {}
+    for unit in malformed:
+        log.warning("unit %d: a malformed record; it will be redone", unit)
+        output.remove(layout.unit_record_path(unit))
+    done: dict[int, UnitRecord] = {}
     for unit, rec in on_disk.items():
-        problem = record_problem(layout, rec, unit, plan_sizes, run_id, cfg.output_hash(), identity)
+        problem = record_problem(layout, rec, plan_sizes, run_id, cfg.output_hash(), identity)
         if problem is None:
             done[unit] = rec
             continue
@@ -218,38 +223,20 @@ def _intact_records(
 
 def record_problem(
     layout: RunLayout,
-    rec: dict[str, Any],
-    unit: int,
+    rec: UnitRecord,
     plan_sizes: list[int],
     run_id: str,
     config_hash: str,
     identity: dict | None,
 ) -> str | None:
     """Why a unit record cannot be trusted (None when it can): checked against the plan, then the shard."""
-    try:
-        if not 0 <= unit < len(plan_sizes):
-            return f"not a unit of this plan ({len(plan_sizes)} units)"
-        if rec.get("run_id") != run_id:
-            return f"written by run {rec.get('run_id')}, not {run_id}"
-        if "config_hash" in rec and rec["config_hash"] != config_hash:
-            return "written with another config"
-        if "source" in rec and identity and rec["source"] != identity_digest(identity):
-            return "written from another version of the dataset"
-        if rec.get("selected") != plan_sizes[unit]:
-            return f"records {rec.get('selected')} selected rows, the plan has {plan_sizes[unit]}"
-        rows, skipped = int(rec["rows"]), sum(int(n) for n in rec.get("skipped", {}).values())
-        if rows + skipped != plan_sizes[unit]:
-            return f"{rows} rows + {skipped} skipped != {plan_sizes[unit]} selected"
-        shard = rec.get("shard")
-        if rows == 0:
-            return None if shard is None else "a shard recorded for zero rows"
-        if shard is None or shard.get("path") != layout.shard_relpath(unit) or shard.get("rows") != rows:
-            return "its shard entry does not match the unit"
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return "a malformed record"
-    if not unit_is_intact(layout, rec):
+    unit = rec.unit
+    source = identity_digest(identity) if identity else None
+    shard_path = layout.shard_relpath(unit) if 0 <= unit < len(plan_sizes) else ""
+    problem = rec.plan_problem(plan_sizes, run_id, config_hash, source, shard_path)
+    if problem is None and not unit_is_intact(layout, rec):
         return "shard missing or changed since it was recorded"
-    return None
+    return problem
 
 
 # --- the switch of a staged run into place ------------------------------------------------------------

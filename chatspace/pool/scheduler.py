@@ -16,14 +16,18 @@ import logging
 import signal
 import time
 from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from chatspace.config import Mode, RunConfig
+from chatspace.config import ExecutorConfig, Mode
 from chatspace.errors import ChatspaceError
 from chatspace.pool.executors.base import TASKS_PER_WORKER
-from chatspace.pool.messages import STOP, Failed, Finished, Message, Ready, RowsDone, Task, UnitDone
+from chatspace.pool.messages import STOP, Failed, Finished, Message, Ready, RowsDone, Stage, Task, UnitDone
 from chatspace.pool.plan import WorkUnit
-from chatspace.store.manifest import ManifestBuilder, now_iso
+from chatspace.store.layout import RunLayout
+from chatspace.store.manifest import now_iso
+from chatspace.store.records import LostWorker, PoisonUnit, SchedulerReport, UnitRecord, WorkerEntry
 from chatspace.store.shards import remove_stale_temporaries
 
 log = logging.getLogger("chatspace")
@@ -34,7 +38,7 @@ TRACEBACK_LOGGER = "chatspace.tracebacks"
 # Failures of these stages repeat on any worker (a model that cannot load, unreadable data, a full
 # disk): they stop the run. A crash while encoding (a CUDA error, a killed process) is healed; so is a
 # replacement that cannot load (its device is given up). API workers' errors always stop the run.
-FATAL_STAGES = ("loading the model", "reading data", "writing a shard")
+FATAL_STAGES = frozenset({Stage.LOADING, Stage.READING, Stage.WRITING})
 
 
 def describe_exit(code: int | None) -> str:
@@ -58,22 +62,32 @@ def log_traceback(msg: Failed) -> None:
 
 
 class Scheduler:
+    """Runs the pool until every unit has a record; what it saw of its workers goes in `report`, which
+    the manifest builder writes out (`checkpoint` asks for that every MANIFEST_EVERY_S seconds).
+
+    `mode` is the run's encoder kind: only local-model workers ("hf") are worth replacing after an error."""
+
     def __init__(
         self,
         executor,
-        cfg: RunConfig,
+        execution: ExecutorConfig,
+        mode: str,
         pending: deque[WorkUnit],
-        records: dict[int, dict],
-        builder: ManifestBuilder,
+        records: dict[int, UnitRecord],
+        layout: RunLayout,
         progress,
         selected_rows: int,
+        checkpoint: Callable[[], Any] = lambda: None,
     ):
         self.executor = executor
-        self.cfg = cfg
+        self.execution = execution
+        self.mode = mode
         self.pending = pending
         self.units = {u.index: u for u in pending}
         self.records = records
-        self.builder = builder
+        self.layout = layout
+        self.checkpoint = checkpoint
+        self.report = SchedulerReport()
         self.progress = progress
         self.total_units = len(self.units) + len(records)
         self.selected_rows = selected_rows
@@ -89,7 +103,6 @@ class Scheduler:
         self.errors: dict[int, Failed] = {}  # rank -> the error it reported before exiting
         self.placements: dict[int, dict[str, Any]] = {}  # rank -> where its current worker runs
         self.stop_sent = False
-        self.lost: list[dict[str, Any]] = builder.base.setdefault("lost_workers", [])
         now = time.monotonic()
         self.started = now
         self.stats = {r: {"rows": 0, "tokens": 0, "ready_at": 0.0, "last_progress": now} for r in ranks}
@@ -109,7 +122,7 @@ class Scheduler:
     def run(self) -> None:
         self.progress.start(
             total=self.selected_rows,
-            initial=sum(r.get("selected", 0) for r in self.records.values()),
+            initial=sum(r.selected or 0 for r in self.records.values()),
             workers=len(self.held),
         )
         last_manifest = last_status = time.monotonic()
@@ -123,7 +136,7 @@ class Scheduler:
             now = time.monotonic()
             self.check_stalls(now)
             if now - last_manifest >= MANIFEST_EVERY_S:
-                self.builder.write(self.records, "running")
+                self.checkpoint()
                 last_manifest = now
             if now - last_status >= self.progress.status_every:
                 last_status = now
@@ -180,23 +193,24 @@ class Scheduler:
                 shown[1] += tokens
                 self.progress.update(rows, tokens)
             case UnitDone(record=record):
-                self.unwritten.pop(record["unit"], None)
-                self.records[record["unit"]] = record
-                self.progress.skipped(sum(record.get("skipped", {}).values()))
-                self.held[rank].discard(record["unit"])
+                self.unwritten.pop(record.unit, None)
+                self.records[record.unit] = record
+                self.progress.skipped(record.skipped_rows)
+                self.held[rank].discard(record.unit)
             case Ready():
                 self.on_ready(msg)
             case Finished(device=device, stats=stats):
                 self.finished.add(rank)
-                self.builder.workers.setdefault(rank, {"rank": rank, "device": device})["stats"] = stats
+                workers = self.report.workers
+                workers[rank] = workers.get(rank, WorkerEntry(rank, device)).finished(stats)
             case Failed():
                 log_traceback(msg)
                 self.errors[rank] = msg
                 # An API worker's errors come from the server (already retried there): a new worker won't help.
-                fatal = self.cfg.mode is not Mode.SENTENCE_TRANSFORMER or (
+                fatal = self.mode != Mode.SENTENCE_TRANSFORMER or (
                     msg.stage in FATAL_STAGES and not self.loading_replacement(rank)
                 )
-                if fatal or not self.cfg.execution.max_worker_restarts:
+                if fatal or not self.execution.max_worker_restarts:
                     raise ChatspaceError(
                         f"worker {rank} ({msg.device}) failed while {msg.stage}: {msg.message}"
                     )
@@ -207,26 +221,19 @@ class Scheduler:
         self.placements[rank] = msg.placement
         self.stats[rank]["ready_at"] = time.monotonic()
         self.progress.worker_ready(len(self.ready), len(self.live()))
-        entry = {
-            "rank": rank,
-            "device": msg.device,
-            "pid": msg.pid,
-            **msg.placement,
-            "encoder": msg.encoder,
-            "load_seconds": msg.load_seconds,
-            "warmup_seconds": msg.warmup_seconds,
-        }
-        if self.restarts[rank]:
-            entry["restarts"] = self.restarts[rank]
-        self.builder.workers[rank] = entry
-        per_device = ("device", "threads")
-        self.builder.base["model"] = {
-            "name": self.cfg.encoder.model,
-            **{k: v for k, v in msg.encoder.items() if k not in per_device},
-        }
-        self.builder.timings.setdefault(
-            "first_worker_ready_seconds", round(time.monotonic() - self.started, 3)
+        self.report.workers[rank] = WorkerEntry(
+            rank=rank,
+            device=msg.device,
+            pid=msg.pid,
+            placement=msg.placement,
+            encoder=msg.encoder,
+            load_seconds=msg.load_seconds,
+            warmup_seconds=msg.warmup_seconds,
+            restarts=self.restarts[rank],
         )
+        self.report.encoder = msg.encoder
+        if self.report.first_worker_ready_seconds is None:
+            self.report.first_worker_ready_seconds = round(time.monotonic() - self.started, 3)
 
     # --- losses --------------------------------------------------------------------------------------
 
@@ -267,25 +274,26 @@ class Scheduler:
         units = sorted(self.held[rank])
         self.held[rank] = set()
         self._remove_partial_shards(rank)
-        limit = self.cfg.execution.max_worker_restarts
+        limit = self.execution.max_worker_restarts
         if not limit:
             raise ChatspaceError(f"worker {rank} ({device}) {cause}; rerun with --resume to finish")
         if self.stop_sent:  # every unit is recorded: nothing was lost, nobody needs replacing
             log.warning("worker %d (%s) %s after all units were done", rank, device, cause)
             self.gone.add(rank)
             return
-        entry = {
-            "rank": rank,
-            "device": device,
-            **self.placements.pop(rank, {}),  # which node and actor was lost (Ray)
-            "cause": cause,
-            "exit_code": code,
-            "units": units,
-            "at": now_iso(),
-        }
-        if error:
-            entry["error"] = error.message
-        self.lost.append(entry)
+        lost = self.report.lost
+        lost.append(
+            LostWorker(
+                rank=rank,
+                device=device,
+                placement=self.placements.pop(rank, {}),  # which node and actor was lost (Ray)
+                cause=cause,
+                exit_code=code,
+                units=units,
+                at=now_iso(),
+                error=error.message if error else None,
+            )
+        )
         for u in units:
             self.deaths[u] += 1
         if len(units) == 1 and self.deaths[units[0]] >= 2:
@@ -293,13 +301,12 @@ class Scheduler:
         self.pending.extendleft(self.units[u] for u in reversed(units))
         for u in units:  # their rows will be counted again when they are redone
             self.progress.take_back(*self.unwritten.pop(u, (0, 0)))
-        self.builder.base["units_redone"] = sorted({u for e in self.lost for u in e["units"]})
         # A replacement lost before it started: its device is gone, unless replacements are placed anew.
         device_gone = self.loading_replacement(rank) and self.executor.replacements_keep_their_device
         self.ready.discard(rank)
         if device_gone or self.restarts[rank] >= limit:
             self.gone.add(rank)
-            entry["restarted"] = False
+            lost[-1] = replace(lost[-1], restarted=False)
             why = "could not be restarted" if device_gone else f"was lost {self.restarts[rank] + 1} times"
             if not self.live():
                 raise ChatspaceError(
@@ -312,7 +319,7 @@ class Scheduler:
             )  # fmt: skip
             return
         self.restarts[rank] += 1
-        entry["restarted"] = True
+        lost[-1] = replace(lost[-1], restarted=True)
         log.warning(
             "worker %d (%s) %s; starting a new worker on %s (restart %d of %d)%s",
             rank, device, cause, device, self.restarts[rank], limit,
@@ -324,23 +331,15 @@ class Scheduler:
 
     def _remove_partial_shards(self, rank: int) -> None:
         """A shard the lost worker was writing is a hidden temporary; it will never be finished."""
-        pid = self.builder.workers.get(rank, {}).get("pid")
+        pid = self.report.pid(rank)  # from its Ready message
         if pid:
-            layout = self.builder.layout
-            remove_stale_temporaries(layout.output, layout.embeddings_dir, pid)
+            remove_stale_temporaries(self.layout.output, self.layout.embeddings_dir, pid)
 
     def poison(self, unit: int) -> None:
         rows = self.units[unit].rows
         first, last = int(rows[0]), int(rows[-1])
-        causes = "; ".join(sorted({e["cause"] for e in self.lost if unit in e["units"]}))
-        self.builder.base["poison_units"] = [
-            {
-                "unit": unit,
-                "dataset_rows": [first, last],
-                "rows": len(rows),
-                "workers_lost": self.deaths[unit],
-            }
-        ]
+        causes = "; ".join(sorted({e.cause for e in self.report.lost if unit in e.units}))
+        self.report.poison = [PoisonUnit(unit, first, last, len(rows), self.deaths[unit])]
         raise ChatspaceError(
             f"unit {unit} (dataset rows {first}-{last}, {len(rows)} rows) was being embedded each time a "
             f"worker was lost ({self.deaths[unit]} times: {causes}); one of its rows likely crashes the "
@@ -349,16 +348,17 @@ class Scheduler:
 
     def check_stalls(self, now: float) -> None:
         """A worker that is alive but stuck (a hung kernel, a dead filesystem) would hang the run."""
-        if not self.cfg.execution.stall_timeout:
+        timeout = self.execution.stall_timeout
+        if not timeout:
             return
         for rank in self.ready - self.finished - self.gone:
             if not self.held[rank]:
                 continue  # waiting for work is not a stall
             silent = now - self.stats[rank]["last_progress"]
-            if silent > self.cfg.execution.stall_timeout:
+            if silent > timeout:
                 raise ChatspaceError(
                     f"worker {rank} ({self.device(rank)}) made no progress for {silent:.0f}s (--stall-timeout "
-                    f"{self.cfg.execution.stall_timeout:g}); stopping. Rerun with --resume to finish"
+                    f"{timeout:g}); stopping. Rerun with --resume to finish"
                 )
 
     def log_status(self, now: float) -> None:

@@ -29,15 +29,8 @@ from chatspace.pool.worker import WorkerSpec
 from chatspace.redact import RedactingFilter
 from chatspace.store.layout import RunLayout
 from chatspace.store.lock import acquire_output_lock
-from chatspace.store.manifest import (
-    ManifestBuilder,
-    ManifestWriteError,
-    earlier_attempts,
-    git_sha,
-    library_versions,
-    load_unit_records,
-    now_iso,
-)
+from chatspace.store.manifest import ManifestBuilder, ManifestWriteError, load_unit_records, manifest_base
+from chatspace.store.records import UnitRecord
 
 log = logging.getLogger("chatspace")
 
@@ -180,15 +173,24 @@ def run_embedding(cfg: RunConfig) -> RunResult:
         with _Signals():
             _announce(plan, state, records, builder)
             if executor is not None:
-                executor.start(lambda rank, device, threads: WorkerSpec(
-                    rank, device, threads, plan.config, plan.source.spec, state.layout, plan.run_id
-                ))  # fmt: skip
-                Scheduler(
-                    executor, plan.config, pending, records, builder, progress, plan.selected_rows
-                ).run()
+                _execute(plan, state.layout, executor, pending, records, builder, progress)
             _check_the_rows(plan, state.layout, records, builder)
     _log_done(final, outcome.manifest)
     return RunResult(final.manifest_path, outcome.manifest, final)
+
+
+def _execute(plan: RunPlan, layout: RunLayout, executor, pending, records, builder, progress) -> None:
+    """Start the workers and hand them the pending units until every unit is recorded; the scheduler's
+    report (workers, losses, redone units) goes into the manifest."""
+    executor.start(lambda rank, device, threads: WorkerSpec(
+        rank, device, threads, plan.config, plan.source.spec, layout, plan.run_id
+    ))  # fmt: skip
+    scheduler = Scheduler(
+        executor, plan.config.execution, plan.config.mode, pending, records, layout, progress,
+        plan.selected_rows, checkpoint=lambda: builder.write(records, "running"),
+    )  # fmt: skip
+    builder.report = scheduler.report
+    scheduler.run()
 
 
 @contextlib.contextmanager
@@ -213,56 +215,12 @@ def _new_manifest(plan: RunPlan, state: OutputState) -> ManifestBuilder:
     cfg, layout, run_id, final, source, selection = (
         plan.config, state.layout, plan.run_id, plan.layout, plan.source, plan.selection
     )  # fmt: skip
-    root, total_units = final.output, len(plan.units)
-    builder = ManifestBuilder(
-        layout,
-        {
-            "run_id": run_id,
-            "config_hash": cfg.output_hash(),
-            "created_at": now_iso(),
-            "tool": {"name": "chatspace", "version": __version__},
-            "git_sha": git_sha(),
-            "versions": library_versions(),
-            "command": list(sys.argv),
-            "config": cfg.to_dict(),
-            "dataset": {
-                "name": cfg.data.dataset,
-                "label": layout.dataset,
-                "source": source.spec.source,
-                "subset": cfg.data.subset,
-                "split": cfg.data.split,
-                "total_rows": source.num_rows,
-                "files": [
-                    {"path": f.user_path, "rows": f.num_rows, "format": f.fmt}
-                    | ({"read_from": f.path} if f.origin else {})
-                    for f in source.spec.files
-                ],
-                "addressing": source.spec.mode,
-                "identity": source.spec.identity,
-            },
-            "sampling": {
-                "method": selection.method,
-                "n": cfg.sampling.n,
-                "p": cfg.sampling.p,
-                "seed": cfg.sampling.seed,
-                **({"sampler": selection.sampler} if selection.sampler else {}),  # --n: its version
-                "total_rows": selection.total_rows,
-                "selected_rows": selection.count,
-            },
-            "plan": {"units": total_units, "rows_per_shard": cfg.output.rows_per_shard},
-            "layout": {
-                "root": root.url(),
-                "embeddings_dir": final.relative(final.embeddings_dir),
-                "index_dir": final.relative(final.index_dir),
-                "log": final.relative(final.log_path(run_id)),
-            },
-            "model": {"name": cfg.encoder.model},
-        },
-    )
+    builder = ManifestBuilder(layout, manifest_base(
+        run_id=run_id, cfg=cfg, source=source.spec, total_rows=source.num_rows,
+        selection=selection, units=len(plan.units), layout=final, tool_version=__version__,
+    ))  # fmt: skip
     if state.previous is not None:  # a resume keeps what the earlier attempts recorded
-        builder.base["created_at"] = state.previous.get("created_at", builder.base["created_at"])
-        builder.base["model"] = state.previous.get("model") or builder.base["model"]
-        builder.base["attempts"] = earlier_attempts(state.previous)
+        builder.resumes(state.previous)
     builder.timings["plan_seconds"] = round(plan.planning_seconds, 3)
     return builder
 
@@ -360,7 +318,7 @@ def _log_done(final: RunLayout, manifest: dict[str, Any]) -> None:
     )
 
 
-def _fold_in_unreported_units(layout: RunLayout, run_id: str, records: dict[int, dict]) -> None:
+def _fold_in_unreported_units(layout: RunLayout, run_id: str, records: dict[int, UnitRecord]) -> None:
     """Units a worker finished (its record written) whose message had not been read when the run
     stopped: the manifest of an unfinished run lists every finished shard, as --resume will find them."""
     try:
@@ -369,7 +327,7 @@ def _fold_in_unreported_units(layout: RunLayout, run_id: str, records: dict[int,
         log.debug("could not read the unit records back (%s)", e)
         return
     for unit, record in on_disk.items():
-        if unit not in records and record.get("run_id") == run_id:
+        if unit not in records and record.run_id == run_id:
             records[unit] = record
 
 
@@ -387,19 +345,20 @@ def _record_skipped_rows(plan: RunPlan, layout: RunLayout, records, builder) -> 
     """Name each skipped row (row index, id, reason) in skipped.parquet, listed in the manifest."""
     from chatspace.pool.skipped import skipped_rows, write_skipped_rows
 
-    units = [u for u in plan.units if records.get(u.index, {}).get("skipped")]
+    units = [u for u in plan.units if u.index in records and records[u.index].skipped]
     if units:
-        rows = skipped_rows(plan.source, plan.config.data, units)
-        builder.base["skipped_rows_file"] = write_skipped_rows(layout, rows)
+        builder.skipped_rows_file = write_skipped_rows(
+            layout, skipped_rows(plan.source, plan.config.data, units)
+        )
 
 
-def _check_something_embedded(cfg: DataConfig, records: dict[int, dict]) -> None:
+def _check_something_embedded(cfg: DataConfig, records: dict[int, UnitRecord]) -> None:
     """Rows were selected but none was usable: that is a failure to say, not a "complete" run."""
-    selected = sum(r.get("selected", 0) for r in records.values())
-    if selected and not sum(r.get("rows", 0) for r in records.values()):
+    selected = sum(r.selected or 0 for r in records.values())
+    if selected and not sum(r.embedded for r in records.values()):
         skipped: dict[str, int] = {}
         for r in records.values():
-            for reason, n in r.get("skipped", {}).items():
+            for reason, n in r.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + n
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items(), key=lambda kv: -kv[1]))
         raise ChatspaceError(
@@ -413,10 +372,10 @@ def _record_duplicate_ids(plan: RunPlan, layout: RunLayout, records, builder) ->
     from chatspace.store.duplicates import check_against_source
 
     id_field = plan.config.data.id_field
-    paths = [layout.shard_path(u) for u, r in sorted(records.items()) if r.get("shard")]
+    paths = [layout.shard_path(u) for u, r in sorted(records.items()) if r.shard]
     found = check_against_source(layout.output, paths, plan.source, id_field)
     if found:
-        builder.base["duplicate_ids"] = found
+        builder.duplicate_ids = found
         log.warning(
             "%d id(s) occur more than once in --id-field %r, as they do in the dataset (e.g. %s); rows are "
             "kept, ids are not unique",

@@ -31,12 +31,13 @@ from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_err
 from chatspace.hardware.devices import Device
 from chatspace.hardware.telemetry import telemetry_for
 from chatspace.pool.long_rows import LongRows, row_ends
-from chatspace.pool.messages import Failed, Finished, Message, Ready, RowsDone, Task, UnitDone
+from chatspace.pool.messages import Failed, Finished, Message, Ready, RowsDone, Stage, Task, UnitDone
 from chatspace.pool.row_reports import RowReports
 from chatspace.redact import redact
 from chatspace.stats import WorkerStats
 from chatspace.store.layout import RunLayout
-from chatspace.store.manifest import now_iso
+from chatspace.store.manifest import now_iso, write_unit_record
+from chatspace.store.records import ShardFile, UnitRecord
 from chatspace.store.shards import ShardRows, build_table, metadata_json, write_shard
 
 log = logging.getLogger("chatspace.worker")
@@ -118,7 +119,7 @@ class WorkerLoop:
         self.stats = WorkerStats()
         self.encoder = None
         self._error: BaseException | None = None
-        self._error_stage = ""
+        self._error_stage = Stage.ENCODING
         self._stop = threading.Event()
         self.long_rows: LongRows | None = None
 
@@ -137,7 +138,7 @@ class WorkerLoop:
             if self.cfg.data.long_text != "truncate":
                 self.long_rows = LongRows(self.cfg.data.long_text, self.cfg.data.chunk_overlap, self.encoder)
         except BaseException as e:  # noqa: BLE001 - every failure becomes a message
-            self._report_error("loading the model", e)
+            self._report_error(Stage.LOADING, e)
             return 1
         self.channel.send(
             Ready(
@@ -175,7 +176,7 @@ class WorkerLoop:
         self.channel.send(Finished(rank=spec.rank, device=spec.device.label, stats=self.stats.to_dict()))
         return 0
 
-    def _report_error(self, stage: str, e: BaseException) -> None:
+    def _report_error(self, stage: Stage, e: BaseException) -> None:
         # A ChatspaceError is already a sentence for the user; anything else is named by its type.
         prefix = "" if isinstance(e, ChatspaceError) and str(e) else f"{type(e).__name__}: "
         message = f"{prefix}{e}".strip().splitlines()[0] if str(e) else type(e).__name__
@@ -201,10 +202,10 @@ class WorkerLoop:
         prepared_q: queue.Queue = queue.Queue(maxsize=prefetch or 3)
         write_q: queue.Queue = queue.Queue(maxsize=2)
         reader = threading.Thread(
-            target=self._guard, args=("reading data", self._reader, prepared_q), daemon=True
+            target=self._guard, args=(Stage.READING, self._reader, prepared_q), daemon=True
         )
         writer = threading.Thread(
-            target=self._guard, args=("writing a shard", self._writer, write_q), daemon=True
+            target=self._guard, args=(Stage.WRITING, self._writer, write_q), daemon=True
         )
         reader.start()
         writer.start()
@@ -212,7 +213,7 @@ class WorkerLoop:
             self._encode_loop(prepared_q, write_q)
         except BaseException as e:  # noqa: BLE001
             if self._error is None:
-                self._error, self._error_stage = e, "encoding"
+                self._error, self._error_stage = e, Stage.ENCODING
         finally:
             if self._error is not None:
                 self._stop.set()
@@ -224,7 +225,7 @@ class WorkerLoop:
             return False
         return True
 
-    def _guard(self, stage: str, fn, q: queue.Queue) -> None:
+    def _guard(self, stage: Stage, fn, q: queue.Queue) -> None:
         try:
             fn(q)
         except BaseException as e:  # noqa: BLE001
@@ -291,7 +292,7 @@ class WorkerLoop:
                 text_field=self.cfg.data.text_field,
                 mode=self.cfg.data.extract,
                 id_field=self.cfg.data.id_field,
-                split=self.cfg.base_split,
+                split=self.cfg.data.base_split,
                 roles=self.cfg.data.roles,
                 skipped=unit.skipped,
                 counts=unit.expansion,
@@ -395,91 +396,96 @@ class WorkerLoop:
             self.stats.merge(unit.stats)
             self.channel.send(UnitDone(rank=self.spec.rank, record=record))
 
-    def _write_unit(self, unit: _UnitInProgress) -> dict[str, Any]:
-        spec, cfg = self.spec, self.cfg
-        layout = spec.layout
+    def _write_unit(self, unit: _UnitInProgress) -> UnitRecord:
+        """Write the unit's shard (when any row was kept), then its record: the completion marker."""
+        spec, layout = self.spec, self.spec.layout
         with unit.stats.busy("write"):
-            emb = (
-                np.concatenate(unit.embeddings) if unit.embeddings else np.zeros((0, self.encoder.dimension))
-            )
-            if self.long_rows is not None:
-                emb = self.long_rows.fold(unit, emb)
-            keep = np.ones(len(unit.texts), bool)
-            keep[list(unit.skip)] = False
-            for reason in unit.skip.values():
-                unit.skipped[reason] = unit.skipped.get(reason, 0) + 1
+            emb = self._folded_embeddings(unit)
+            keep = self._count_kept(unit)
             kept = int(keep.sum())
-            unit.stats.units += 1
-            unit.stats.selected += unit.selected
-            unit.stats.rows += kept
-            for reason, n in unit.skipped.items():
-                unit.stats.count_skip(reason, n)
             shard = None
             now = datetime.now(UTC)
             if kept:
                 emb = (emb if kept == len(keep) else emb[keep]).astype(np.float32, copy=False)
                 if not np.isfinite(emb).all():
                     raise FloatingPointError(f"unit {unit.unit}: the encoder produced non-finite values")
-                whole = kept == len(keep)
-                files = [orjson.dumps(f.user_path).decode() for f in spec.source.files]
-                rows = ShardRows(
-                    ids=unit.ids if whole else [unit.ids[i] for i in np.flatnonzero(keep).tolist()],
-                    texts=unit.texts if whole else [unit.texts[i] for i in np.flatnonzero(keep).tolist()],
-                    metadata_json=metadata_json(
-                        orjson.dumps({"field": cfg.data.text_field, "extract": cfg.data.extract}).decode()[
-                            :-1
-                        ],
-                        files,
-                        unit.rows[keep],
-                        unit.file_no[keep],
-                        unit.file_row[keep],
-                        unit.tokens[keep],
-                        unit.truncated[keep],
-                        unit.text_chars[keep],
-                        None
-                        if unit.extra is None
-                        else [x for x, k in zip(unit.extra, keep, strict=True) if k],
-                    ),
-                    embeddings=emb.astype(np.float16) if cfg.output.embedding_dtype == "float16" else emb,
-                    source=spec.source.source,
-                    dataset=spec.source.dataset,
-                    split=cfg.base_split,
-                    model=self.encoder.model_name,
-                    run_id=spec.run_id,
-                    created_at=now,
-                )
-                table = build_table(rows, cfg.output.embedding_dtype)
-                info = write_shard(layout.output, layout.shard_path(unit.unit), table, emb)
-                unit.stats.bytes_written += info.bytes
-                shard = {
-                    "path": layout.shard_relpath(unit.unit),
-                    "rows": info.rows,
-                    "bytes": info.bytes,
-                    "sha256": info.sha256,
-                    "norm_min": info.norm_min,
-                    "norm_max": info.norm_max,
-                }
-            record = {
-                "unit": unit.unit,
-                "selected": unit.selected,
-                "rows": kept,
-                "skipped": unit.skipped,
-                "shard": shard,
-                "worker": spec.rank,
-                "device": spec.device.label,
-                "run_id": spec.run_id,
-                "config_hash": cfg.output_hash(),
-                "source": identity_digest(spec.source.identity),
-                "written_at": now_iso(),
-            }
-            if unit.expansion:
-                record["expansion"] = unit.expansion
-        record["stats"] = unit.stats.to_dict()
+                shard = self._write_shard(unit, emb, keep, now)
+                unit.stats.bytes_written += shard.bytes
+            written_at = now_iso()
+        record = UnitRecord(
+            unit=unit.unit,
+            selected=unit.selected,
+            rows=kept,
+            skipped=unit.skipped,
+            shard=shard,
+            worker=spec.rank,
+            device=spec.device.label,
+            run_id=spec.run_id,
+            config_hash=self.cfg.output_hash(),
+            source=identity_digest(spec.source.identity),
+            written_at=written_at,
+            expansion=unit.expansion,
+            stats=unit.stats.to_dict(),
+        )
         # The record is the unit's completion marker: written only after the shard is in place.
         try:
-            layout.output.write_json(layout.unit_record_path(unit.unit), record)
+            write_unit_record(layout, record)
         except OSError:
             if shard is not None:  # a shard without its record would be read as output by a glob
                 layout.output.remove(layout.shard_path(unit.unit))
             raise
         return record
+
+    def _count_kept(self, unit: _UnitInProgress) -> np.ndarray:
+        """Which rows the shard keeps (the encoder skipped the others); the unit's counts and stats
+        take in its skipped rows."""
+        keep = np.ones(len(unit.texts), bool)
+        keep[list(unit.skip)] = False
+        for reason in unit.skip.values():
+            unit.skipped[reason] = unit.skipped.get(reason, 0) + 1
+        unit.stats.units += 1
+        unit.stats.selected += unit.selected
+        unit.stats.rows += int(keep.sum())
+        for reason, n in unit.skipped.items():
+            unit.stats.count_skip(reason, n)
+        return keep
+
+    def _folded_embeddings(self, unit: _UnitInProgress) -> np.ndarray:
+        """Every row's vector, in order; under --long-text mean a source text's chunks fold into one
+        (which changes the unit's rows: call before counting what is kept)."""
+        emb = np.concatenate(unit.embeddings) if unit.embeddings else np.zeros((0, self.encoder.dimension))
+        return emb if self.long_rows is None else self.long_rows.fold(unit, emb)
+
+    def _write_shard(
+        self, unit: _UnitInProgress, emb: np.ndarray, keep: np.ndarray, now: datetime
+    ) -> ShardFile:
+        spec, data, output = self.spec, self.cfg.data, self.cfg.output
+        whole = len(emb) == len(keep)
+        positions = None if whole else np.flatnonzero(keep).tolist()
+        files = [orjson.dumps(f.user_path).decode() for f in spec.source.files]
+        rows = ShardRows(
+            ids=unit.ids if whole else [unit.ids[i] for i in positions],
+            texts=unit.texts if whole else [unit.texts[i] for i in positions],
+            metadata_json=metadata_json(
+                orjson.dumps({"field": data.text_field, "extract": data.extract}).decode()[:-1],
+                files,
+                unit.rows[keep],
+                unit.file_no[keep],
+                unit.file_row[keep],
+                unit.tokens[keep],
+                unit.truncated[keep],
+                unit.text_chars[keep],
+                None if unit.extra is None else [x for x, k in zip(unit.extra, keep, strict=True) if k],
+            ),
+            embeddings=emb.astype(np.float16) if output.embedding_dtype == "float16" else emb,
+            source=spec.source.source,
+            dataset=spec.source.dataset,
+            split=data.base_split,
+            model=self.encoder.model_name,
+            run_id=spec.run_id,
+            created_at=now,
+        )
+        table = build_table(rows, output.embedding_dtype)
+        info = write_shard(spec.layout.output, spec.layout.shard_path(unit.unit), table, emb)
+        path = spec.layout.shard_relpath(unit.unit)
+        return ShardFile(path, info.rows, info.bytes, info.sha256, info.norm_min, info.norm_max)

@@ -16,6 +16,7 @@ import orjson
 from chatspace.store.layout import manifest_paths, open_root, run_root_of
 from chatspace.store.lock import run_is_live
 from chatspace.store.manifest import read_manifest
+from chatspace.store.records import RecordError, UnitRecord
 from chatspace.store.root import OutputRoot
 
 log = logging.getLogger(__name__)
@@ -70,20 +71,18 @@ def _as_found(output: OutputRoot, manifest_path: PurePath, m: dict[str, Any]) ->
     shards, units, rows = [], 0, 0
     for rec_path in output.glob(manifest_path.parent / "units", "unit-*.json"):
         try:
-            rec = orjson.loads(output.read_bytes(rec_path))
-            shard = rec.get("shard")
-            if rec.get("run_id") != m.get("run_id"):
+            rec = UnitRecord.from_json(orjson.loads(output.read_bytes(rec_path)))
+            shard = rec.shard
+            if rec.run_id != m.get("run_id"):
                 continue
-            if shard is not None and output.size(root / shard["path"]) != shard["bytes"]:
+            if shard is not None and output.size(root / shard.path) != shard.bytes:
                 continue
-            units += 1
-            rows += int(rec.get("rows", 0))
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (OSError, orjson.JSONDecodeError, RecordError):
             continue
+        units += 1
+        rows += rec.embedded
         if shard is not None:
-            shards.append(
-                {"unit": rec["unit"], **shard, "device": rec.get("device"), "run_id": rec["run_id"]}
-            )
+            shards.append({"unit": rec.unit, **shard.to_json(), "device": rec.device, "run_id": rec.run_id})
     totals = {
         **m.get("totals", {}),
         "units_done": units,

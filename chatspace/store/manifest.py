@@ -10,20 +10,28 @@ from __future__ import annotations
 import errno
 import platform
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from chatspace.errors import ChatspaceError, describe_os_error
 from chatspace.redact import redact_obj
 from chatspace.stats import WorkerStats
+from chatspace.store.format_schema import check_before_writing
 from chatspace.store.layout import RunLayout
+from chatspace.store.records import FORMAT, RecordError, SchedulerReport, UnitRecord
 from chatspace.store.root import OutputRoot
 
-FORMAT = "chatspace.manifest/1"
+if TYPE_CHECKING:
+    from chatspace.config import RunConfig
+    from chatspace.data.sampling import Selection
+    from chatspace.data.sources import SourceSpec
+
+__all__ = ["FORMAT"]  # the manifest format's name, from chatspace.store.records
 
 
 def now_iso() -> str:
@@ -53,29 +61,45 @@ def remove_stale_json_temporaries(root: OutputRoot, index_dir: PurePath) -> int:
 # --- unit records ---------------------------------------------------------------------------------
 
 
-def load_unit_records(layout: RunLayout) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {}
+def load_unit_records(layout: RunLayout, malformed: list[int] | None = None) -> dict[int, UnitRecord]:
+    """Every readable unit record; the units of records that name their unit but are otherwise not
+    records this version would write go to `malformed` (the caller says so and removes them)."""
+    out: dict[int, UnitRecord] = {}
     for p in layout.output.glob(layout.units_dir, "unit-*.json"):
         try:
-            rec = read_json(layout.output, p)
-            out[int(rec["unit"])] = rec
-        except (OSError, orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+            data = read_json(layout.output, p)
+            rec = UnitRecord.from_json(data)
+        except (OSError, orjson.JSONDecodeError):
             continue  # a torn record is no record: the unit is redone
+        except RecordError:
+            try:
+                if malformed is not None:
+                    malformed.append(int(data["unit"]))
+            except (KeyError, TypeError, ValueError):
+                pass
+            continue
+        out[rec.unit] = rec
     return out
 
 
-def unit_is_intact(layout: RunLayout, record: dict[str, Any], check_checksum: bool = True) -> bool:
+def write_unit_record(layout: RunLayout, record: UnitRecord) -> None:
+    document = record.to_json()
+    check_before_writing(document, "unit_record")
+    layout.output.write_json(layout.unit_record_path(record.unit), document)
+
+
+def unit_is_intact(layout: RunLayout, record: UnitRecord, check_checksum: bool = True) -> bool:
     """The record's shard is on disk with the recorded size (and checksum)."""
-    shard = record.get("shard")
+    shard = record.shard
     if shard is None:
-        return record.get("rows", 0) == 0
-    path = layout.shard_path(int(record["unit"]))  # where it is, even while staged
+        return record.embedded == 0
+    path = layout.shard_path(record.unit)  # where it is, even while staged
     try:
-        if layout.output.size(path) != shard["bytes"]:
+        if layout.output.size(path) != shard.bytes:
             return False
     except OSError:
         return False
-    return not check_checksum or layout.output.sha256(path) == shard["sha256"]
+    return not check_checksum or layout.output.sha256(path) == shard.sha256
 
 
 # --- provenance ---------------------------------------------------------------------------------------
@@ -141,19 +165,135 @@ class ManifestWriteError(ChatspaceError):
         super().__init__(f"cannot write the run's manifest {path}: {cause}")
 
 
+def manifest_base(
+    *,
+    run_id: str,
+    cfg: RunConfig,
+    source: SourceSpec,
+    total_rows: int,
+    selection: Selection,
+    units: int,
+    layout: RunLayout,
+    tool_version: str,
+) -> dict[str, Any]:
+    """The run-level facts a manifest starts from, in the order it lists them: identity, provenance,
+    the config, the dataset and its sampling, the plan, the layout and the model's name."""
+    data, sampling = cfg.data, cfg.sampling
+    return {
+        "run_id": run_id,
+        "config_hash": cfg.output_hash(),
+        "created_at": now_iso(),
+        "tool": {"name": "chatspace", "version": tool_version},
+        "git_sha": git_sha(),
+        "versions": library_versions(),
+        "command": list(sys.argv),
+        "config": cfg.to_dict(),
+        "dataset": {
+            "name": data.dataset,
+            "label": layout.dataset,
+            "source": source.source,
+            "subset": data.subset,
+            "split": data.split,
+            "total_rows": total_rows,
+            "files": [
+                {"path": f.user_path, "rows": f.num_rows, "format": f.fmt}
+                | ({"read_from": f.path} if f.origin else {})
+                for f in source.files
+            ],
+            "addressing": source.mode,
+            "identity": source.identity,
+        },
+        "sampling": {
+            "method": selection.method,
+            "n": sampling.n,
+            "p": sampling.p,
+            "seed": sampling.seed,
+            **({"sampler": selection.sampler} if selection.sampler else {}),  # --n: its version
+            "total_rows": selection.total_rows,
+            "selected_rows": selection.count,
+        },
+        "plan": {"units": units, "rows_per_shard": cfg.output.rows_per_shard},
+        "layout": {
+            "root": layout.output.url(),
+            "embeddings_dir": layout.relative(layout.embeddings_dir),
+            "index_dir": layout.relative(layout.index_dir),
+            "log": layout.relative(layout.log_path(run_id)),
+        },
+        "model": {"name": cfg.encoder.model},
+    }
+
+
 class ManifestBuilder:
-    """Holds the run-level facts; `build()` folds in the unit records at any moment."""
+    """Holds the run-level facts; `build()` folds in the unit records and the scheduler's report at any
+    moment. What the run finds after its units are done (skipped rows, repeated ids) is set on it."""
 
     def __init__(self, layout: RunLayout, base: dict[str, Any]):
         self.layout = layout
         self.base = base
+        self.model_name = base.get("model", {}).get("name")
         self.started = time.time()
         self.timings: dict[str, float] = {}
-        self.workers: dict[int, dict[str, Any]] = {}
+        self.report: SchedulerReport | None = None  # set once a scheduler hands out units
+        self.skipped_rows_file: dict[str, Any] | None = None
+        self.duplicate_ids: dict[str, Any] | None = None
 
-    def build(
-        self, records: dict[int, dict[str, Any]], status: str, error: dict | None = None
-    ) -> dict[str, Any]:
+    def resumes(self, previous: dict[str, Any]) -> None:
+        """A resume keeps what the earlier attempts recorded: when the run began, its model, each attempt."""
+        self.base["created_at"] = previous.get("created_at", self.base["created_at"])
+        self.base["model"] = previous.get("model") or self.base["model"]
+        self.base["attempts"] = earlier_attempts(previous)
+
+    def build(self, records: dict[int, UnitRecord], status: str, error: dict | None = None) -> dict[str, Any]:
+        manifest = {"format": FORMAT, **self._run_facts(), "status": status, "updated_at": now_iso()}
+        units, expansion = self._units(records)
+        manifest |= units
+        manifest["workers"] = [w.to_json() for _, w in sorted(self._workers().items())]
+        manifest["timings"] = {**self._timings(), "elapsed_seconds": round(time.time() - self.started, 3)}
+        if expansion:
+            manifest["totals"]["expansion"] = dict(sorted(expansion.items()))
+        if error:
+            manifest["error"] = redact_obj(error)  # a server's error may quote credentials back
+        if status == "complete":
+            manifest["finished_at"] = now_iso()
+        return manifest
+
+    def _workers(self):
+        return self.report.workers if self.report is not None else {}
+
+    def _run_facts(self) -> dict[str, Any]:
+        facts = dict(self.base)
+        report = self.report
+        if report is not None:
+            if report.encoder is not None:
+                per_device = ("device", "threads")
+                facts["model"] = {
+                    "name": self.model_name,
+                    **{k: v for k, v in report.encoder.items() if k not in per_device},
+                }
+            facts["lost_workers"] = [lost.to_json() for lost in report.lost]
+            if report.lost:
+                facts["units_redone"] = report.units_redone
+            if report.poison:
+                facts["poison_units"] = [p.to_json() for p in report.poison]
+        if self.skipped_rows_file is not None:
+            facts["skipped_rows_file"] = self.skipped_rows_file
+        if self.duplicate_ids is not None:
+            facts["duplicate_ids"] = self.duplicate_ids
+        return facts
+
+    def _timings(self) -> dict[str, float]:
+        first = self.report.first_worker_ready_seconds if self.report is not None else None
+        out: dict[str, float] = {}
+        for key, seconds in self.timings.items():
+            out[key] = seconds
+            if key == "plan_seconds" and first is not None:
+                out["first_worker_ready_seconds"] = first
+        if first is not None:  # no plan timed (a builder made by hand)
+            out.setdefault("first_worker_ready_seconds", first)
+        return out
+
+    def _units(self, records: dict[int, UnitRecord]) -> tuple[dict[str, Any], dict[str, int]]:
+        """The shards, totals, skip counts and summed stats of the records (and worker-level stats)."""
         shards = []
         skipped: dict[str, int] = {}
         total = WorkerStats()
@@ -162,48 +302,33 @@ class ManifestBuilder:
         expansion: dict[str, int] = {}
         for unit in sorted(records):
             rec = records[unit]
-            fold_expansion(expansion, rec.get("expansion"))
-            for reason, n in rec.get("skipped", {}).items():
+            fold_expansion(expansion, rec.expansion)
+            for reason, n in rec.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + n
-            total = total + WorkerStats.from_dict(rec.get("stats", {}))
-            rows += rec.get("rows", 0)
-            shard = rec.get("shard")
-            if shard is None:
+            total = total + WorkerStats.from_dict(rec.stats)
+            rows += rec.embedded
+            entry = rec.shard_entry()
+            if entry is None:
                 continue
-            bytes_ += shard["bytes"]
-            if shard.get("norm_min") is not None:
-                norm_min = shard["norm_min"] if norm_min is None else min(norm_min, shard["norm_min"])
-                norm_max = shard["norm_max"] if norm_max is None else max(norm_max, shard["norm_max"])
-            shards.append(
-                {
-                    "unit": unit,
-                    **shard,
-                    "worker": rec.get("worker"),
-                    "device": rec.get("device"),
-                    "run_id": rec.get("run_id"),
-                    "written_at": rec.get("written_at"),
-                }
-            )
-        planned = self.base["plan"]["units"]
-        selected = self.base["sampling"]["selected_rows"]
+            bytes_ += entry.file.bytes
+            if entry.file.norm_min is not None:
+                norm_min = entry.file.norm_min if norm_min is None else min(norm_min, entry.file.norm_min)
+                norm_max = entry.file.norm_max if norm_max is None else max(norm_max, entry.file.norm_max)
+            shards.append(entry.to_json())
         # Worker-level facts that no unit carries: model load, warm-up, waiting, wall time.
-        for w in self.workers.values():
-            total.load_seconds += w.get("load_seconds", 0.0)
-            total.warmup_seconds += w.get("warmup_seconds", 0.0)
-            final = w.get("stats", {})
+        for w in self._workers().values():
+            total.load_seconds += w.load_seconds or 0.0
+            total.warmup_seconds += w.warmup_seconds or 0.0
+            final = w.stats or {}
             total.wall_seconds += final.get("wall_seconds", 0.0)
             for stage, seconds in final.get("idle_seconds", {}).items():
                 total.idle_seconds[stage] = total.idle_seconds.get(stage, 0.0) + seconds
-        manifest = {
-            "format": FORMAT,
-            **self.base,
-            "status": status,
-            "updated_at": now_iso(),
+        return {
             "shards": shards,
             "totals": {
-                "units_planned": planned,
+                "units_planned": self.base["plan"]["units"],
                 "units_done": len(records),
-                "selected_rows": selected,
+                "selected_rows": self.base["sampling"]["selected_rows"],
                 "rows": rows,
                 "skipped_rows": sum(skipped.values()),
                 "bytes": bytes_,
@@ -216,21 +341,11 @@ class ManifestBuilder:
             },
             "skipped": dict(sorted(skipped.items())),
             "stats": total.to_dict(),
-            "workers": [self.workers[k] for k in sorted(self.workers)],
-            "timings": {**self.timings, "elapsed_seconds": round(time.time() - self.started, 3)},
-        }
-        if expansion:
-            manifest["totals"]["expansion"] = dict(sorted(expansion.items()))
-        if error:
-            manifest["error"] = redact_obj(error)  # a server's error may quote credentials back
-        if status == "complete":
-            manifest["finished_at"] = now_iso()
-        return manifest
+        }, expansion
 
-    def write(
-        self, records: dict[int, dict[str, Any]], status: str, error: dict | None = None
-    ) -> dict[str, Any]:
+    def write(self, records: dict[int, UnitRecord], status: str, error: dict | None = None) -> dict[str, Any]:
         manifest = self.build(records, status, error)
+        check_before_writing(manifest, "manifest")
         output, path = self.layout.output, self.layout.manifest_path
         try:
             output.write_json(path, manifest)

@@ -41,6 +41,7 @@ from chatspace.logs import plural
 from chatspace.store.catalog import find_runs, format_runs, list_runs
 from chatspace.store.frames import FORMATS, convert, to_numpy
 from chatspace.store.layout import model_label, run_root_of, slug
+from chatspace.store.records import manifest_shards
 from chatspace.store.root import OutputRoot
 from chatspace.store.row_kinds import fold_chunks, select_turns
 from chatspace.store.schema import COLUMNS, embedding_schema
@@ -260,7 +261,7 @@ def _ordered(chosen: list[tuple[PurePath, dict[str, Any]]]) -> list[tuple[PurePa
 
 def _shards(path: PurePath, m: dict[str, Any]) -> list[tuple[PurePath, int]]:
     root = run_root_of(path, m)
-    return [(root / s["path"], int(s["rows"])) for s in sorted(m.get("shards", []), key=lambda s: s["unit"])]
+    return [(root / s.file.path, s.file.rows) for s in manifest_shards(m)]
 
 
 def shard_paths(

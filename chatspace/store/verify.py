@@ -12,6 +12,7 @@ from chatspace.store import duplicates
 from chatspace.store.layout import manifest_paths, open_root, run_root_of
 from chatspace.store.lock import run_is_live
 from chatspace.store.manifest import failed_before_any_unit, read_manifest
+from chatspace.store.records import RecordError, ShardEntry, ShardFile
 from chatspace.store.root import OutputRoot
 from chatspace.store.schema import embedding_schema, schema_matches
 from chatspace.store.shards import read_shard
@@ -44,42 +45,16 @@ def verify_manifest(output: OutputRoot, manifest_path: PurePath) -> list[str]:
     readable: list[PurePath] = []
     total_rows = 0
     listed = set()
-    for shard in manifest.get("shards", []):
-        path = root / shard["path"]
+    try:
+        entries = [ShardEntry.from_json(s) for s in manifest.get("shards", [])]
+    except RecordError as e:
+        return [f"{label}: {e}"]
+    for entry in entries:
+        path = root / entry.file.path
         listed.add(path)
-        name = shard["path"]
-        if not output.is_file(path):
-            problems.append(f"{name}: missing")
+        table = _checked_shard(output, path, entry.file, dim, expected, problems)
+        if table is None:
             continue
-        size = output.size(path)
-        if size != shard["bytes"]:
-            problems.append(f"{name}: size {size} != recorded {shard['bytes']}")
-        if output.sha256(path) != shard["sha256"]:
-            problems.append(f"{name}: sha256 mismatch (the file changed after it was written)")
-            continue
-        try:
-            table = read_shard(output, path)
-        except Exception as e:  # noqa: BLE001 - any read failure is a finding
-            problems.append(f"{name}: unreadable: {str(e).splitlines()[0]}")
-            continue
-        if table.num_rows != shard["rows"]:
-            problems.append(f"{name}: {table.num_rows} rows, manifest says {shard['rows']}")
-        emb_type = table.schema.field("embedding").type if "embedding" in table.column_names else None
-        if (
-            dim
-            and emb_type is not None
-            and pa.types.is_fixed_size_list(emb_type)
-            and emb_type.list_size != dim
-        ):
-            problems.append(f"{name}: embedding dimension {emb_type.list_size}, expected {dim}")
-            continue
-        if expected is not None and not schema_matches(table.schema, expected):
-            problems.append(f"{name}: schema differs from the run's declared schema")
-            continue
-        emb = table.column("embedding").combine_chunks()
-        values = np.asarray(emb.values.to_numpy(zero_copy_only=False))
-        if not np.isfinite(values).all():
-            problems.append(f"{name}: embeddings hold NaN or infinite values")
         ids.update(table.column("id").to_pylist())
         readable.append(path)
         total_rows += table.num_rows
@@ -92,6 +67,42 @@ def verify_manifest(output: OutputRoot, manifest_path: PurePath) -> list[str]:
         if extra not in listed:
             problems.append(f"{extra.relative_to(root).as_posix()}: shard not listed in the manifest")
     return problems
+
+
+def _checked_shard(
+    output: OutputRoot, path: PurePath, shard: ShardFile, dim: int | None, expected, problems: list[str]
+) -> pa.Table | None:
+    """The shard's table when it can be read and holds what its entry says; what is wrong goes to
+    `problems` (None when its ids cannot be trusted: missing, changed, unreadable, another schema)."""
+    name = shard.path
+    if not output.is_file(path):
+        problems.append(f"{name}: missing")
+        return None
+    size = output.size(path)
+    if size != shard.bytes:
+        problems.append(f"{name}: size {size} != recorded {shard.bytes}")
+    if output.sha256(path) != shard.sha256:
+        problems.append(f"{name}: sha256 mismatch (the file changed after it was written)")
+        return None
+    try:
+        table = read_shard(output, path)
+    except Exception as e:  # noqa: BLE001 - any read failure is a finding
+        problems.append(f"{name}: unreadable: {str(e).splitlines()[0]}")
+        return None
+    if table.num_rows != shard.rows:
+        problems.append(f"{name}: {table.num_rows} rows, manifest says {shard.rows}")
+    emb_type = table.schema.field("embedding").type if "embedding" in table.column_names else None
+    if dim and emb_type is not None and pa.types.is_fixed_size_list(emb_type) and emb_type.list_size != dim:
+        problems.append(f"{name}: embedding dimension {emb_type.list_size}, expected {dim}")
+        return None
+    if expected is not None and not schema_matches(table.schema, expected):
+        problems.append(f"{name}: schema differs from the run's declared schema")
+        return None
+    emb = table.column("embedding").combine_chunks()
+    values = np.asarray(emb.values.to_numpy(zero_copy_only=False))
+    if not np.isfinite(values).all():
+        problems.append(f"{name}: embeddings hold NaN or infinite values")
+    return table
 
 
 def _duplicate_problems(

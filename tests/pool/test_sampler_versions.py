@@ -9,7 +9,7 @@ import pytest
 
 from chatspace.config import RunConfig
 from chatspace.data import sampling
-from chatspace.pool import supervisor
+from chatspace.pool import run_plan
 from chatspace.pool.supervisor import run_embedding
 from chatspace.store.verify import verify
 from tests.helpers import run_table, write_corpus
@@ -61,7 +61,7 @@ def test_a_run_made_before_sampler_versions_resumes_with_its_rows(corpus, tmp_pa
     out = tmp_path / "old"
     # The previous version: no sampler chosen, so version 1 drew the rows and none was recorded.
     with monkeypatch.context() as m:
-        m.setattr(supervisor, "choose_sampler", lambda final, cfg: cfg)
+        m.setattr(run_plan, "choose_sampler", lambda final, cfg: cfg)
         old = run_embedding(_cfg(corpus, out))
     assert old.manifest["config"]["sampler"] is None and old.manifest["sampling"]["sampler"] == 1
     assert old.manifest["config_hash"] == _cfg(corpus, out).output_hash()  # the hash runs had before
