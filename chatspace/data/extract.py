@@ -111,6 +111,17 @@ def _messages(value: Any) -> list[tuple[str | None, str | None]]:
     return out
 
 
+def conversation(row: Any, text_field: str) -> list[tuple[str | None, str | None]]:
+    """(role, text) pairs of the conversation in a row's `text_field`; raises Skip when there is none."""
+    if row is None or not isinstance(row, dict):
+        raise Skip(INVALID_ROW)
+    try:
+        value = lookup(row, text_field)
+    except MissingField:
+        raise Skip(MISSING_FIELD) from None
+    return _messages(value)
+
+
 def extract_text(value: Any, mode: str) -> str:
     """The text to embed for a field value under `mode`; raises Skip(reason) when there is none."""
     if mode == "text":
@@ -207,58 +218,3 @@ def extract_rows(
             skipped[s.reason] = skipped.get(s.reason, 0) + 1
             continue
         yield index, rid, text
-
-
-# --- checked before a run: does the field hold conversations at all? -------------------------------
-
-CONVERSATION_SAMPLE_ROWS = 32
-
-
-def _what_it_holds(values: list[Any]) -> str:
-    kinds = {type(v).__name__ for v in values}
-    if kinds == {"str"}:
-        example = " ".join(values[0].split())
-        example = example if len(example) <= 60 else example[:57] + "..."
-        return f"plain text (e.g. {example!r})"
-    if kinds <= {"int", "float", "bool"}:
-        return "numbers"
-    if kinds == {"dict"}:
-        keys = sorted({k for v in values for k in v})[:6]
-        return f"objects with keys {', '.join(map(str, keys))}"
-    if kinds <= {"list", "tuple"}:
-        inner = sorted({type(x).__name__ for v in values for x in v}) or ["nothing"]
-        return f"lists of {', '.join(inner)}"
-    return f"values of type {', '.join(sorted(kinds))}"
-
-
-def check_holds_conversations(source: Any, text_field: str, mode: str) -> None:
-    """Refuse a turn extraction (`first-assistant`, `first-user`, `all-turns`) up front when none of the
-    dataset's first rows holds a conversation in `text_field`: every row would be skipped otherwise.
-
-    `source` is a chatspace.data.sources.Source (its `num_rows` and `read`).
-    """
-    from chatspace.errors import UsageError
-
-    if mode == "text" or not source.num_rows:
-        return
-    rows = source.read(list(range(min(CONVERSATION_SAMPLE_ROWS, source.num_rows))), columns_for(text_field))
-    values = []
-    for r in rows:
-        if isinstance(r, dict):
-            try:
-                values.append(lookup(r, text_field))
-            except MissingField:
-                continue
-    values = [v for v in values if v is not None and v != [] and v != ""]
-    if not values:
-        return  # nothing but nulls and empty values here: the run counts them by reason
-    for value in values:
-        try:
-            _messages(value)
-            return
-        except Skip:
-            continue
-    raise UsageError(
-        f"--extract {mode}: field {text_field!r} holds {_what_it_holds(values)}, not conversations, in "
-        f"the {len(rows)} rows sampled; use --extract text, or --text-field naming the conversation column"
-    )

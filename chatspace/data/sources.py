@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,9 @@ import numpy as np
 import orjson
 
 from chatspace.config import DataConfig
-from chatspace.data.extract import check_holds_conversations
-from chatspace.data.field_check import check_text_values
-from chatspace.data.fields import top_column
+from chatspace.data.extract import Skip, row_id
+from chatspace.data.field_check import check_source_fields
+from chatspace.data.fields import columns_for
 from chatspace.data.formats import READERS, SUFFIXES, SUPPORTED, FileEntry, format_name, open_local_file
 from chatspace.data.identity import local_identity
 from chatspace.errors import UsageError
@@ -109,6 +109,12 @@ class Source:
             out.extend(self._reader(int(file_no)).read(local, columns))
         return out
 
+    def ids_at(self, indices: Sequence[int], id_field: str) -> list[str | None]:
+        """The `id_field` value of the rows at the given sorted global indices, as a run records it
+        (None where a row has none): what a run's repeated ids are checked against."""
+        rows = self.read(indices, columns_for(id_field))  # a dotted name reads its leading column
+        return [_id_or_none(row, id_field, index) for index, row in zip(indices, rows, strict=True)]
+
     def _reader(self, file_no: int):
         reader = self._readers.get(file_no)
         if reader is None:
@@ -130,6 +136,13 @@ class Source:
         for start in range(0, self.num_rows, chunk):
             idx = np.arange(start, min(start + chunk, self.num_rows))
             yield from zip(idx.tolist(), self.read(idx, columns), strict=True)
+
+
+def _id_or_none(row: dict | None, id_field: str, index: int) -> str | None:
+    try:
+        return row_id(row, id_field, "", index) if row is not None else None
+    except Skip:
+        return None
 
 
 # --- local paths ---------------------------------------------------------------------------------------
@@ -195,29 +208,6 @@ def local_files(path: Path, split: str) -> list[Path]:
     if not files:
         raise UsageError(f"no {SUPPORTED} files under {path}")
     return files
-
-
-def check_fields(
-    columns: Iterable[str], text_field: str, id_field: str | None, dataset: str, *, flat: bool = False
-) -> None:
-    """A field the dataset does not have at all is a usage error, before any work starts.
-
-    A dotted name passes when its leading part is a column (rows lacking the rest are skipped as
-    missing_field); `flat` sources (CSV) have no nested values, so there a name must be a column.
-    """
-    cols = sorted(set(columns))
-    for flag, name in (("--text-field", text_field), ("--id-field", id_field)):
-        if name is None or name in cols:
-            continue
-        have = ", ".join(cols[:20]) or "none"
-        if "." in name and flat:
-            raise UsageError(
-                f"{flag} {name!r}: CSV columns are flat text, so a dotted path cannot reach inside one, "
-                f"and {dataset} has no column of that name (columns: {have})"
-            )
-        if top_column(name, cols) is None:
-            what = "a column or a dotted path into one" if "." in name else "a column"
-            raise UsageError(f"{flag} {name!r} is not {what} of {dataset} (columns: {have})")
 
 
 def is_local(dataset: str, source: str) -> bool:
@@ -325,9 +315,7 @@ def open_run_source(cfg: DataConfig, cache_dir: Path) -> Source:
         cfg.dataset, split=cfg.base_split, subset=cfg.subset, source=cfg.source, cache_dir=cache_dir
     )
     try:
-        check_fields(source.columns, cfg.text_field, cfg.id_field, cfg.dataset, flat=source.spec.flat_columns)
-        check_holds_conversations(source, cfg.text_field, cfg.extract)
-        check_text_values(source, cfg.text_field, cfg.extract, cfg.roles)
+        check_source_fields(source, cfg)
     except BaseException:
         source.close()
         raise

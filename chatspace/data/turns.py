@@ -14,28 +14,15 @@ from typing import Any
 from chatspace.data.extract import (
     _ROLE_LABELS,
     EMPTY,
-    INVALID_ROW,
-    MISSING_FIELD,
     NO_MATCHING_TURN,
     Skip,
-    _messages,
+    conversation,
     extract_rows,
     row_id,
 )
-from chatspace.data.fields import MissingField, lookup
 
 #: (global row index, row id, text, metadata to add or None)
 Item = tuple[int, str, str, dict[str, Any] | None]
-
-
-def _conversation(row: Any, text_field: str) -> list[tuple[str | None, str | None]]:
-    if row is None or not isinstance(row, dict):
-        raise Skip(INVALID_ROW)
-    try:
-        value = lookup(row, text_field)
-    except MissingField:
-        raise Skip(MISSING_FIELD) from None
-    return _messages(value)
 
 
 def _kept(role: str | None, roles: set[str] | None) -> bool:
@@ -84,7 +71,7 @@ def extract_items(
         return
     for index, row in zip(indices, rows, strict=True):
         try:
-            messages = _conversation(row, text_field)
+            messages = conversation(row, text_field)
             rid = row_id(row, id_field, split, index)
             if mode == "all-turns":
                 yield index, rid, joined_turns(messages, wanted), None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import PurePath
 from typing import Any
 
@@ -80,12 +80,11 @@ def twice_embedded(rows: dict[str, list[int]]) -> list[str]:
 
 
 def check_against_source(
-    output: OutputRoot, paths: list[PurePath], source, id_field: str
+    output: OutputRoot, paths: list[PurePath], ids_at: Callable[[list[int]], list[str | None]]
 ) -> dict[str, Any] | None:
-    """What to record about repeated ids (None when there are none); raises when they are not the data's."""
-    from chatspace.data.extract import Skip, row_id
-    from chatspace.data.fields import columns_for
+    """What to record about repeated ids (None when there are none); raises when they are not the data's.
 
+    `ids_at` gives the dataset's id at each of some sorted row indices (None where a row has none)."""
     if not paths:
         return None
     repeats = repeated_ids(output, paths)
@@ -96,15 +95,8 @@ def check_against_source(
     if twice:
         raise ChatspaceError(f"rows embedded more than once: {', '.join(twice[:3])}; rerun with --overwrite")
     index = sorted({r for rs in rows.values() for r in rs})
-    found = dict(zip(index, source.read(index, columns_for(id_field)), strict=True))  # dotted paths too
-
-    def id_at(r: int) -> str | None:
-        try:
-            return row_id(found[r], id_field, "", r) if found[r] is not None else None
-        except Skip:
-            return None
-
-    wrong = [(rid, r) for rid, rs in rows.items() for r in rs if id_at(r) != rid]
+    found = dict(zip(index, ids_at(index), strict=True))
+    wrong = [(rid, r) for rid, rs in rows.items() for r in rs if found[r] != rid]
     if wrong:
         rid, r = wrong[0]
         raise ChatspaceError(

@@ -128,7 +128,7 @@ def test_a_turn_extraction_on_a_field_without_conversations_is_refused_up_front(
 
 
 def test_what_the_sampled_field_holds(tmp_path):
-    from chatspace.data.extract import check_holds_conversations
+    from chatspace.data.field_check import check_holds_conversations
     from chatspace.data.sources import open_source
     from chatspace.errors import UsageError
 
