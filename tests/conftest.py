@@ -46,12 +46,17 @@ def s3_server():
 # shared /tmp/ray. The units that take longest are handed out first, so no process is left alone with a
 # long one at the end (the rest follow in collection order).
 RAY_UNIT = "tests/pool/test_ray_*.py"
-LONGEST_FIRST = (
+LONGEST_FIRST = (  # from `make test`'s --durations; a module not named here just comes later
     RAY_UNIT,
-    "tests/benchmarks/test_gpu_check.py",
     "tests/maps/test_maps.py",
-    "tests/encoders/test_openai_infinity.py",
+    "tests/benchmarks/test_gpu_check.py",
     "tests/pool/test_pool.py",
+    "tests/pool/test_integrity.py",
+    "tests/store/test_object_store.py",
+    "tests/cli/test_shared_root.py",
+    "tests/encoders/test_openai_infinity.py",
+    "tests/pool/test_healing.py",
+    "tests/query/test_search.py",
 )
 
 
