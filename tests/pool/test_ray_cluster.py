@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -163,8 +165,10 @@ def _auth(base: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _running_cluster(tmp_path_factory, node_env: dict[str, str] | None = None):
-    base = tmp_path_factory.mktemp("r")
+def _running_cluster(node_env: dict[str, str] | None = None):
+    # A short folder directly under /tmp: Ray puts unix sockets under it (at most 107 bytes), and pytest's
+    # own temp folders are too deep for that under xdist (.../pytest-N/popen-gw0/...).
+    base = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base), **_auth(base), **(node_env or {})}
     env.pop("RAY_ADDRESS", None)
     cluster = LoopbackCluster(base, env)
@@ -173,13 +177,14 @@ def _running_cluster(tmp_path_factory, node_env: dict[str, str] | None = None):
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory, s3_server):
+def ray_cluster(s3_server):
     """The module's two-node cluster; its nodes hold the session's S3 credentials, as a real cluster's
     would, so the object-store run needs no cluster of its own."""
-    with _running_cluster(tmp_path_factory, node_env=s3_server.env) as cluster:
+    with _running_cluster(node_env=s3_server.env) as cluster:
         yield cluster
 
 
@@ -304,9 +309,9 @@ def test_a_cluster_without_gpus_says_so(tmp_path, ray_cluster):
 
 
 @pytest.fixture
-def own_ray_cluster(tmp_path_factory):
+def own_ray_cluster():
     """A cluster of the test's own, for a test that takes one of its nodes down."""
-    with _running_cluster(tmp_path_factory) as cluster:
+    with _running_cluster() as cluster:
         yield cluster
 
 
