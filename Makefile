@@ -39,9 +39,12 @@ browser:
 				|| echo "could not install chromium: the browser tests will be skipped"; \
 		else echo "chromium is missing and apt-get needs root: the browser tests will be skipped"; fi; }
 
-# --durations: every full run ends with its slowest set-ups and tests, so where the time goes is in the log.
+# Two pytest processes (pytest-xdist), each running whole test modules (tests/conftest.py says how the
+# work is split); --durations: every full run ends with its slowest set-ups and tests, so where the time
+# goes is in the log. `make test TEST_WORKERS=0` runs the suite in this one process.
+TEST_WORKERS ?= 2
 test: venv browser
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25
 
 test-fast: venv browser
 	$(PY) -m pytest -q -m "not slow"

@@ -38,3 +38,53 @@ def s3_server():
 
     with running_s3_server() as server:
         yield server
+
+
+# --- `make test`: two pytest processes (pytest-xdist) --------------------------------------------------
+#
+# A distributed run (`pytest -n N`) hands out whole test modules, not single tests: a module's fixtures
+# (its embedding runs, its servers) are built once, in one process. Every module named test_ray_*.py is
+# one unit together: they start Ray clusters, and two at once would contend for the same cores and Ray's
+# shared /tmp/ray. The units that take longest are handed out first, so no process is left alone with a
+# long one at the end (the rest follow in collection order).
+RAY_UNIT = "tests/pool/test_ray_*.py"
+LONGEST_FIRST = (  # from `make test`'s --durations; a module not named here just comes later
+    RAY_UNIT,
+    "tests/maps/test_maps.py",
+    "tests/benchmarks/test_gpu_check.py",
+    "tests/pool/test_pool.py",
+    "tests/pool/test_integrity.py",
+    "tests/store/test_object_store.py",
+    "tests/cli/test_shared_root.py",
+    "tests/encoders/test_openai_infinity.py",
+    "tests/pool/test_healing.py",
+    "tests/query/test_search.py",
+)
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to in a distributed run: its module, or the Ray unit."""
+    module = nodeid.split("::", 1)[0]
+    return RAY_UNIT if module.rsplit("/", 1)[-1].startswith("test_ray_") else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`-n N` (xdist's default --dist load): whole units per process; an explicit --dist mode is kept."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order the workers collected in (below)
+    return ModuleUnits(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # only in an xdist worker: a plain run keeps its order
+        return
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))  # stable

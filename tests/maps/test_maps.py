@@ -81,11 +81,28 @@ def reduce(root_or_dirs, out: Path, *args: str) -> pa.Table:
     return pq.read_table(out)
 
 
+@pytest.fixture(scope="module")
+def reduced(two_runs, tmp_path_factory):
+    """`reduce-embeddings --method M` of both runs, run once per method for the module (the UMAP one is
+    also the map the browser tests draw): M -> the coordinates file."""
+    done: dict[str, Path] = {}
+
+    def by(method: str) -> Path:
+        if method not in done:
+            out = tmp_path_factory.mktemp(f"coords-{method}") / "coords.parquet"
+            reduce(two_runs, out, "--method", method)
+            done[method] = out
+        return done[method]
+
+    return by
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["pca", "umap", "tsne"])
-def test_every_method_gives_one_finite_point_per_row_with_its_dataset(two_runs, tmp_path, method):
+def test_every_method_gives_one_finite_point_per_row_with_its_dataset(two_runs, reduced, method):
     stored = stored_rows(two_runs)
-    table = reduce(two_runs, tmp_path / "coords.parquet", "--method", method)
+    coords = reduced(method)
+    table = pq.read_table(coords)
     rows = table.to_pylist()
     assert len(rows) == len(stored) > ROWS_PER_RUN
     assert sorted(r["id"] for r in rows) == sorted(stored)  # one point per row, none twice
@@ -96,7 +113,7 @@ def test_every_method_gives_one_finite_point_per_row_with_its_dataset(two_runs, 
         assert r["model"] and r["run_id"]
     datasets = {r["dataset"] for r in rows}
     assert len(datasets) == 2 and {Path(d).stem for d in datasets} == {"texts", "chats"}
-    side = orjson.loads((tmp_path / "coords.json").read_bytes())
+    side = orjson.loads(coords.with_suffix(".json").read_bytes())
     assert side["method"] == method and side["points"] == len(rows)
     assert {i["dataset"] for i in side["inputs"]} == datasets
     assert all(i["run_id"] and i["manifest"] for i in side["inputs"])
@@ -226,10 +243,8 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def coords(two_runs, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("coords") / "coords.parquet"
-    reduce(two_runs, out, "--method", "umap")
-    return out
+def coords(reduced) -> Path:
+    return reduced("umap")
 
 
 # Where a point sits on screen: plotly's axis scales (linear to pixels) plus the plot's offsets.

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -165,8 +167,10 @@ def _auth(base: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _running_cluster(tmp_path_factory, node_env: dict[str, str] | None = None, node2_env=None):
-    base = tmp_path_factory.mktemp("r")
+def _running_cluster(node_env: dict[str, str] | None = None, node2_env=None):
+    # A short folder directly under /tmp: Ray puts unix sockets under it (at most 107 bytes), and pytest's
+    # own temp folders are too deep for that under xdist (.../pytest-N/popen-gw0/...).
+    base = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base), **_auth(base), **(node_env or {})}
     env.pop("RAY_ADDRESS", None)
     cluster = LoopbackCluster(base, env)
@@ -175,13 +179,14 @@ def _running_cluster(tmp_path_factory, node_env: dict[str, str] | None = None, n
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory, s3_server):
+def ray_cluster(s3_server):
     """The module's two-node cluster; its nodes hold the session's S3 credentials, as a real cluster's
     would, so the object-store run needs no cluster of its own."""
-    with _running_cluster(tmp_path_factory, node_env=s3_server.env) as cluster:
+    with _running_cluster(node_env=s3_server.env) as cluster:
         yield cluster
 
 
@@ -295,13 +300,13 @@ def _other_chatspace(folder: Path, version: str) -> Path:
     return folder
 
 
-def test_a_node_with_another_chatspace_gets_one_line_naming_it(tmp_path, tmp_path_factory):
+def test_a_node_with_another_chatspace_gets_one_line_naming_it(tmp_path):
     """The head runs this chatspace, the second node another release: refused in one line that names
     that node, what it imports and the fix, before any output is written. (The driver runs from a
     folder without chatspace in it, since Ray puts the driver's working directory on every worker's
     path.)"""
     other = _other_chatspace(tmp_path / "site", "0.0.9")
-    with _running_cluster(tmp_path_factory, node2_env={"PYTHONPATH": str(other)}) as cluster:
+    with _running_cluster(node2_env={"PYTHONPATH": str(other)}) as cluster:
         data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "hello"}])
         proc = cluster.embed(data, tmp_path / "out", "--ray-device", "cpu", cwd=tmp_path)
     line = _refusal(proc)
@@ -335,9 +340,9 @@ def test_a_cluster_without_gpus_says_so(tmp_path, ray_cluster):
 
 
 @pytest.fixture
-def own_ray_cluster(tmp_path_factory):
+def own_ray_cluster():
     """A cluster of the test's own, for a test that takes one of its nodes down."""
-    with _running_cluster(tmp_path_factory) as cluster:
+    with _running_cluster() as cluster:
         yield cluster
 
 

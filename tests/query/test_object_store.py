@@ -7,15 +7,14 @@ import orjson
 import pytest
 
 from tests.helpers import embed_args, run_cli, write_corpus
-from tests.helpers.s3_server import running_s3_server
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def s3():
-    with running_s3_server() as server:
-        yield server
+@pytest.fixture
+def s3(s3_server):
+    """The session's S3 server (this test's bucket is its own)."""
+    return s3_server
 
 
 def test_search_index_and_near_duplicates_on_an_s3_root(s3, tmp_path, texts):
