@@ -11,6 +11,10 @@ starts) is its own; `seconds` times the measurement alone.
 * plan_1e5_units: what the supervisor plans before a run starts: the selection of --n 500,000,000 out
   of 1,000,000,000 rows, the unit sizes a resume checks against, and the 100,000 work units it queues
   (--rows-per-shard 5,000).
+* scheduler_512_workers_1e5_units: the real Scheduler, Progress and ManifestBuilder at 64 nodes x 8 GPUs:
+  100,000 units through 512 simulated workers (no model work; two lost and replaced on the way), the
+  manifest written at each checkpoint; `_no_checkpoint` leaves the writes out. Goal: >= 2,000 units/s,
+  i.e. 100,000 units in 50 s.
 
 `--rows N` runs the same measurements over N rows instead (the names keep their billion; the counts say
 what was run), for a quick check.

@@ -36,6 +36,9 @@ LIVENESS_POLL_S = 0.2  # how often exit codes and stalls are checked (and the lo
 LATE_MESSAGES_WAIT_S = 0.5  # after an exit, read what the workers sent until this long a silence ...
 LATE_MESSAGES_MAX_S = 5.0  # ... or this long in all: other workers may keep talking
 MANIFEST_EVERY_S = 5.0
+# A manifest write that takes long (a full rewrite at 100k units, slow storage) is spaced out so that it
+# takes at most this share of the scheduler's time: the workers are not kept waiting on their next unit.
+MANIFEST_MAX_SHARE = 0.25
 TRACEBACK_LOGGER = "chatspace.tracebacks"
 # Failures of these stages repeat on any worker (a model that cannot load, unreadable data, a full
 # disk): they stop the run. A crash while encoding (a CUDA error, a killed process) is healed; so is a
@@ -134,6 +137,7 @@ class Scheduler:
             workers=len(self.held),
         )
         last_manifest = last_status = last_poll = time.monotonic()
+        manifest_every = MANIFEST_EVERY_S
         while self.any_live():
             self.hand_out()
             msg = self.executor.receive(LIVENESS_POLL_S)
@@ -146,9 +150,11 @@ class Scheduler:
                 self.check_liveness()
                 self.release_waiting_replacements()
                 self.check_stalls(now)
-            if now - last_manifest >= MANIFEST_EVERY_S:
+            if now - last_manifest >= manifest_every:
                 self.checkpoint()
-                last_manifest = now
+                last_manifest = time.monotonic()  # the wait counts from the end of the write
+                spent = last_manifest - now
+                manifest_every = max(MANIFEST_EVERY_S, spent * (1 - MANIFEST_MAX_SHARE) / MANIFEST_MAX_SHARE)
             if now - last_status >= self.progress.status_every:
                 last_status = now
                 self.log_status(now)
