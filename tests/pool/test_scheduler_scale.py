@@ -4,6 +4,7 @@ costs per unit is measured by `benchmarks/cases/scale.py scheduler_512_workers_1
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from chatspace.config import ExecutorConfig
 from chatspace.data.sampling import select_rows
 from chatspace.errors import UsageError
+from chatspace.pool import scheduler as scheduler_module
 from chatspace.pool.executors import get_executor_class
 from chatspace.pool.executors.simulated import SimulatedExecutor
 from chatspace.pool.plan import plan_units
@@ -71,3 +73,30 @@ def test_every_unit_is_recorded_once_and_lost_workers_units_are_redone(tmp_path)
 def test_the_simulated_executor_is_no_user_option():
     with pytest.raises(UsageError, match="--executor must be one of local, ray"):
         get_executor_class("simulated")
+
+
+def test_a_slow_manifest_write_is_spaced_out_rather_than_repeated_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(scheduler_module, "MANIFEST_EVERY_S", 0.01)
+    selection = select_rows(400 * ROWS_PER_UNIT, n=None, p=None, seed=0)
+    pending = deque(plan_units(selection, ROWS_PER_UNIT))
+    execution = ExecutorConfig(max_worker_restarts=1, stall_timeout=0)
+    executor = SimulatedExecutor(execution, 8, message_seconds=0.001)  # about 1.2 s of messages
+    executor.start()
+    writes: list[tuple[float, float]] = []
+
+    def slow_write():  # a write far longer than the interval between writes
+        start = time.monotonic()
+        time.sleep(0.05)
+        writes.append((start, time.monotonic()))
+
+    layout = RunLayout.for_run(tmp_path, "m", "d", None, "train")
+    records: dict = {}
+    sched = Scheduler(
+        executor, execution, "hf", pending, records, layout, Progress(enabled=False), selection.count,
+        checkpoint=slow_write,
+    )  # fmt: skip
+    sched.run()
+    assert len(records) == 400 and len(writes) >= 3
+    share = scheduler_module.MANIFEST_MAX_SHARE
+    for (start, end), (next_start, _) in zip(writes, writes[1:], strict=False):
+        assert next_start - end >= (end - start) * (1 - share) / share * 0.99
