@@ -193,7 +193,12 @@ class SimulatedExecutor(Executor):
     def _record(self, worker: _SimulatedWorker, unit: int) -> UnitRecord:
         rows = worker.rows
         stats = dict(self.stats_template)
-        stats.update(selected=rows, rows=rows, tokens=rows * TOKENS_PER_ROW, bytes_written=rows * EMBEDDING_BYTES_PER_ROW)
+        stats.update(
+            selected=rows,
+            rows=rows,
+            tokens=rows * TOKENS_PER_ROW,
+            bytes_written=rows * EMBEDDING_BYTES_PER_ROW,
+        )
         return UnitRecord(
             unit=unit,
             selected=rows,
