@@ -11,6 +11,10 @@ starts) is its own; `seconds` times the measurement alone.
 * plan_1e5_units: what the supervisor plans before a run starts: the selection of --n 500,000,000 out
   of 1,000,000,000 rows, the unit sizes a resume checks against, and the 100,000 work units it queues
   (--rows-per-shard 5,000).
+* scheduler_512_workers_1e5_units: the real Scheduler, Progress and ManifestBuilder at 64 nodes x 8 GPUs:
+  100,000 units through 512 simulated workers (no model work; two lost and replaced on the way), the
+  manifest written at each checkpoint; `_no_checkpoint` leaves the writes out. Goal: >= 2,000 units/s,
+  i.e. 100,000 units in 50 s.
 
 `--rows N` runs the same measurements over N rows instead (the names keep their billion; the counts say
 what was run), for a quick check.
@@ -130,6 +134,114 @@ def plan() -> dict:
     ):
         raise AssertionError("the plan does not cover the selection")
     return {"rows": ROWS, "n": ROWS // 2, "units": len(pending), "rows_per_shard": rows_per_shard}
+
+
+SCHEDULER_WORKERS = 512  # 64 nodes x 8 GPUs
+SCHEDULER_UNITS = 100_000
+LOSSES = [(7, 50), (300, 100)]  # (rank, units of its own done when it is lost)
+
+
+def _scheduler_run(workers: int, units: int, rows_per_unit: int, checkpoint: bool) -> dict:
+    """The real Scheduler handing `units` units to `workers` simulated workers (no model work): every
+    unit handed out, reported, recorded; the real manifest written every MANIFEST_EVERY_S seconds when
+    `checkpoint`. Peak memory is read at each quarter of the units recorded."""
+    import tempfile
+    from collections import deque
+
+    from chatspace.config import ExecutorConfig, RunConfig
+    from chatspace.data.sampling import select_rows
+    from chatspace.data.sources import SourceSpec
+    from chatspace.pool.executors.simulated import SimulatedExecutor
+    from chatspace.pool.plan import plan_units
+    from chatspace.pool.progress import Progress
+    from chatspace.pool.scheduler import Scheduler
+    from chatspace.store.layout import RunLayout
+    from chatspace.store.manifest import ManifestBuilder, manifest_base
+
+    rows = units * rows_per_unit
+    selection = select_rows(rows, n=None, p=None, seed=SEED)
+    pending = deque(plan_units(selection, rows_per_unit))
+    cfg = RunConfig.from_options(dataset="simulated.jsonl", rows_per_shard=rows_per_unit, progress=False)
+    source = SourceSpec("simulated.jsonl", "local", "train", None, files=(), columns=("text",))
+    execution = ExecutorConfig(max_worker_restarts=2, stall_timeout=600)
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = RunLayout.for_run(tmp, cfg.encoder.model, "simulated", None, "train")
+        run_id = "simulated-run"
+        builder = ManifestBuilder(layout, manifest_base(
+            run_id=run_id, cfg=cfg, source=source, total_rows=rows, selection=selection,
+            units=len(pending), layout=layout, tool_version="bench",
+        ))  # fmt: skip
+        quarters: list[float] = []
+
+        class SampledRecords(dict):
+            """The run's records; this process's peak memory is read as each quarter of them is in."""
+
+            def __setitem__(self, unit, record):
+                super().__setitem__(unit, record)
+                if len(self) * 4 >= units * (len(quarters) + 1):
+                    quarters.append(round(_rss_mb(), 1))
+
+        records = SampledRecords()
+        # Two workers lost on the way (each after 50 units of its own): their units are redone.
+        executor = SimulatedExecutor(execution, workers, run_id=run_id, losses=LOSSES)
+        executor.start()
+        writes = {"count": 0, "seconds": 0.0}
+
+        def write_manifest() -> None:
+            t = time.perf_counter()
+            builder.write(records, "running")
+            writes["count"] += 1
+            writes["seconds"] += time.perf_counter() - t
+
+        def write_manifest_if_asked() -> None:
+            if checkpoint:
+                write_manifest()
+
+        progress = Progress(enabled=False)
+        sched = Scheduler(
+            executor, execution, cfg.mode, pending, records, layout, progress, selection.count,
+            checkpoint=write_manifest_if_asked,
+        )  # fmt: skip
+        builder.report = sched.report
+        t0 = time.perf_counter()
+        sched.run()
+        seconds = time.perf_counter() - t0
+        write_manifest_if_asked()  # as a run does at its end
+        recorded_rows = sum(r.rows for r in records.values())
+        shown = progress.status().split(" rows")[0]
+        if len(records) != units or recorded_rows != rows or shown != f"progress: {rows:,}/{rows:,}":
+            raise AssertionError(f"{len(records)} records, {recorded_rows} rows, {shown}")
+        if len(sched.report.lost) != len(LOSSES):
+            raise AssertionError(f"{len(sched.report.lost)} workers lost, {len(LOSSES)} meant to be")
+    return {
+        "workers": workers,
+        "units": units,
+        "rows_per_unit": rows_per_unit,
+        "messages": units * (executor.reports_per_unit + 1) + 2 * workers,
+        "scheduler_seconds": round(seconds, 3),
+        "units_per_second": round(units / seconds, 1),
+        "lost_workers": len(sched.report.lost),
+        "units_redone": len(sched.report.units_redone),
+        "manifest_writes": writes["count"],
+        "manifest_write_seconds": round(writes["seconds"], 3),
+        "rss_mb_at_quarters": quarters,
+    }
+
+
+@measurement("scheduler_512_workers_1e5_units", seconds=50)
+def scheduler_512() -> dict:
+    """The scheduler at 64 nodes x 8 GPUs: 100,000 units through 512 workers, the manifest checkpointed."""
+    return _scheduler_run(
+        SCHEDULER_WORKERS, SCHEDULER_UNITS, max(1, ROWS // SCHEDULER_UNITS), checkpoint=True
+    )
+
+
+@measurement("scheduler_512_workers_1e5_units_no_checkpoint", seconds=50)
+def scheduler_512_no_checkpoint() -> dict:
+    """The same without the periodic manifest write: the scheduler's own cost."""
+    return _scheduler_run(
+        SCHEDULER_WORKERS, SCHEDULER_UNITS, max(1, ROWS // SCHEDULER_UNITS), checkpoint=False
+    )
 
 
 def _rss_mb() -> float:

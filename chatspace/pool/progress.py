@@ -17,6 +17,9 @@ from collections import deque
 log = logging.getLogger("chatspace")
 
 RATE_WINDOW_S = 30.0
+# Samples in the window are kept at least this far apart (a newer one replaces the last): hundreds of
+# workers report thousands of times a second, and the window (which a take-back rewrites) stays small.
+WINDOW_STEP_S = 0.25
 # Without a terminal, a progress line this often (seconds); CHATSPACE_PROGRESS_EVERY overrides it.
 PLAIN_EVERY_S = 10.0
 
@@ -135,7 +138,11 @@ class Progress:
             self._window.append((now, self._done, self._tokens))
         self._done += rows
         self._tokens += tokens
-        self._window.append((now, self._done, self._tokens))
+        sample = (now, self._done, self._tokens)
+        if len(self._window) >= 2 and now - self._window[-2][0] < WINDOW_STEP_S:
+            self._window[-1] = sample
+        else:
+            self._window.append(sample)
         while len(self._window) > 2 and now - self._window[1][0] >= RATE_WINDOW_S:
             self._window.popleft()
         if self._bar is not None:

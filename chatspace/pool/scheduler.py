@@ -32,8 +32,13 @@ from chatspace.store.shards import remove_stale_temporaries
 
 log = logging.getLogger("chatspace")
 
-LIVENESS_POLL_S = 0.2
+LIVENESS_POLL_S = 0.2  # how often exit codes and stalls are checked (and the longest wait for a message)
+LATE_MESSAGES_WAIT_S = 0.5  # after an exit, read what the workers sent until this long a silence ...
+LATE_MESSAGES_MAX_S = 5.0  # ... or this long in all: other workers may keep talking
 MANIFEST_EVERY_S = 5.0
+# A manifest write that takes long (a full rewrite at 100k units, slow storage) is spaced out so that it
+# takes at most this share of the scheduler's time: the workers are not kept waiting on their next unit.
+MANIFEST_MAX_SHARE = 0.25
 TRACEBACK_LOGGER = "chatspace.tracebacks"
 # Failures of these stages repeat on any worker (a model that cannot load, unreadable data, a full
 # disk): they stop the run. A crash while encoding (a CUDA error, a killed process) is healed; so is a
@@ -93,6 +98,8 @@ class Scheduler:
         self.selected_rows = selected_rows
         ranks = range(len(executor.specs))
         self.held: dict[int, set[int]] = {r: set() for r in ranks}
+        # Ranks that may have room for a unit: hand-out looks at these, not at all the workers.
+        self.room: set[int] = set(ranks)
         self.ready: set[int] = set()
         self.finished: set[int] = set()
         self.gone: set[int] = set()  # devices given up on
@@ -117,6 +124,10 @@ class Scheduler:
     def live(self) -> list[int]:
         return [r for r in self.held if r not in self.gone and r not in self.finished]
 
+    def any_live(self) -> bool:
+        """`bool(self.live())`, stopping at the first live worker (usually the first one looked at)."""
+        return any(r not in self.gone and r not in self.finished for r in self.held)
+
     # --- the loop ---------------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -125,19 +136,25 @@ class Scheduler:
             initial=sum(r.selected or 0 for r in self.records.values()),
             workers=len(self.held),
         )
-        last_manifest = last_status = time.monotonic()
-        while self.live():
+        last_manifest = last_status = last_poll = time.monotonic()
+        manifest_every = MANIFEST_EVERY_S
+        while self.any_live():
             self.hand_out()
             msg = self.executor.receive(LIVENESS_POLL_S)
             if msg is not None:
                 self.handle(msg)
-            self.check_liveness()
-            self.release_waiting_replacements()
             now = time.monotonic()
-            self.check_stalls(now)
-            if now - last_manifest >= MANIFEST_EVERY_S:
+            # Every worker's exit code, not after every message: hundreds of workers send thousands a second.
+            if msg is None or now - last_poll >= LIVENESS_POLL_S:
+                last_poll = now
+                self.check_liveness()
+                self.release_waiting_replacements()
+                self.check_stalls(now)
+            if now - last_manifest >= manifest_every:
                 self.checkpoint()
-                last_manifest = now
+                last_manifest = time.monotonic()  # the wait counts from the end of the write
+                spent = last_manifest - now
+                manifest_every = max(MANIFEST_EVERY_S, spent * (1 - MANIFEST_MAX_SHARE) / MANIFEST_MAX_SHARE)
             if now - last_status >= self.progress.status_every:
                 last_status = now
                 self.log_status(now)
@@ -147,12 +164,15 @@ class Scheduler:
             raise ChatspaceError(f"workers finished but {missing} unit(s) have no completion record")
 
     def hand_out(self) -> None:
-        """Top up every live worker's queue; a unit that was in a lost worker goes out alone."""
-        for rank in self.live():
-            if self.stop_sent or self.executor.exitcode(rank) is not None:
+        """Top up the queue of every live worker with room; a unit that was in a lost worker goes out
+        alone. A worker regains room when a unit of its is done, it is ready, or it was lost."""
+        for rank in sorted(self.room) if self.pending and not self.stop_sent else ():
+            if rank in self.gone or rank in self.finished or self.executor.exitcode(rank) is not None:
+                self.room.discard(rank)  # (an exit is handled by check_liveness)
                 continue
             if self.loading_replacement(rank):
-                continue  # a replacement gets work once loaded; the others go on meanwhile
+                self.room.discard(rank)  # a replacement gets work once loaded; the others go on meanwhile
+                continue
             held = self.held[rank]
             while self.pending and len(held) < TASKS_PER_WORKER and not any(self.deaths[u] for u in held):
                 # A unit that was in a lost worker goes only to an empty one, and alone.
@@ -170,6 +190,8 @@ class Scheduler:
                     self.stats[rank]["last_progress"] = time.monotonic()  # idle until now
                 del self.pending[pick]
                 held.add(unit.index)
+            if len(held) >= TASKS_PER_WORKER or any(self.deaths[u] for u in held):
+                self.room.discard(rank)
         if not self.pending and not any(self.held.values()) and not self.stop_sent:
             lost = sorted(set(self.units) - set(self.records))
             if lost:  # handed to nobody and recorded by nobody: put back in line
@@ -197,6 +219,7 @@ class Scheduler:
                 self.records[record.unit] = record
                 self.progress.skipped(record.skipped_rows)
                 self.held[rank].discard(record.unit)
+                self.room.add(rank)
             case Ready():
                 self.on_ready(msg)
             case Finished(device=device, stats=stats):
@@ -218,6 +241,7 @@ class Scheduler:
     def on_ready(self, msg: Ready) -> None:
         rank = msg.rank
         self.ready.add(rank)
+        self.room.add(rank)
         self.placements[rank] = msg.placement
         self.stats[rank]["ready_at"] = time.monotonic()
         self.progress.worker_ready(len(self.ready), len(self.live()))
@@ -253,16 +277,19 @@ class Scheduler:
                 self.gone.add(rank)
 
     def check_liveness(self) -> None:
-        for rank in self.live():
-            code = self.executor.exitcode(rank)
-            if code is None:
-                continue
-            # It may have said why (or finished) just before exiting: read what is left first.
-            while (late := self.executor.receive(0.5)) is not None:
-                self.handle(late)
-            if rank in self.finished:
-                continue
-            self.lose(rank, code)
+        exited = {r: code for r in self.live() if (code := self.executor.exitcode(r)) is not None}
+        if not exited:
+            return
+        # They may have said why (or finished) just before exiting: read what is left first, once for
+        # all of them, and for a bounded time (with hundreds of workers the others never fall silent).
+        deadline = time.monotonic() + LATE_MESSAGES_MAX_S
+        while (
+            time.monotonic() < deadline and (late := self.executor.receive(LATE_MESSAGES_WAIT_S)) is not None
+        ):
+            self.handle(late)
+        for rank, code in exited.items():
+            if rank not in self.finished and rank not in self.gone:
+                self.lose(rank, code)
 
     def lose(self, rank: int, code: int) -> None:
         device = self.device(rank)
@@ -273,6 +300,7 @@ class Scheduler:
             cause = self.executor.exit_reason(rank) or describe_exit(code)
         units = sorted(self.held[rank])
         self.held[rank] = set()
+        self.room.add(rank)
         self._remove_partial_shards(rank)
         limit = self.execution.max_worker_restarts
         if not limit:
