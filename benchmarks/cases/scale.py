@@ -239,8 +239,13 @@ def resume_scan_local() -> dict:
 def resume_scan_s3() -> dict:
     """The same over 10,000 records on an S3 server (moto's, on loopback: latency is the network
     stack's and moto's, not a region's)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers.s3_server import running_s3_server
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("s3_server", REPO / "tests" / "helpers" / "s3_server.py")
+    s3_server = importlib.util.module_from_spec(spec)
+    sys.modules["s3_server"] = s3_server  # its dataclass looks its module up
+    spec.loader.exec_module(s3_server)
+    running_s3_server = s3_server.running_s3_server
 
     with running_s3_server() as server:
         os.environ.update(server.env)

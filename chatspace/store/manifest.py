@@ -66,16 +66,19 @@ def load_unit_records(layout: RunLayout, malformed: list[int] | None = None) -> 
     """Every readable unit record; the units of records that name their unit but are otherwise not
     records this version would write go to `malformed` (the caller says so and removes them)."""
     out: dict[int, UnitRecord] = {}
-    for p in layout.output.glob(layout.units_dir, "unit-*.json"):
+    paths = layout.output.glob(layout.units_dir, "unit-*.json")  # one listing
+    for data in layout.output.read_many(paths).values():  # read together, not one after another
+        if isinstance(data, OSError):
+            continue  # gone since the listing: no record
         try:
-            data = read_json(layout.output, p)
-            rec = UnitRecord.from_json(data)
-        except (OSError, orjson.JSONDecodeError):
+            document = orjson.loads(data)
+            rec = UnitRecord.from_json(document)
+        except orjson.JSONDecodeError:
             continue  # a torn record is no record: the unit is redone
         except RecordError:
             try:
                 if malformed is not None:
-                    malformed.append(int(data["unit"]))
+                    malformed.append(int(document["unit"]))
             except (KeyError, TypeError, ValueError):
                 pass
             continue

@@ -58,12 +58,13 @@ class UnitTotals:
         self._fold(list(records.values()))
 
     def _fold(self, records: list[UnitRecord]) -> None:
-        for record in sorted(records, key=lambda r: r.unit):
+        records = sorted(records, key=lambda r: r.unit)
+        self.stats = WorkerStats.total([self.stats, *(WorkerStats.from_dict(r.stats) for r in records)])
+        for record in records:
             self.folded[record.unit] = record
             fold_expansion(self.expansion, record.expansion)
             for reason, n in record.skipped.items():
                 self.skipped[reason] = self.skipped.get(reason, 0) + n
-            self.stats = self.stats + WorkerStats.from_dict(record.stats)
             self.rows += record.embedded
             entry = record.shard_entry()
             if entry is None:
