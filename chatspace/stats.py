@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections import Counter
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,19 +42,28 @@ class WorkerStats:
         self._lock = threading.Lock()
 
     def __add__(self, other: WorkerStats) -> WorkerStats:
-        out = WorkerStats()
-        for f in dataclasses.fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(a, dict):
-                merged = Counter(a)
-                merged.update(b)
-                setattr(out, f.name, dict(merged))
-            else:
-                setattr(out, f.name, a + b)
-        # Telemetry maxima and means do not add; keep the larger peak.
-        for key in set(self.gpu) | set(other.gpu):
-            out.gpu[key] = max(self.gpu.get(key, 0.0), other.gpu.get(key, 0.0))
-        return out
+        return WorkerStats.total([self, other])
+
+    @classmethod
+    def total(cls, many: Iterable[WorkerStats]) -> WorkerStats:
+        """The sum of many in one pass (a run's 100,000 units): counts and seconds add, per-stage dicts
+        add key by key; telemetry maxima and means do not add, so GPU figures keep the larger peak."""
+        names = _FIELD_NAMES
+        sums: dict[str, Any] = {name: None for name in names}
+        for stats in many:
+            for name in names:
+                value, so_far = getattr(stats, name), sums[name]
+                if so_far is None:
+                    sums[name] = dict(value) if isinstance(value, dict) else value
+                elif name == "gpu":
+                    for key, v in value.items():
+                        so_far[key] = max(so_far.get(key, 0.0), v)
+                elif isinstance(so_far, dict):
+                    for key, v in value.items():
+                        so_far[key] = so_far.get(key, 0) + v
+                else:
+                    sums[name] = so_far + value
+        return cls(**{name: value for name, value in sums.items() if value is not None})
 
     def merge(self, other: WorkerStats) -> None:
         """Add `other` into this object in place (thread-safe against the add_* methods)."""
@@ -107,3 +116,6 @@ class WorkerStats:
     def from_dict(cls, d: dict[str, Any]) -> WorkerStats:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(WorkerStats))

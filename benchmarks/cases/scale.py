@@ -15,12 +15,17 @@ starts) is its own; `seconds` times the measurement alone.
   100,000 units through 512 simulated workers (no model work; two lost and replaced on the way), the
   manifest written at each checkpoint; `_no_checkpoint` leaves the writes out. Goal: >= 2,000 units/s,
   i.e. 100,000 units in 50 s.
+* manifest_write_1e5_shards: one periodic manifest write (`ManifestBuilder.write`) of a run with 100,000
+  shards, 1,000 of them new since the write before; `bytes` is what the run's index holds after it.
+* resume_scan_1e5_records / resume_scan_1e4_records_s3: `load_unit_records`, what --resume reads first,
+  over a local root / an S3 server (moto's, on loopback).
 
 `--rows N` runs the same measurements over N rows instead (the names keep their billion; the counts say
 what was run), for a quick check.
 
 To add a measurement, write a function that returns its counts (a dict; put `bytes` or
-`units_per_second` there too) and register it with `@measurement(NAME, seconds=GOAL, peak_rss_mb=GOAL)`.
+`units_per_second` there too; a `seconds` of its own when only one step of it is timed, as the manifest
+write and the resume scan are, whose set-up writes the records) and register it with `@measurement(NAME, seconds=GOAL, peak_rss_mb=GOAL)`.
 """
 
 from __future__ import annotations
@@ -244,6 +249,122 @@ def scheduler_512_no_checkpoint() -> dict:
     )
 
 
+UNITS = 100_000
+
+
+def _records(units: int, run_id: str = "bench-run"):
+    """`units` unit records as a run's workers write them (a shard of ROWS_PER_SHARD rows each)."""
+    from chatspace.stats import WorkerStats
+    from chatspace.store.records import ShardFile, UnitRecord
+
+    stats = WorkerStats(units=1, selected=ROWS_PER_SHARD, rows=ROWS_PER_SHARD, tokens=1_200_000, batches=40)
+    stats.busy_seconds = {"read": 0.4, "encode": 9.1, "write": 0.3}
+    as_dict = stats.to_dict()
+    for unit in range(units):
+        shard = ShardFile(
+            f"embeddings/model/data/train/shard-{unit:05d}.parquet", ROWS_PER_SHARD, 15_400_000 + unit,
+            f"{unit:064x}", 0.99 + (unit % 7) / 1000, 1.0 + (unit % 5) / 1000,
+        )  # fmt: skip
+        yield UnitRecord(
+            unit, ROWS_PER_SHARD, ROWS_PER_SHARD, {}, shard, unit % 512, f"cuda:{unit % 8}", run_id,
+            "c0ffee", "5eed", "2026-01-01T00:00:00Z", {}, as_dict,
+        )  # fmt: skip
+
+
+def _layout(root):
+    from chatspace.store.layout import RunLayout
+
+    return RunLayout.for_run(root, "model", "data", None, "train")
+
+
+@measurement("manifest_write_1e5_shards", seconds=2)
+def manifest_write() -> dict:
+    """One periodic manifest write of a run with 100,000 shards, 1,000 of them finished since the last
+    write (what a 512-worker run adds in 5 s); `first_write_seconds` is the write that folds in all."""
+    import tempfile
+
+    from chatspace.store.manifest import ManifestBuilder
+
+    new = 1_000
+    base = {
+        "run_id": "bench-run",
+        "plan": {"units": UNITS, "rows_per_shard": ROWS_PER_SHARD},
+        "sampling": {"selected_rows": UNITS * ROWS_PER_SHARD},
+        "model": {"name": "model"},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = _layout(tmp)
+        all_records = list(_records(UNITS))
+        records = {r.unit: r for r in all_records[:-new]}
+        builder = ManifestBuilder(layout, base)
+        t0 = time.perf_counter()
+        builder.write(records, "running")
+        first = time.perf_counter() - t0
+        records.update((r.unit, r) for r in all_records[-new:])
+        t0 = time.perf_counter()
+        manifest = builder.write(records, "running")
+        periodic = time.perf_counter() - t0
+        written = sum(p.stat().st_size for p in Path(layout.index_dir).rglob("*") if p.is_file())
+        if manifest["totals"]["shards"] != UNITS or manifest["totals"]["rows"] != UNITS * ROWS_PER_SHARD:
+            raise AssertionError("the manifest does not count every shard")
+    return {"seconds": round(periodic, 3), "shards": UNITS, "new_shards": new,
+            "first_write_seconds": round(first, 3), "bytes": written}  # fmt: skip
+
+
+def _write_records(layout, units: int) -> None:
+    import orjson
+
+    payloads = {
+        str(layout.unit_record_path(r.unit)): orjson.dumps(r.to_json(), option=orjson.OPT_INDENT_2)
+        for r in _records(units)
+    }
+    if layout.output.is_local:
+        Path(layout.units_dir).mkdir(parents=True)
+        for path, data in payloads.items():
+            Path(path).write_bytes(data)
+    else:
+        layout.output.fs.pipe(payloads)  # concurrent PUTs
+
+
+def _resume_scan(layout, units: int) -> dict:
+    from chatspace.store.manifest import load_unit_records
+
+    _write_records(layout, units)
+    t0 = time.perf_counter()
+    records = load_unit_records(layout)
+    seconds = time.perf_counter() - t0
+    if len(records) != units:
+        raise AssertionError(f"read {len(records)} of {units} unit records")
+    return {"seconds": round(seconds, 3), "records": units}
+
+
+@measurement("resume_scan_1e5_records", seconds=60)
+def resume_scan_local() -> dict:
+    """What --resume reads first: every unit record of a run of 100,000 units (local root)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return _resume_scan(_layout(tmp), UNITS)
+
+
+@measurement("resume_scan_1e4_records_s3", seconds=60)
+def resume_scan_s3() -> dict:
+    """The same over 10,000 records on an S3 server (moto's, on loopback: latency is the network
+    stack's and moto's, not a region's)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("s3_server", REPO / "tests" / "helpers" / "s3_server.py")
+    s3_server = importlib.util.module_from_spec(spec)
+    sys.modules["s3_server"] = s3_server  # its dataclass looks its module up
+    spec.loader.exec_module(s3_server)
+    running_s3_server = s3_server.running_s3_server
+
+    with running_s3_server() as server:
+        os.environ.update(server.env)
+        server.make_bucket("bench")
+        return _resume_scan(_layout("s3://bench/root"), UNITS // 10)
+
+
 def _rss_mb() -> float:
     """This process's peak resident memory so far: VmHWM (ru_maxrss would carry over the parent's
     peak, which survives the fork and exec that start a measurement)."""
@@ -265,9 +386,11 @@ def measure(name: str) -> dict:
     baseline = _rss_mb()
     t0 = time.perf_counter()
     counts = MEASUREMENTS[name].run()
-    seconds = time.perf_counter() - t0
+    total = round(time.perf_counter() - t0, 3)
+    seconds = counts.pop("seconds", total)  # a measurement that times one step of what it does
     return {
-        "seconds": round(seconds, 3),
+        "seconds": seconds,
+        **({"total_seconds": total} if seconds != total else {}),
         "peak_rss_mb": round(_rss_mb(), 1),
         "baseline_rss_mb": round(baseline, 1),
         **counts,

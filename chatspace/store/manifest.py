@@ -25,6 +25,7 @@ from chatspace.store.format_schema import check_before_writing
 from chatspace.store.layout import RunLayout
 from chatspace.store.records import FORMAT, RecordError, SchedulerReport, UnitRecord
 from chatspace.store.root import OutputRoot
+from chatspace.store.unit_totals import UnitTotals
 
 if TYPE_CHECKING:
     from chatspace.config import RunConfig
@@ -65,16 +66,19 @@ def load_unit_records(layout: RunLayout, malformed: list[int] | None = None) -> 
     """Every readable unit record; the units of records that name their unit but are otherwise not
     records this version would write go to `malformed` (the caller says so and removes them)."""
     out: dict[int, UnitRecord] = {}
-    for p in layout.output.glob(layout.units_dir, "unit-*.json"):
+    paths = layout.output.glob(layout.units_dir, "unit-*.json")  # one listing
+    for data in layout.output.read_many(paths).values():  # read together, not one after another
+        if isinstance(data, OSError):
+            continue  # gone since the listing: no record
         try:
-            data = read_json(layout.output, p)
-            rec = UnitRecord.from_json(data)
-        except (OSError, orjson.JSONDecodeError):
+            document = orjson.loads(data)
+            rec = UnitRecord.from_json(document)
+        except orjson.JSONDecodeError:
             continue  # a torn record is no record: the unit is redone
         except RecordError:
             try:
                 if malformed is not None:
-                    malformed.append(int(data["unit"]))
+                    malformed.append(int(document["unit"]))
             except (KeyError, TypeError, ValueError):
                 pass
             continue
@@ -236,6 +240,7 @@ class ManifestBuilder:
         self.report: SchedulerReport | None = None  # set once a scheduler hands out units
         self.skipped_rows_file: dict[str, Any] | None = None
         self.duplicate_ids: dict[str, Any] | None = None
+        self.unit_totals = UnitTotals()  # the records folded in so far
 
     def resumes(self, previous: dict[str, Any]) -> None:
         """A resume keeps what the earlier attempts recorded: when the run began, its model, each attempt."""
@@ -294,27 +299,13 @@ class ManifestBuilder:
 
     def _units(self, records: dict[int, UnitRecord]) -> tuple[dict[str, Any], dict[str, int]]:
         """The shards, totals, skip counts and summed stats of the records (and worker-level stats)."""
-        shards = []
-        skipped: dict[str, int] = {}
-        total = WorkerStats()
-        rows = bytes_ = 0
-        norm_min = norm_max = None
-        expansion: dict[str, int] = {}
-        for unit in sorted(records):
-            rec = records[unit]
-            fold_expansion(expansion, rec.expansion)
-            for reason, n in rec.skipped.items():
-                skipped[reason] = skipped.get(reason, 0) + n
-            total = total + WorkerStats.from_dict(rec.stats)
-            rows += rec.embedded
-            entry = rec.shard_entry()
-            if entry is None:
-                continue
-            bytes_ += entry.file.bytes
-            if entry.file.norm_min is not None:
-                norm_min = entry.file.norm_min if norm_min is None else min(norm_min, entry.file.norm_min)
-                norm_max = entry.file.norm_max if norm_max is None else max(norm_max, entry.file.norm_max)
-            shards.append(entry.to_json())
+        sums = self.unit_totals
+        sums.update(records)
+        shards = sums.shards()
+        skipped = sums.skipped
+        total = sums.stats + WorkerStats()  # a copy: the worker-level facts below are not the units'
+        rows, bytes_, norm_min, norm_max = sums.rows, sums.bytes, sums.norm_min, sums.norm_max
+        expansion = dict(sums.expansion)
         # Worker-level facts that no unit carries: model load, warm-up, waiting, wall time.
         for w in self._workers().values():
             total.load_seconds += w.load_seconds or 0.0
@@ -358,13 +349,6 @@ class ManifestBuilder:
             if not output.overwrite_in_place(path, compact):
                 raise ManifestWriteError(output.url(path), e) from None
         return manifest
-
-
-def fold_expansion(total: dict[str, int], unit: dict[str, int] | None) -> None:
-    """Add one unit's counts of what its rows became (messages, chunks) to the run's; the longest
-    text's chunk count is a maximum, not a sum."""
-    for key, n in (unit or {}).items():
-        total[key] = max(total.get(key, 0), n) if key.startswith("most_") else total.get(key, 0) + n
 
 
 def failed_before_any_unit(manifest: dict[str, Any]) -> bool:

@@ -10,7 +10,7 @@ files; the checks a record can make of itself are methods here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chatspace.errors import ChatspaceError
@@ -54,7 +54,15 @@ class ShardFile:
     norm_max: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)  # the fields' order is the keys' order
+        # The fields' order is the keys' order; spelt out, as asdict's deep copy costs 50 us a shard.
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "norm_min": self.norm_min,
+            "norm_max": self.norm_max,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ShardFile:

@@ -76,6 +76,13 @@ def _quiet_object_store_loggers() -> None:
             logger.setLevel(logging.WARNING)
 
 
+def _as_os_error(value: Any) -> bytes | OSError:
+    """What fsspec returned for one file of a batch: its bytes, or the error as an OSError."""
+    if isinstance(value, bytes | OSError):
+        return value
+    return OSError(remote_error(value) if isinstance(value, BaseException) else repr(value))
+
+
 def temp_path(path: PurePath) -> PurePath:
     """The hidden temporary a local write goes through; the pid tells whose it was."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -155,6 +162,21 @@ class OutputRoot:
 
     def read_bytes(self, path: PurePath) -> bytes:
         return Path(path).read_bytes() if self.is_local else self.fs.cat_file(str(path))
+
+    def read_many(self, paths: list[PurePath]) -> dict[PurePath, bytes | OSError]:
+        """Each file's bytes, or the OSError that reading it met. An object store is asked for all of
+        them at once (fsspec's concurrent requests), not one round trip after another."""
+        if self.is_local:
+            out: dict[PurePath, bytes | OSError] = {}
+            for p in paths:
+                try:
+                    out[p] = Path(p).read_bytes()
+                except OSError as e:
+                    out[p] = e
+            return out
+        fetched = self.fs.cat([str(p) for p in paths], on_error="return") if paths else {}
+        by_key = {self.as_path(k): v for k, v in fetched.items()}
+        return {p: _as_os_error(by_key.get(p, FileNotFoundError(str(p)))) for p in paths}
 
     def open(self, path: PurePath, mode: str = "rb"):
         return open(path, mode) if self.is_local else self.fs.open(str(path), mode)  # noqa: SIM115

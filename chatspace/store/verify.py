@@ -12,7 +12,7 @@ from chatspace.store import duplicates
 from chatspace.store.layout import manifest_paths, open_root, run_root_of
 from chatspace.store.lock import run_is_live
 from chatspace.store.manifest import failed_before_any_unit, read_manifest
-from chatspace.store.records import RecordError, ShardEntry, ShardFile
+from chatspace.store.records import RecordError, ShardFile, manifest_shards
 from chatspace.store.root import OutputRoot
 from chatspace.store.schema import embedding_schema, schema_matches
 from chatspace.store.shards import read_shard
@@ -46,7 +46,7 @@ def verify_manifest(output: OutputRoot, manifest_path: PurePath) -> list[str]:
     total_rows = 0
     listed = set()
     try:
-        entries = [ShardEntry.from_json(s) for s in manifest.get("shards", [])]
+        entries = manifest_shards(manifest)  # the one reader of a manifest's shard list
     except RecordError as e:
         return [f"{label}: {e}"]
     for entry in entries:
