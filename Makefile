@@ -39,10 +39,12 @@ browser:
 				|| echo "could not install chromium: the browser tests will be skipped"; \
 		else echo "chromium is missing and apt-get needs root: the browser tests will be skipped"; fi; }
 
-# Two pytest processes (pytest-xdist), each running whole test modules (tests/conftest.py says how the
-# work is split); --durations: every full run ends with its slowest set-ups and tests, so where the time
-# goes is in the log. `make test TEST_WORKERS=0` runs the suite in this one process.
-TEST_WORKERS ?= 2
+# One pytest process by default: the suite is CPU-bound (each run loads torch and the model in its own
+# worker processes), so on 2 cores two xdist workers saved little and made the signal-timing tests race
+# the other worker. `make test TEST_WORKERS=N` splits whole test modules over N processes (tests/conftest.py
+# says how). --durations: every full run ends with its slowest set-ups and tests, so where the time goes
+# is in the log.
+TEST_WORKERS ?= 0
 test: venv browser
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25
 
