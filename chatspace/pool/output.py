@@ -100,18 +100,23 @@ def choose_sampler(final: RunLayout, cfg: RunConfig) -> RunConfig:
         return newest
     for layout in (final.staging, final):
         if layout is final or final.output.exists(layout.stage_dir):
-            if _holds_run_of(layout, cfg):
-                return cfg
-            if _holds_run_of(layout, newest):
-                return newest
+            recorded = _recorded_hashes(layout)  # read once, asked for both samplers
+            for candidate in (cfg, newest):
+                if candidate.output_hash() in recorded:
+                    return candidate
     return newest
 
 
 def _holds_run_of(layout: RunLayout, cfg: RunConfig) -> bool:
+    return cfg.output_hash() in _recorded_hashes(layout)
+
+
+def _recorded_hashes(layout: RunLayout) -> set[str | None]:
+    """The config hashes of the run at `layout`: its manifest's, else those its unit records carry."""
     manifest = read_manifest(layout.output, layout.manifest_path)
     if manifest is not None:
-        return manifest.get("config_hash") == cfg.output_hash()
-    return any(r.config_hash == cfg.output_hash() for r in load_unit_records(layout).values())
+        return {manifest.get("config_hash")}
+    return {r.config_hash for r in load_unit_records(layout).values()}
 
 
 def _resume_or_start(
