@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 
 from chatspace.errors import UsageError
@@ -42,8 +43,21 @@ def _nvml_device_count() -> int | None:
             pynvml.nvmlShutdown()
 
 
+# Device nodes a GPU driver creates on Linux (NVIDIA, AMD's ROCm, WSL 2); with none of them no GPU is
+# usable, so there is no need to ask torch (importing it costs the supervisor about a second).
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def _gpu_driver_present() -> bool:
+    if not sys.platform.startswith("linux"):
+        return True  # no such cheap check elsewhere: ask torch
+    return any(os.path.exists(node) for node in GPU_DEVICE_NODES)
+
+
 def _torch_device_count() -> int:
     """CUDA's own count of the GPUs this process sees (CUDA_VISIBLE_DEVICES applied)."""
+    if not _gpu_driver_present():
+        return 0
     try:
         import torch
 

@@ -33,6 +33,27 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+# Environment a process reads once (at start, or when a library is imported): a call that changes one of
+# these, or unsets anything, gets a fresh process. CHATSPACE_TEST_* drive tests/helpers/crash_hook,
+# which is installed through PYTHONPATH at a process's start.
+_READ_AT_START = (
+    "PYTHONPATH",
+    "PYTHONHASHSEED",
+    "CHATSPACE_TEST_",
+    "HF_",
+    "HUGGINGFACE_",
+    "TRANSFORMERS_",
+    "SENTENCE_TRANSFORMERS_",
+    "TORCH",
+    "CUDA_",
+    "OMP_",
+    "MKL_",
+    "RAY_",
+    "NUMBA_",
+    "TQDM_",
+)
+
+
 def run_cli(
     *args: str,
     env: dict | None = None,
@@ -40,9 +61,31 @@ def run_cli(
     timeout: float = 240,
     check: bool = False,
     cwd: Path | None = None,
+    own_process: bool = False,
 ):
-    """Run `chatspace ARGS` as a user would (from the repository's root unless `cwd`); returns the
-    CompletedProcess."""
+    """Run `chatspace ARGS` as a user would (from the repository's root unless `cwd`); returns a
+    CompletedProcess.
+
+    The command runs in this process through the CLI's own entry point (`chatspace.cli.main`), with its
+    own stdout, stderr (file descriptors 1 and 2 included), environment and working directory, and with
+    the logging set-up a fresh process has: its workers are real processes, forked from one fork server
+    that this pytest process keeps (see pool/executors/local.py), so a run costs its work, not three
+    seconds of imports. `own_process=True`, `unset`, or an `env` that a process reads only at its start
+    (see _READ_AT_START) run `python -m chatspace.cli` in a subprocess instead: what depends on the
+    process itself (its exit hook, signals, what it has imported) is tested there."""
+    if own_process or unset or any(name.startswith(_READ_AT_START) for name in env or {}):
+        return _run_in_subprocess(args, env, unset, timeout, cwd, check)
+    from tests.helpers.in_process import run_in_this_process
+
+    proc = run_in_this_process(
+        [*CHATSPACE, *args], args, {"HF_HUB_OFFLINE": "1", **(env or {})}, cwd or REPO, timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"chatspace {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def _run_in_subprocess(args, env, unset, timeout, cwd, check):
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     for name in unset:
         full_env.pop(name, None)

@@ -38,10 +38,22 @@ def wait_for_units(out: Path, count: int, proc: subprocess.Popen, timeout: float
 
 
 def worker_processes(proc: subprocess.Popen):
+    """The run's worker processes: its descendants but multiprocessing's resource tracker and the fork
+    server the workers are forked from (a child of the CLI whose own children are the workers)."""
     import psutil
 
     kids = psutil.Process(proc.pid).children(recursive=True)
-    return [k for k in kids if "resource_tracker" not in " ".join(k.cmdline())]
+    return [k for k in kids if not _helper_process(k, proc.pid)]
+
+
+def _helper_process(p, cli_pid: int) -> bool:
+    import psutil
+
+    try:
+        line = " ".join(p.cmdline())
+        return "resource_tracker" in line or ("forkserver" in line and p.ppid() == cli_pid)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def assert_all_gone(procs, timeout: float = 10) -> None:

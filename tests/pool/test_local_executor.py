@@ -6,13 +6,17 @@ prints "leaked semaphore" warnings after the run's last line."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import subprocess
+import sys
 import threading
 from types import SimpleNamespace
 
 import numpy as np
 
-from chatspace.pool.executors.local import _LocalWorker
+from chatspace.config import Mode
+from chatspace.pool.executors.local import SupervisorStdio, _adopt_environment, _LocalWorker, worker_context
 from chatspace.pool.messages import Task
 
 
@@ -29,3 +33,59 @@ def test_retiring_a_worker_leaves_no_thread_holding_its_queues():
     assert inbox.get(timeout=30) == "a message"  # the result pump hands messages over until retired
     worker.retire()
     assert [t.name for t in threads if t.is_alive()] == []
+
+
+def _probe_worker(environ, stdio, results) -> None:
+    """A stand-in worker body: what a forked worker sees once it has taken the supervisor's state."""
+    _adopt_environment(environ)
+    stdio.adopt()
+    os.write(1, b"worker stdout\n")
+    os.write(2, b"worker stderr\n")
+    results.put(os.environ.get("CHATSPACE_PROBE"))
+
+
+def _start_probe(ctx, results):
+    p = ctx.Process(target=_probe_worker, args=(dict(os.environ), SupervisorStdio(), results))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    return results.get(timeout=30)
+
+
+def test_a_worker_takes_the_supervisors_environment_and_output_of_its_start_not_the_fork_servers(
+    monkeypatch, capfd
+):
+    ctx = worker_context(Mode.OPENAI)
+    results = ctx.Queue()
+    monkeypatch.setenv("CHATSPACE_PROBE", "first")
+    assert _start_probe(ctx, results) == "first"  # the fork server is running from here on
+    monkeypatch.setenv("CHATSPACE_PROBE", "second")
+    assert _start_probe(ctx, results) == "second"
+    captured = capfd.readouterr()  # file descriptors 1 and 2 of this process, as each worker started
+    assert captured.out.count("worker stdout") == 2 and captured.err.count("worker stderr") == 2
+
+
+def test_the_fork_servers_imports_touch_no_gpu():
+    """Workers are forked from a process that imported these: had one of them started CUDA there, no
+    forked worker could use a GPU."""
+    probe = """
+import importlib, torch
+calls = []
+def recorder(name, real):
+    def call(*a, **k):
+        calls.append(name)
+        return real(*a, **k)
+    return call
+for name in ("is_available", "device_count", "init", "_lazy_init", "current_device", "get_device_name",
+             "get_device_capability", "is_bf16_supported", "set_device", "synchronize"):
+    setattr(torch.cuda, name, recorder(name, getattr(torch.cuda, name)))
+from chatspace.pool.executors.local import WORKER_PRELOAD
+for modules in WORKER_PRELOAD.values():
+    for module in modules:
+        importlib.import_module(module)
+print(calls, torch.cuda.is_initialized())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[] False", out.stderr
