@@ -29,6 +29,7 @@ is model FLOPs / encode time / peak.
     .venv/bin/python benchmarks/bench.py --case backends # torch against ONNX / OpenVINO on the CPU
     .venv/bin/python benchmarks/bench.py --case search   # the ANN index against exact search
     .venv/bin/python benchmarks/bench.py --case scale    # selection and plan at a billion rows
+    .venv/bin/python benchmarks/bench.py --case scale --rows 3000000 --units 2000  # the same, a quick check
 
 Results: a table on stdout, benchmarks/results/<host>-<date>.json, and one line appended to the history
 table of benchmarks/RESULTS.md (not for --quick). The machine should be otherwise idle: the load average
@@ -99,6 +100,13 @@ def parse_args(argv: list[str] | None):
         help="warn when other processes use more than this share of the CPU during a case",
     )
     ap.add_argument("--case-timeout", type=int, default=3600)
+    ap.add_argument(
+        "--units",
+        type=int,
+        default=None,
+        help="--case scale: work units for the scheduler, manifest-write and resume-scan measurements "
+        "(default 100,000; fewer for a quick check)",
+    )
     ap.add_argument(
         "--case",
         choices=["all", *SINGLE_CASES],
