@@ -101,6 +101,13 @@ def parse_args(argv: list[str] | None):
     )
     ap.add_argument("--case-timeout", type=int, default=3600)
     ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="--case feeder: the thread counts to run at (default: 1 and all the cores)",
+    )
+    ap.add_argument(
         "--units",
         type=int,
         default=None,
@@ -116,7 +123,10 @@ def parse_args(argv: list[str] | None):
         "search: ANN index build time, recall@10 and latency at 100k and 1M vectors; scale: selection, plan and "
         "bookkeeping at a billion rows (seconds and peak memory, each in its own process)",
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.threads and min(args.threads) < 1:
+        ap.error("--threads must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
