@@ -26,6 +26,7 @@ is model FLOPs / encode time / peak.
     .venv/bin/python benchmarks/bench.py --large --bench-large-layers 4
     .venv/bin/python benchmarks/bench.py --case padding  # the batch planner's padding efficiency only
     .venv/bin/python benchmarks/bench.py --case feeder   # the worker pipeline without the model's forward
+    .venv/bin/python benchmarks/bench.py --case feeder --threads 1  # the same at one thread only
     .venv/bin/python benchmarks/bench.py --case backends # torch against ONNX / OpenVINO on the CPU
     .venv/bin/python benchmarks/bench.py --case search   # the ANN index against exact search
     .venv/bin/python benchmarks/bench.py --case scale    # selection and plan at a billion rows

@@ -24,6 +24,7 @@ DIR/gpu-check/{measurements.jsonl,steps.log}, where DIR is --out, else $OUT, els
     python benchmarks/gpu_check.py [--budget-s 480] [--out DIR] [--only STEP ...] [--rehearse]
 
 --rehearse runs every step on the CPU at toy scale (a check of this script, minutes on two cores).
+--step-limit-s SECONDS caps every step's own limit, --step-limit-s STEP=SECONDS one step's (repeatable).
 CHATSPACE_GPU_CHECK_HANG=STEP makes that step hang (to test that the check still ends and reports).
 Without CUDA (and without --rehearse) it prints one line and exits 1 at once.
 """
