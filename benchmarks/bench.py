@@ -26,9 +26,11 @@ is model FLOPs / encode time / peak.
     .venv/bin/python benchmarks/bench.py --large --bench-large-layers 4
     .venv/bin/python benchmarks/bench.py --case padding  # the batch planner's padding efficiency only
     .venv/bin/python benchmarks/bench.py --case feeder   # the worker pipeline without the model's forward
+    .venv/bin/python benchmarks/bench.py --case feeder --threads 1  # the same at one thread only
     .venv/bin/python benchmarks/bench.py --case backends # torch against ONNX / OpenVINO on the CPU
     .venv/bin/python benchmarks/bench.py --case search   # the ANN index against exact search
     .venv/bin/python benchmarks/bench.py --case scale    # selection and plan at a billion rows
+    .venv/bin/python benchmarks/bench.py --case scale --rows 3000000 --units 2000  # the same, a quick check
 
 Results: a table on stdout, benchmarks/results/<host>-<date>.json, and one line appended to the history
 table of benchmarks/RESULTS.md (not for --quick). The machine should be otherwise idle: the load average
@@ -100,6 +102,20 @@ def parse_args(argv: list[str] | None):
     )
     ap.add_argument("--case-timeout", type=int, default=3600)
     ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="--case feeder: the thread counts to run at (default: 1 and all the cores)",
+    )
+    ap.add_argument(
+        "--units",
+        type=int,
+        default=None,
+        help="--case scale: work units for the scheduler, manifest-write and resume-scan measurements "
+        "(default 100,000; fewer for a quick check)",
+    )
+    ap.add_argument(
         "--case",
         choices=["all", *SINGLE_CASES],
         default="all",
@@ -108,7 +124,10 @@ def parse_args(argv: list[str] | None):
         "search: ANN index build time, recall@10 and latency at 100k and 1M vectors; scale: selection, plan and "
         "bookkeeping at a billion rows (seconds and peak memory, each in its own process)",
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.threads and min(args.threads) < 1:
+        ap.error("--threads must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ DIR/gpu-check/{measurements.jsonl,steps.log}, where DIR is --out, else $OUT, els
     python benchmarks/gpu_check.py [--budget-s 480] [--out DIR] [--only STEP ...] [--rehearse]
 
 --rehearse runs every step on the CPU at toy scale (a check of this script, minutes on two cores).
+--step-limit-s SECONDS caps every step's own limit, --step-limit-s STEP=SECONDS one step's (repeatable).
 CHATSPACE_GPU_CHECK_HANG=STEP makes that step hang (to test that the check still ends and reports).
 Without CUDA (and without --rehearse) it prints one line and exits 1 at once.
 """
@@ -71,6 +72,20 @@ def output_dir(args) -> Path:
     return HERE / ("gpu-check-rehearsal" if args.rehearse else "gpu-check")
 
 
+def step_limit(text: str) -> tuple[str | None, float]:
+    """`--step-limit-s` value: SECONDS caps every step, STEP=SECONDS that step alone."""
+    step, _, seconds = text.rpartition("=")
+    if step and step not in STEPS:
+        raise argparse.ArgumentTypeError(f"no step {step!r} (steps: {', '.join(STEPS)})")
+    try:
+        value = float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{seconds!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{seconds!r}: a limit is over 0 seconds")
+    return step or None, value
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(description="GPU checks (see the module docstring)")
     ap.add_argument(
@@ -80,7 +95,14 @@ def parse_args(argv):
     ap.add_argument("--minilm", help="all-MiniLM-L6-v2 folder (default: the packaged model)")
     ap.add_argument("--only", nargs="*", choices=list(STEPS), help="run only these steps")
     ap.add_argument("--rehearse", action="store_true", help="every step on the CPU at toy scale")
-    ap.add_argument("--step-limit-s", type=float, help="cap every step's own limit at this")
+    ap.add_argument(
+        "--step-limit-s",
+        type=step_limit,
+        action="append",
+        default=[],
+        metavar="[STEP=]SECONDS",
+        help="cap every step's own limit at SECONDS, or with STEP= that step's alone (repeatable)",
+    )
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--record", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -260,11 +282,12 @@ def main(argv=None) -> int:
     )
     _become_subreaper()
     failed = []
+    caps = dict(args.step_limit_s)  # None: every step; a name: that step (the last given of each wins)
     for name, limit in STEPS.items():
         if args.only and name not in args.only:
             continue
         left = deadline - time.monotonic()
-        timeout = min(limit, args.step_limit_s or limit, left)
+        timeout = min(limit, caps.get(None, limit), caps.get(name, limit), left)
         if timeout < MIN_STEP_S:
             rec.write(
                 "end",

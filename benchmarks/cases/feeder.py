@@ -11,7 +11,8 @@ after the model's truncation.
         the tokenizer (reading, extraction, metadata, batching, the collect loop, Parquet)
 
 Goals at one thread: the feeder at >= 0.9x the tokenizer alone, and host_us_per_row <= 8. Each is run
---repeats times (interleaved), the best kept.
+--repeats times (interleaved), the best kept; at one thread and at all the cores, or at the counts
+--threads names.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def main(args) -> int:
     results: dict = {"env": env_info, "rows": rows, "model": model, "runs": []}
     try:
         for _ in range(1 if args.quick else args.repeats):
-            for threads in sorted({1, cores}):
+            for threads in sorted(set(args.threads or (1, cores))):
                 f = feeder(bench, data, model, threads)
                 t = tokenizer_alone(bench, data, model_path, threads)
                 run = {"threads": threads, "feeder": f, "tokenizer": t, "ratio": f["tok_s"] / t["tok_s"]}

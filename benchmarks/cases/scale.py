@@ -20,8 +20,9 @@ starts) is its own; `seconds` times the measurement alone.
 * resume_scan_1e5_records / resume_scan_1e4_records_s3: `load_unit_records`, what --resume reads first,
   over a local root / an S3 server (moto's, on loopback).
 
-`--rows N` runs the same measurements over N rows instead (the names keep their billion; the counts say
-what was run), for a quick check.
+`--rows N` runs the same measurements over N rows instead, and `--units N` over N work units instead of
+100,000 (the scheduler, manifest write and resume scans; the S3 scan reads a tenth of them): the names keep
+their billion and 1e5, the counts say what was run. Both are for a quick check, as the test suite makes.
 
 To add a measurement, write a function that returns its counts (a dict; put `bytes` or
 `units_per_second` there too; a `seconds` of its own when only one step of it is timed, as the manifest
@@ -143,7 +144,12 @@ def plan() -> dict:
 
 SCHEDULER_WORKERS = 512  # 64 nodes x 8 GPUs
 SCHEDULER_UNITS = 100_000
-LOSSES = [(7, 50), (300, 100)]  # (rank, units of its own done when it is lost)
+
+
+def _losses(units: int) -> list[tuple[int, int]]:
+    """(rank, units of its own done when it is lost): at 100,000 units, rank 7 after 50 and rank 300
+    after 100; in proportion (at least one) when --units asks for fewer."""
+    return [(7, max(1, units // 2_000)), (300, max(1, units // 1_000))]
 
 
 def _scheduler_run(workers: int, units: int, rows_per_unit: int, checkpoint: bool) -> dict:
@@ -188,7 +194,8 @@ def _scheduler_run(workers: int, units: int, rows_per_unit: int, checkpoint: boo
 
         records = SampledRecords()
         # Two workers lost on the way (each after 50 units of its own): their units are redone.
-        executor = SimulatedExecutor(execution, workers, run_id=run_id, losses=LOSSES)
+        losses = _losses(units)
+        executor = SimulatedExecutor(execution, workers, run_id=run_id, losses=losses)
         executor.start()
         writes = {"count": 0, "seconds": 0.0}
 
@@ -216,8 +223,8 @@ def _scheduler_run(workers: int, units: int, rows_per_unit: int, checkpoint: boo
         shown = progress.status().split(" rows")[0]
         if len(records) != units or recorded_rows != rows or shown != f"progress: {rows:,}/{rows:,}":
             raise AssertionError(f"{len(records)} records, {recorded_rows} rows, {shown}")
-        if len(sched.report.lost) != len(LOSSES):
-            raise AssertionError(f"{len(sched.report.lost)} workers lost, {len(LOSSES)} meant to be")
+        if len(sched.report.lost) != len(losses):
+            raise AssertionError(f"{len(sched.report.lost)} workers lost, {len(losses)} meant to be")
     return {
         "workers": workers,
         "units": units,
@@ -285,7 +292,7 @@ def manifest_write() -> dict:
 
     from chatspace.store.manifest import ManifestBuilder
 
-    new = 1_000
+    new = max(1, UNITS // 100)  # 1,000 at 100,000 units
     base = {
         "run_id": "bench-run",
         "plan": {"units": UNITS, "rows_per_shard": ROWS_PER_SHARD},
@@ -406,7 +413,7 @@ def main(args) -> int:
     failed = []
     for name in names:
         proc = subprocess.run(
-            [sys.executable, __file__, name, str(args.rows or ROWS)],
+            [sys.executable, __file__, name, str(args.rows or ROWS), str(args.units or UNITS)],
             capture_output=True,
             text=True,
             cwd=REPO,
@@ -439,4 +446,5 @@ def main(args) -> int:
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
     ROWS = int(sys.argv[2]) if len(sys.argv) > 2 else ROWS
+    UNITS = SCHEDULER_UNITS = int(sys.argv[3]) if len(sys.argv) > 3 else UNITS
     print(json.dumps(measure(sys.argv[1])))

@@ -26,6 +26,8 @@ def test_feeder_case_runs_the_pipeline_with_a_no_op_forward(tmp_path):
             "--quick",
             "--rows",
             "300",
+            "--threads",
+            "1",
             "--out",
             str(out),
         ],
@@ -41,6 +43,7 @@ def test_feeder_case_runs_the_pipeline_with_a_no_op_forward(tmp_path):
     # The CPU's features beside the figures.
     assert f"({', '.join(cpu_features().notable)})" in proc.stdout.splitlines()[0]
     results = json.loads(out.read_text())
+    assert [run["threads"] for run in results["runs"]] == [1]  # --threads 1: the goals' thread count
     for run in results["runs"]:
         # The pipeline (with its texts cut before tokenizing) and the plain tokenizer count the same tokens.
         assert run["feeder"]["tokens"] == run["tokenizer"]["tokens"] > 0

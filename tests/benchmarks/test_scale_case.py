@@ -1,5 +1,7 @@
 """`bench.py --case scale` runs each measurement in its own process and writes the keys it promises,
-each with seconds, peak memory and the counts it used (speed is measured, never asserted)."""
+each with seconds, peak memory and the counts it used (speed is measured, never asserted). The test asks
+for 3,000,000 rows and 2,000 units (`--rows`, `--units`): the same code paths as the billion rows and
+100,000 units the bench measures, in seconds instead of minutes."""
 
 from __future__ import annotations
 
@@ -12,13 +14,21 @@ import pytest
 from tests.helpers import REPO
 
 KEYS = ["select_all_1e9", "select_p_1e9", "select_n_1e7_of_1e9", "select_n_5e8_of_1e9", "plan_1e5_units"]
+UNIT_KEYS = [
+    "scheduler_512_workers_1e5_units",
+    "scheduler_512_workers_1e5_units_no_checkpoint",
+    "manifest_write_1e5_shards",
+    "resume_scan_1e5_records",
+    "resume_scan_1e4_records_s3",
+]
 
 
 @pytest.mark.slow
 def test_scale_case_writes_every_measurement(tmp_path):
-    out, rows = tmp_path / "scale.json", 3_000_000
+    out, rows, units = tmp_path / "scale.json", 3_000_000, 2_000
     proc = subprocess.run(
-        [sys.executable, "benchmarks/bench.py", "--case", "scale", "--rows", str(rows), "--out", str(out)],
+        [sys.executable, "benchmarks/bench.py", "--case", "scale", "--rows", str(rows), "--units", str(units)]
+        + ["--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -39,3 +49,16 @@ def test_scale_case_writes_every_measurement(tmp_path):
     assert results["select_n_5e8_of_1e9"]["sampler"] == 2
     assert 0.009 < results["select_p_1e9"]["selected"] / rows < 0.011
     assert results["plan_1e5_units"]["units"] == rows // 2 // 5_000
+    for key in UNIT_KEYS:
+        entry = results[key]
+        assert entry["seconds"] > 0 and entry["peak_rss_mb"] >= entry["baseline_rss_mb"] > 0, key
+        assert "meets_goals" in entry, key
+    for key in UNIT_KEYS[:2]:
+        assert results[key]["units"] == units and results[key]["workers"] == 512, key
+        assert results[key]["lost_workers"] == 2 and results[key]["units_redone"] > 0, key
+    assert results["scheduler_512_workers_1e5_units"]["manifest_writes"] >= 1
+    assert results["scheduler_512_workers_1e5_units_no_checkpoint"]["manifest_writes"] == 0
+    assert results["manifest_write_1e5_shards"]["shards"] == units
+    assert results["manifest_write_1e5_shards"]["bytes"] > 0
+    assert results["resume_scan_1e5_records"]["records"] == units
+    assert results["resume_scan_1e4_records_s3"]["records"] == units // 10

@@ -192,7 +192,7 @@ def test_a_frozen_worker_stops_the_run_naming_its_device(corpus, tmp_path):
     """A worker that stays alive but finishes nothing: frozen with SIGSTOP, as a hung kernel would."""
     path, _ = corpus
     out = tmp_path / "out"
-    args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--stall-timeout", "20")
+    args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--stall-timeout", "8")
     proc, workers = start_until_units(args, out, 1)
     frozen = workers[1]
     frozen.send_signal(signal.SIGSTOP)
@@ -204,7 +204,7 @@ def test_a_frozen_worker_stops_the_run_naming_its_device(corpus, tmp_path):
     assert proc.returncode == 1
     m = run_manifest(out)
     rank = next(w["rank"] for w in m["workers"] if w.get("pid") == frozen.pid)
-    assert f"worker {rank} (cpu:{rank}) made no progress" in stderr and "--stall-timeout 20" in stderr
+    assert f"worker {rank} (cpu:{rank}) made no progress" in stderr and "--stall-timeout 8" in stderr
     assert "Traceback" not in stderr
     assert_all_gone(workers)
     assert m["status"] == "failed" and "made no progress" in m["error"]["message"]

@@ -136,9 +136,9 @@ class LoopbackCluster:
         for node in reversed(self.nodes):
             if node.poll() is None:
                 os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-        # Ray's own processes stop within a second or two of SIGTERM; whichever is still there after 5 s
+        # Ray's own processes stop within a second or two of SIGTERM; whichever is still there after 2 s
         # (seen: one that waits out a 30 s grace) is killed, as the rest of the teardown does anyway.
-        _, alive = psutil.wait_procs(procs, timeout=5)
+        _, alive = psutil.wait_procs(procs, timeout=2)
         for p in alive:
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()

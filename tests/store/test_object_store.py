@@ -223,7 +223,9 @@ def test_an_unreachable_store_or_missing_credentials_is_one_line_and_exit_2(tmp_
     from tests.helpers.s3_server import _free_port
 
     nobody = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_ACCESS_KEY_ID": "k"}
-    nobody["AWS_SECRET_ACCESS_KEY"] = "s"
+    # One attempt per request (AWS_MAX_ATTEMPTS, as a user may set it): botocore's retries of a refused
+    # connection end in the same error, seconds later.
+    nobody |= {"AWS_SECRET_ACCESS_KEY": "s", "AWS_MAX_ATTEMPTS": "1"}
     for command in (["verify", "s3://bucket/out"], ["runs", "s3://bucket/out"]):
         proc = run_cli(*command, env=nobody)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -233,6 +235,7 @@ def test_an_unreachable_store_or_missing_credentials_is_one_line_and_exit_2(tmp_
         *embed_args(path, "s3://bucket/out", devices="cpu"),
         env={
             "AWS_ENDPOINT_URL": nobody["AWS_ENDPOINT_URL"],
+            "AWS_MAX_ATTEMPTS": "1",
             "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
             "AWS_CONFIG_FILE": str(tmp_path / "none"),
             "AWS_EC2_METADATA_DISABLED": "true",  # no instance role to look for here
