@@ -3,7 +3,7 @@ or `--id-field` (a column the data lacks, a number column, a typo inside a neste
 where conversations are wanted) is one line at once, not a failed run after every model has loaded.
 
 `check_source_fields` is the one entry: the columns, then a few rows read and extracted as a worker
-would (chatspace.data.turns), naming what the field holds when none gives text.
+would (chatspace.data.extract), naming what the field holds when none gives text.
 """
 
 from __future__ import annotations
@@ -13,9 +13,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from chatspace.config import DataConfig
-from chatspace.data.extract import Skip, _messages
-from chatspace.data.fields import MissingField, columns_for, lookup, top_column
-from chatspace.data.turns import extract_items
+from chatspace.data.extract import (
+    MissingField,
+    Skip,
+    _messages,
+    columns_for,
+    extract_items,
+    lookup,
+    top_column,
+)
 from chatspace.errors import UsageError
 
 SAMPLE_ROWS = 64

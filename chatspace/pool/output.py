@@ -23,6 +23,7 @@ from chatspace.store.manifest import (
     load_unit_records,
     read_json,
     read_manifest,
+    recorded_config_hashes,
     remove_stale_json_temporaries,
     unit_is_intact,
 )
@@ -88,35 +89,8 @@ def prepare_output(
     return _resume_or_start(final, cfg, identity, plan_sizes)
 
 
-def choose_sampler(final: RunLayout, cfg: RunConfig) -> RunConfig:
-    """The --n sampler of this run: the one of the run it resumes (or finds complete), recorded in that
-    run's config hash (none recorded: version 1); for a fresh run or an --overwrite, the newest."""
-    from chatspace.data.sampling import SAMPLER_VERSION
-
-    if cfg.sampling.n is None or cfg.sampling.sampler is not None:
-        return cfg
-    newest = cfg.replace(sampler=SAMPLER_VERSION)
-    if cfg.output.overwrite:
-        return newest
-    for layout in (final.staging, final):
-        if layout is final or final.output.exists(layout.stage_dir):
-            recorded = _recorded_hashes(layout)  # read once, asked for both samplers
-            for candidate in (cfg, newest):
-                if candidate.output_hash() in recorded:
-                    return candidate
-    return newest
-
-
 def _holds_run_of(layout: RunLayout, cfg: RunConfig) -> bool:
-    return cfg.output_hash() in _recorded_hashes(layout)
-
-
-def _recorded_hashes(layout: RunLayout) -> set[str | None]:
-    """The config hashes of the run at `layout`: its manifest's, else those its unit records carry."""
-    manifest = read_manifest(layout.output, layout.manifest_path)
-    if manifest is not None:
-        return {manifest.get("config_hash")}
-    return {r.config_hash for r in load_unit_records(layout).values()}
+    return cfg.output_hash() in recorded_config_hashes(layout)
 
 
 def _resume_or_start(

@@ -15,8 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chatspace.config import DataConfig
-from chatspace.data.extract import Skip, needed_columns, row_id
-from chatspace.data.turns import extract_items
+from chatspace.data.extract import Skip, extract_items, needed_columns, row_id
 from chatspace.pool.plan import WorkUnit
 from chatspace.store.layout import RunLayout
 
