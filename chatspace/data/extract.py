@@ -79,6 +79,22 @@ def _walk(value: Any, steps: list[str]) -> Any:
     return value
 
 
+def where_path_stops(row: dict, name: str) -> str | None:
+    """Where a dotted path stops leading anywhere: `request.mesages` -> the keys `request` holds."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            value = lookup(row, ".".join(parts[:cut]))
+        except MissingField:
+            continue
+        if isinstance(value, dict):
+            return f"{'.'.join(parts[:cut])} holds keys {', '.join(sorted(map(str, value))[:8])}"
+        if isinstance(value, list):
+            return f"{'.'.join(parts[:cut])} is a list of {len(value)}"
+        return f"{'.'.join(parts[:cut])} is a {type(value).__name__}"
+    return None
+
+
 # --- one row's text ---------------------------------------------------------------------------------
 
 # Skip reasons, as counted in the manifest.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatspace.config import Mode, RunConfig
+from chatspace.data.identity import identity_digest
 from chatspace.data.sampling import Selection, select_run_rows
 from chatspace.data.sources import Source, open_run_source
 from chatspace.pool.executors import get_executor_class
@@ -39,6 +40,7 @@ class RunPlan:
     units: tuple[WorkUnit, ...]  # unit i: the slice [i*R, (i+1)*R) of the selection
     executor_class: type[Executor]
     planning_seconds: float
+    source_digest: str | None = None  # of the source's identity: every unit record carries it
     run_id: str | None = None
 
     @property
@@ -76,6 +78,8 @@ def plan_run(cfg: RunConfig) -> RunPlan:
 
         check_model(cfg.encoder, hub=executor_class.workers_share_this_machine)
     source = open_run_source(cfg.data, layout.datasets_dir)
+    digest = identity_digest(source.spec.identity)
     selection = select_run_rows(cfg, source.num_rows)
     units = tuple(plan_units(selection, cfg.output.rows_per_shard))
-    return RunPlan(cfg, layout, source, selection, units, executor_class, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return RunPlan(cfg, layout, source, selection, units, executor_class, seconds, digest)
