@@ -335,9 +335,9 @@ def extract_items(
     *,
     text_field: str,
     mode: str,
+    roles: str | None,
     id_field: str | None,
     split: str,
-    roles: str | None,
     skipped: dict[str, int],
     counts: dict[str, int],
 ) -> Iterator[Item]:

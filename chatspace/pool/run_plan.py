@@ -19,8 +19,8 @@ from chatspace.config import Mode, RunConfig
 from chatspace.data.identity import identity_digest
 from chatspace.data.sampling import Selection, select_run_rows
 from chatspace.data.sources import Source, open_run_source
+from chatspace.data.units import WorkUnit, plan_units
 from chatspace.pool.executors import get_executor_class
-from chatspace.pool.plan import WorkUnit, plan_units
 from chatspace.store.layout import RunLayout, ensure_writable_output
 from chatspace.store.manifest import choose_sampler
 
@@ -71,7 +71,8 @@ def plan_run(cfg: RunConfig) -> RunPlan:
     started = time.perf_counter()
     executor_class = get_executor_class(cfg.execution.executor)
     executor_class.check(cfg.execution)  # e.g. a Ray cluster that does not answer
-    layout = RunLayout.for_config(cfg, ensure_writable_output(cfg.output.output_root))
+    output = ensure_writable_output(cfg.output.output_root)
+    layout = RunLayout.for_config(cfg, output)
     cfg = choose_sampler(layout, cfg)  # --n: the sampler of the run this one resumes, else the newest
     if cfg.mode is Mode.SENTENCE_TRANSFORMER:  # a misspelled model fails before any worker exists
         from chatspace.encoders.locate import check_model

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from chatspace.config import DataConfig
 from chatspace.data.extract import Skip, extract_items, needed_columns, row_id
-from chatspace.pool.plan import WorkUnit
+from chatspace.data.units import WorkUnit
 from chatspace.store.layout import RunLayout
 
 SKIPPED_NAME = "skipped.parquet"
