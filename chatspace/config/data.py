@@ -48,7 +48,7 @@ class DataConfig(ConfigPart):
     id_field: str | None = None
     long_text: str = choice("truncate", LONG_TEXT_MODES)
     chunk_overlap: int = 0
-    roles: str | None = None  # comma-separated, kept in canonical form (see chatspace.data.turns)
+    roles: str | None = None  # comma-separated, kept in canonical form (see chatspace.data.extract)
 
     # At these defaults the fields stay out of the output hash: runs made before them keep theirs.
     ADDED_LATER = {"long_text": "truncate", "chunk_overlap": 0, "roles": None}

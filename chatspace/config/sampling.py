@@ -18,7 +18,7 @@ class SamplingConfig(ConfigPart):
     seed: int = 42
     # Which --n sampler draws the rows (chatspace.data.sampling): None is version 1, what every run
     # made before versions were recorded used. A run that starts afresh records the newest; a resume
-    # keeps its run's (pool.output.choose_sampler). Out of the hash at None, so old runs keep theirs.
+    # keeps its run's (store.manifest.choose_sampler). Out of the hash at None, so old runs keep theirs.
     sampler: int | None = None
 
     ADDED_LATER = {"max_rows": None, "sampler": None}

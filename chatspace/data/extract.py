@@ -1,9 +1,19 @@
-"""Turn one row's field into the exact text to embed, or a reason to skip the row.
+"""Turn one row into the exact texts to embed, or a reason to skip the row.
+
+Field names may reach inside a row: `meta.category`, `choices.0.turns`, `conversation.1.content`. A
+name is first looked up as a column of its own (a column named "meta.category" wins when it exists);
+otherwise it is a dotted path: the longest leading part that is a column, then one step per dot: a key
+of a mapping (struct), or an integer index into a list (negative counts from the end).
 
 Conversations come in two shapes: OpenAI-style messages (`role`/`content`, content possibly a list of
 `{"type": "text", "text": ...}` parts) and ShareGPT-style (`from`/`value`, `human`/`gpt`). A plain list
-of strings (MT-bench's `turns`) is one text: its strings joined by a blank line, in order. Field names
-may be dotted paths into nested values (see chatspace.data.fields).
+of strings (MT-bench's `turns`) is one text: its strings joined by a blank line, in order.
+
+`--extract each-turn` makes one row per message whose role is kept and whose text is not empty: id
+`{id}:{turn}` (turn: the message's index in the conversation, counting every message), and
+`metadata.turn = {index, role, count}` (count: the conversation's messages). Under `all-turns`,
+`--roles` keeps only the kept roles' messages in the joined text. `extract_items` is the one entry a
+worker (and every check that extracts as a worker would) calls.
 """
 
 from __future__ import annotations
@@ -14,7 +24,78 @@ from typing import Any
 import orjson
 
 from chatspace.config.data import ASSISTANT_ROLE_NAMES, USER_ROLE_NAMES
-from chatspace.data.fields import MissingField, columns_for, lookup
+
+# --- field names that reach inside a row ----------------------------------------------------------
+
+_MISSING = object()
+
+
+class MissingField(LookupError):
+    """The row has no value at this path."""
+
+
+def columns_for(name: str) -> list[str]:
+    """The top-level columns a lookup of `name` may need: the name itself and each dotted prefix."""
+    parts = name.split(".")
+    return [".".join(parts[:k]) for k in range(len(parts), 0, -1)]
+
+
+def top_column(name: str, columns: Iterable[str]) -> str | None:
+    """The column a lookup of `name` starts from, given the dataset's columns (None: none fits)."""
+    cols = set(columns)
+    return next((c for c in columns_for(name) if c in cols), None)
+
+
+def lookup(row: dict, name: str) -> Any:
+    """The value at `name` in `row`; raises MissingField when the path leads nowhere."""
+    if name in row:
+        return row[name]
+    parts = name.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:k])
+        if head in row:
+            value = _walk(row[head], parts[k:])
+            if value is _MISSING:
+                raise MissingField(name)
+            return value
+    raise MissingField(name)
+
+
+def _walk(value: Any, steps: list[str]) -> Any:
+    for step in steps:
+        if value is None:  # a null part-way down: the value is null, not missing
+            return None
+        if isinstance(value, dict):
+            value = value.get(step, _MISSING)
+        elif isinstance(value, list | tuple):
+            try:
+                value = value[int(step)]
+            except (ValueError, IndexError):
+                return _MISSING
+        else:
+            return _MISSING
+        if value is _MISSING:
+            return value
+    return value
+
+
+def where_path_stops(row: dict, name: str) -> str | None:
+    """Where a dotted path stops leading anywhere: `request.mesages` -> the keys `request` holds."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            value = lookup(row, ".".join(parts[:cut]))
+        except MissingField:
+            continue
+        if isinstance(value, dict):
+            return f"{'.'.join(parts[:cut])} holds keys {', '.join(sorted(map(str, value))[:8])}"
+        if isinstance(value, list):
+            return f"{'.'.join(parts[:cut])} is a list of {len(value)}"
+        return f"{'.'.join(parts[:cut])} is a {type(value).__name__}"
+    return None
+
+
+# --- one row's text ---------------------------------------------------------------------------------
 
 # Skip reasons, as counted in the manifest.
 MISSING_FIELD = "missing_field"
@@ -218,3 +299,92 @@ def extract_rows(
             skipped[s.reason] = skipped.get(s.reason, 0) + 1
             continue
         yield index, rid, text
+
+
+# --- the rows to embed: one per row, or one per message (each-turn, --roles) ------------------------
+
+#: (global row index, row id, text, metadata to add or None)
+Item = tuple[int, str, str, dict[str, Any] | None]
+
+
+def _kept(role: str | None, roles: set[str] | None) -> bool:
+    return roles is None or (role or "unknown") in roles
+
+
+def _has_text(text: str | None) -> bool:
+    return text is not None and bool(text.strip())
+
+
+def joined_turns(messages: list[tuple[str | None, str | None]], roles: set[str] | None) -> str:
+    """`all-turns` text: `Role: text` of each kept message, a blank line between them."""
+    lines = [
+        f"{_ROLE_LABELS.get(role or '', (role or 'unknown').capitalize())}: {text}"
+        for role, text in messages
+        if _has_text(text) and _kept(role, roles)
+    ]
+    if not lines:
+        raise Skip(
+            NO_MATCHING_TURN if roles is not None and any(_has_text(t) for _, t in messages) else EMPTY
+        )
+    return "\n\n".join(lines)
+
+
+def extract_items(
+    indices: Iterable[int],
+    rows: Iterable[dict | None],
+    *,
+    text_field: str,
+    mode: str,
+    roles: str | None,
+    id_field: str | None,
+    split: str,
+    skipped: dict[str, int],
+    counts: dict[str, int],
+) -> Iterator[Item]:
+    """The rows to embed from the unit's source rows; skipped source rows are counted in `skipped` by
+    reason, and `counts` gets `messages` (rows the conversations became) and `messages_left_out` by why
+    (`empty`, `other_role`)."""
+    wanted = set(roles.split(",")) if roles else None
+    if mode not in ("each-turn", "all-turns") or (mode == "all-turns" and wanted is None):
+        for index, rid, text in extract_rows(
+            indices, rows, text_field=text_field, mode=mode, id_field=id_field, split=split, skipped=skipped
+        ):
+            yield index, rid, text, None
+        return
+    for index, row in zip(indices, rows, strict=True):
+        try:
+            messages = conversation(row, text_field)
+            rid = row_id(row, id_field, split, index)
+            if mode == "all-turns":
+                yield index, rid, joined_turns(messages, wanted), None
+                continue
+            kept = [
+                (turn, role, text)
+                for turn, (role, text) in enumerate(messages)
+                if _has_text(text) and _kept(role, wanted)
+            ]
+            if not kept:
+                raise Skip(
+                    NO_MATCHING_TURN
+                    if wanted is not None and any(_has_text(t) for _, t in messages)
+                    else EMPTY
+                )
+        except Skip as s:
+            skipped[s.reason] = skipped.get(s.reason, 0) + 1
+            continue
+        empty = sum(1 for _, text in messages if not _has_text(text))
+        _add(counts, "messages", len(kept))
+        _add(counts, "messages_empty", empty)
+        _add(counts, "messages_other_roles", len(messages) - empty - len(kept))
+        for turn, role, text in kept:
+            yield (
+                index,
+                f"{rid}:{turn}",
+                text,
+                {"turn": {"index": turn, "role": role, "count": len(messages)}},
+            )
+
+
+def _add(counts: dict[str, int], key: str, n: int) -> None:
+    if n:
+        counts[key] = counts.get(key, 0) + n

@@ -3,7 +3,7 @@ or `--id-field` (a column the data lacks, a number column, a typo inside a neste
 where conversations are wanted) is one line at once, not a failed run after every model has loaded.
 
 `check_source_fields` is the one entry: the columns, then a few rows read and extracted as a worker
-would (chatspace.data.turns), naming what the field holds when none gives text.
+would (chatspace.data.extract), naming what the field holds when none gives text.
 """
 
 from __future__ import annotations
@@ -13,9 +13,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from chatspace.config import DataConfig
-from chatspace.data.extract import Skip, _messages
-from chatspace.data.fields import MissingField, columns_for, lookup, top_column
-from chatspace.data.turns import extract_items
+from chatspace.data.extract import (
+    MissingField,
+    Skip,
+    _messages,
+    columns_for,
+    extract_items,
+    lookup,
+    top_column,
+    where_path_stops,
+)
 from chatspace.errors import UsageError
 
 SAMPLE_ROWS = 64
@@ -67,22 +74,6 @@ def _what(values: list[Any]) -> str:
     return f"values of type {', '.join(kinds)} (e.g. {examples})"
 
 
-def _deepest(row: dict, name: str) -> str | None:
-    """Where a dotted path stops leading anywhere: `request.mesages` -> the keys `request` holds."""
-    parts = name.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            value = lookup(row, ".".join(parts[:cut]))
-        except MissingField:
-            continue
-        if isinstance(value, dict):
-            return f"{'.'.join(parts[:cut])} holds keys {', '.join(sorted(map(str, value))[:8])}"
-        if isinstance(value, list):
-            return f"{'.'.join(parts[:cut])} is a list of {len(value)}"
-        return f"{'.'.join(parts[:cut])} is a {type(value).__name__}"
-    return None
-
-
 def check_text_values(source: Any, text_field: str, mode: str, roles: str | None = None) -> None:
     """UsageError when none of the dataset's first SAMPLE_ROWS rows gives text to embed from
     `text_field` under `mode` (and `--roles`), naming what the field holds there; rows that are null or
@@ -106,7 +97,7 @@ def check_text_values(source: Any, text_field: str, mode: str, roles: str | None
     counted = ", ".join(f"{k}: {v}" for k, v in reasons.most_common())
     dicts = [r for r in rows if isinstance(r, dict)]
     if reasons.get("missing_field") == sum(reasons.values()):
-        where = next((w for w in (_deepest(r, text_field) for r in dicts) if w), None)
+        where = next((w for w in (where_path_stops(r, text_field) for r in dicts) if w), None)
         raise UsageError(
             f"--text-field {text_field!r} leads nowhere in the {len(rows)} rows sampled"
             + (f" ({where})" if where else "")

@@ -19,8 +19,7 @@ from typing import Any
 import orjson
 
 from chatspace.config import EXTRACT_MODES
-from chatspace.data.extract import Skip, extract_text
-from chatspace.data.fields import MissingField, lookup
+from chatspace.data.extract import MissingField, Skip, extract_text, lookup
 
 CONVERSATION_MODES = tuple(m for m in EXTRACT_MODES if m not in ("text", "each-turn"))  # one text a row
 MAX_DEPTH = 4  # dots in a candidate path

@@ -146,7 +146,7 @@ def select_run_rows(cfg, num_rows: int) -> Selection:
     """The rows a run of `cfg` (a RunConfig) embeds out of `num_rows`: its split's slice, then its sample.
 
     A config with no sampler recorded draws --n with version 1, as every run made before versions were
-    recorded did; a run that starts afresh records the newest first (`pool.output.choose_sampler`).
+    recorded did; a run that starts afresh records the newest first (`store.manifest.choose_sampler`).
     """
     sampling = cfg.sampling
     return select_rows(

@@ -22,9 +22,8 @@ import numpy as np
 import orjson
 
 from chatspace.config import DataConfig
-from chatspace.data.extract import Skip, row_id
+from chatspace.data.extract import Skip, columns_for, row_id
 from chatspace.data.field_check import check_source_fields
-from chatspace.data.fields import columns_for
 from chatspace.data.formats import READERS, SUFFIXES, SUPPORTED, FileEntry, format_name, open_local_file
 from chatspace.data.identity import local_identity
 from chatspace.errors import UsageError

@@ -13,9 +13,10 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from chatspace.config import RunConfig, is_safe_run_id
-from chatspace.data.identity import identity_changes, identity_digest
+from chatspace.data.identity import identity_changes
 from chatspace.errors import UsageError
 from chatspace.store.layout import RunLayout
 from chatspace.store.manifest import (
@@ -23,11 +24,15 @@ from chatspace.store.manifest import (
     load_unit_records,
     read_json,
     read_manifest,
+    recorded_config_hashes,
     remove_stale_json_temporaries,
     unit_is_intact,
 )
 from chatspace.store.records import UnitRecord
 from chatspace.store.shards import remove_stale_temporaries
+
+if TYPE_CHECKING:
+    from chatspace.pool.run_plan import RunPlan
 
 log = logging.getLogger("chatspace")
 
@@ -56,10 +61,9 @@ class OutputState:
         )
 
 
-def prepare_output(
-    final: RunLayout, cfg: RunConfig, identity: dict | None, plan_sizes: list[int]
-) -> OutputState:
+def prepare_output(plan: RunPlan) -> OutputState:
     """Decide between a fresh run, a resume, a staged replacement or a refusal (call with the lock held)."""
+    final, cfg = plan.layout, plan.config
     finish_interrupted_switch(final)
     staging = final.staging
     if cfg.output.overwrite:
@@ -83,45 +87,18 @@ def prepare_output(
             log.info(
                 "resuming the interrupted --overwrite; the previous run stays in place until it completes"
             )
-            return _resume_or_start(staging, cfg, identity, plan_sizes)
+            return _resume_or_start(staging, plan)
         log.info("an interrupted --overwrite of another config is set aside in %s", staging.stage_dir)
-    return _resume_or_start(final, cfg, identity, plan_sizes)
-
-
-def choose_sampler(final: RunLayout, cfg: RunConfig) -> RunConfig:
-    """The --n sampler of this run: the one of the run it resumes (or finds complete), recorded in that
-    run's config hash (none recorded: version 1); for a fresh run or an --overwrite, the newest."""
-    from chatspace.data.sampling import SAMPLER_VERSION
-
-    if cfg.sampling.n is None or cfg.sampling.sampler is not None:
-        return cfg
-    newest = cfg.replace(sampler=SAMPLER_VERSION)
-    if cfg.output.overwrite:
-        return newest
-    for layout in (final.staging, final):
-        if layout is final or final.output.exists(layout.stage_dir):
-            recorded = _recorded_hashes(layout)  # read once, asked for both samplers
-            for candidate in (cfg, newest):
-                if candidate.output_hash() in recorded:
-                    return candidate
-    return newest
+    return _resume_or_start(final, plan)
 
 
 def _holds_run_of(layout: RunLayout, cfg: RunConfig) -> bool:
-    return cfg.output_hash() in _recorded_hashes(layout)
+    return cfg.output_hash() in recorded_config_hashes(layout)
 
 
-def _recorded_hashes(layout: RunLayout) -> set[str | None]:
-    """The config hashes of the run at `layout`: its manifest's, else those its unit records carry."""
-    manifest = read_manifest(layout.output, layout.manifest_path)
-    if manifest is not None:
-        return {manifest.get("config_hash")}
-    return {r.config_hash for r in load_unit_records(layout).values()}
-
-
-def _resume_or_start(
-    layout: RunLayout, cfg: RunConfig, identity: dict | None, plan_sizes: list[int]
-) -> OutputState:
+def _resume_or_start(layout: RunLayout, plan: RunPlan) -> OutputState:
+    """The state of the output at `layout` (the final place, or a staged --overwrite being resumed)."""
+    cfg = plan.config
     existing = read_manifest(layout.output, layout.manifest_path)
     malformed: list[int] = []
     on_disk = load_unit_records(layout, malformed)
@@ -138,7 +115,7 @@ def _resume_or_start(
         ours = [
             r
             for r in on_disk.values()
-            if r.config_hash == cfg.output_hash() and r.source == identity_digest(identity)
+            if r.config_hash == cfg.output_hash() and r.source == plan.source_digest
         ]
         ids = Counter(r.run_id for r in ours)
         run_id = ids.most_common(1)[0][0] if ids else (cfg.output.run_id or new_run_id())
@@ -147,7 +124,9 @@ def _resume_or_start(
             "the manifest is unreadable: rebuilding it from %d unit record(s) of run %s", len(ours), run_id
         )
         return OutputState(
-            layout, run_id, _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk, malformed)
+            layout,
+            run_id,
+            _intact_records(layout, plan, run_id, on_disk, malformed),
         )
     if failed_before_any_unit(existing) and not any(r.rows for r in on_disk.values()):
         # Nothing of it is kept (no shard; records, if any, of units that embedded nothing): a plain
@@ -173,7 +152,7 @@ def _resume_or_start(
             f"a previous run of this config stopped before finishing ({status}); "
             "rerun with --resume to finish it, or --overwrite to start over"
         )
-    recorded = existing.get("dataset", {}).get("identity")
+    recorded, identity = existing.get("dataset", {}).get("identity"), plan.source_identity
     if recorded and identity:
         changes = identity_changes(recorded, identity)
         if changes:
@@ -185,20 +164,19 @@ def _resume_or_start(
         log.warning("the run being resumed recorded no dataset identity; cannot check the data is unchanged")
     if cfg.output.run_id and cfg.output.run_id != run_id:
         log.warning("--resume keeps the run id of the run being resumed: %s", run_id)
-    done = _intact_records(layout, cfg, identity, plan_sizes, run_id, on_disk, malformed)
+    done = _intact_records(layout, plan, run_id, on_disk, malformed)
     return OutputState(layout, run_id, done, previous=existing)
 
 
 def _intact_records(
     layout: RunLayout,
-    cfg: RunConfig,
-    identity: dict | None,
-    plan_sizes: list[int],
+    plan: RunPlan,
     run_id: str,
     on_disk: dict[int, UnitRecord],
     malformed: list[int],
 ) -> dict[int, UnitRecord]:
     """The records that agree with the plan and whose shards agree with them; the rest are removed."""
+    sizes, config_hash = plan.unit_sizes, plan.config.output_hash()
     output = layout.output
     removed = remove_stale_temporaries(output, layout.embeddings_dir)
     removed += remove_stale_json_temporaries(output, layout.index_dir)
@@ -209,7 +187,7 @@ def _intact_records(
         output.remove(layout.unit_record_path(unit))
     done: dict[int, UnitRecord] = {}
     for unit, rec in on_disk.items():
-        problem = record_problem(layout, rec, plan_sizes, run_id, cfg.output_hash(), identity)
+        problem = record_problem(layout, rec, sizes, run_id, config_hash, plan.source_digest)
         if problem is None:
             done[unit] = rec
             continue
@@ -232,11 +210,11 @@ def record_problem(
     plan_sizes: list[int],
     run_id: str,
     config_hash: str,
-    identity: dict | None,
+    source: str | None,
 ) -> str | None:
-    """Why a unit record cannot be trusted (None when it can): checked against the plan, then the shard."""
+    """Why a unit record cannot be trusted (None when it can): checked against the plan, then the shard;
+    `source` is the digest of the dataset's identity (None: none recorded)."""
     unit = rec.unit
-    source = identity_digest(identity) if identity else None
     shard_path = layout.shard_relpath(unit) if 0 <= unit < len(plan_sizes) else ""
     problem = rec.plan_problem(plan_sizes, run_id, config_hash, source, shard_path)
     if problem is None and not unit_is_intact(layout, rec):

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatspace.config import Mode, RunConfig
+from chatspace.data.identity import identity_digest
 from chatspace.data.sampling import Selection, select_run_rows
 from chatspace.data.sources import Source, open_run_source
+from chatspace.data.units import WorkUnit, plan_units
 from chatspace.pool.executors import get_executor_class
-from chatspace.pool.output import choose_sampler
-from chatspace.pool.plan import WorkUnit, plan_units
 from chatspace.store.layout import RunLayout, ensure_writable_output
+from chatspace.store.manifest import choose_sampler
 
 if TYPE_CHECKING:
     from chatspace.pool.executors.base import Executor
@@ -39,6 +40,7 @@ class RunPlan:
     units: tuple[WorkUnit, ...]  # unit i: the slice [i*R, (i+1)*R) of the selection
     executor_class: type[Executor]
     planning_seconds: float
+    source_digest: str | None = None  # of the source's identity: every unit record carries it
     run_id: str | None = None
 
     @property
@@ -69,13 +71,16 @@ def plan_run(cfg: RunConfig) -> RunPlan:
     started = time.perf_counter()
     executor_class = get_executor_class(cfg.execution.executor)
     executor_class.check(cfg.execution)  # e.g. a Ray cluster that does not answer
-    layout = RunLayout.for_config(cfg, ensure_writable_output(cfg.output.output_root))
+    output = ensure_writable_output(cfg.output.output_root)
+    layout = RunLayout.for_config(cfg, output)
+    cfg = choose_sampler(layout, cfg)  # --n: the sampler of the run this one resumes, else the newest
     if cfg.mode is Mode.SENTENCE_TRANSFORMER:  # a misspelled model fails before any worker exists
         from chatspace.encoders.locate import check_model
 
         check_model(cfg.encoder, hub=executor_class.workers_share_this_machine)
     source = open_run_source(cfg.data, layout.datasets_dir)
-    cfg = choose_sampler(layout, cfg)  # --n: the sampler of the run this one resumes, else the newest
+    digest = identity_digest(source.spec.identity)
     selection = select_run_rows(cfg, source.num_rows)
     units = tuple(plan_units(selection, cfg.output.rows_per_shard))
-    return RunPlan(cfg, layout, source, selection, units, executor_class, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return RunPlan(cfg, layout, source, selection, units, executor_class, seconds, digest)

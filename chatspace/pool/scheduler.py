@@ -21,10 +21,10 @@ from dataclasses import replace
 from typing import Any
 
 from chatspace.config import ExecutorConfig, Mode
+from chatspace.data.units import WorkUnit
 from chatspace.errors import ChatspaceError
 from chatspace.pool.executors.base import TASKS_PER_WORKER
 from chatspace.pool.messages import STOP, Failed, Finished, Message, Ready, RowsDone, Stage, Task, UnitDone
-from chatspace.pool.plan import WorkUnit
 from chatspace.store.layout import RunLayout
 from chatspace.store.manifest import now_iso
 from chatspace.store.records import LostWorker, PoisonUnit, SchedulerReport, UnitRecord, WorkerEntry

@@ -15,9 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chatspace.config import DataConfig
-from chatspace.data.extract import Skip, needed_columns, row_id
-from chatspace.data.turns import extract_items
-from chatspace.pool.plan import WorkUnit
+from chatspace.data.extract import Skip, extract_items, needed_columns, row_id
+from chatspace.data.units import WorkUnit
 from chatspace.store.layout import RunLayout
 
 SKIPPED_NAME = "skipped.parquet"

@@ -72,7 +72,7 @@ def run_embedding(cfg: RunConfig) -> RunResult:
     final = plan.layout
     with contextlib.ExitStack() as held:
         held.callback(acquire_output_lock(final).close)  # held for the whole run
-        state = prepare_output(final, plan.config, plan.source_identity, plan.unit_sizes)
+        state = prepare_output(plan)
         if state.already_complete:  # --resume of a complete run: its manifest stays byte for byte
             log.info(
                 "run %s is already complete, nothing to do (%s)",

@@ -22,10 +22,9 @@ import numpy as np
 import orjson
 
 from chatspace.config import RunConfig, SentenceTransformerConfig
-from chatspace.data.extract import needed_columns
+from chatspace.data.extract import extract_items, needed_columns
 from chatspace.data.identity import identity_digest
 from chatspace.data.sources import Source, SourceSpec
-from chatspace.data.turns import extract_items
 from chatspace.encoders.base import CHUNK_ROWS, Prepared
 from chatspace.errors import ENVIRONMENT_ERRNOS, ChatspaceError, describe_os_error
 from chatspace.hardware.devices import Device

@@ -81,6 +81,10 @@ def _long_rows_suffix(data: DataConfig) -> str:
     return suffix + (f"__{data.long_text}" if data.long_text != "truncate" else "")
 
 
+def _with_subset(dataset_label: str, subset: str | None) -> str:
+    return dataset_label if not subset else f"{dataset_label}__{subset}"
+
+
 @dataclass(frozen=True)
 class RunLayout:
     output: OutputRoot
@@ -94,19 +98,19 @@ class RunLayout:
     def for_run(
         cls, root: str | Path | OutputRoot, model: str, dataset_label: str, subset: str | None, split: str
     ) -> RunLayout:
-        dataset = dataset_label if not subset else f"{dataset_label}__{subset}"
         output = root if isinstance(root, OutputRoot) else OutputRoot(root)
-        return cls(output, model_label(model), dataset, split)
+        return cls(output, model_label(model), _with_subset(dataset_label, subset), split)
 
     @classmethod
     def for_config(cls, cfg, root: str | Path | OutputRoot | None = None) -> RunLayout:
         """The layout a RunConfig writes to (under `root`, default its output part's root)."""
         from chatspace.data.sources import dataset_label, is_local
 
-        data = cfg.data
-        label = dataset_label(data.dataset, is_local(data.dataset, data.source))
-        folder = run_folder(data, cfg.output.run_name)
-        return cls.for_run(root or cfg.output.output_root, cfg.encoder.model, label, data.subset, folder)
+        data, root = cfg.data, root or cfg.output.output_root
+        folder, model = run_folder(data, cfg.output.run_name), model_label(cfg.encoder.model)
+        output = root if isinstance(root, OutputRoot) else OutputRoot(root)
+        label = dataset_label(data.dataset, is_local(data.dataset, data.source))  # read where the data is
+        return cls(output, model, _with_subset(label, data.subset), folder)
 
     @property
     def root(self) -> PurePath:

@@ -86,6 +86,34 @@ def load_unit_records(layout: RunLayout, malformed: list[int] | None = None) -> 
     return out
 
 
+def recorded_config_hashes(layout: RunLayout) -> set[str | None]:
+    """The config hashes of the run at `layout`: its manifest's, else those its unit records carry."""
+    manifest = read_manifest(layout.output, layout.manifest_path)
+    if manifest is not None:
+        return {manifest.get("config_hash")}
+    return {r.config_hash for r in load_unit_records(layout).values()}
+
+
+def choose_sampler(final: RunLayout, cfg: RunConfig) -> RunConfig:
+    """The --n sampler of a run of `cfg` at `final`: the one of the run it resumes (or finds complete),
+    recorded in that run's config hash (none recorded: version 1); for a fresh run or an --overwrite,
+    the newest."""
+    from chatspace.data.sampling import SAMPLER_VERSION
+
+    if cfg.sampling.n is None or cfg.sampling.sampler is not None:
+        return cfg
+    newest = cfg.replace(sampler=SAMPLER_VERSION)
+    if cfg.output.overwrite:
+        return newest
+    for layout in (final.staging, final):
+        if layout is final or final.output.exists(layout.stage_dir):
+            recorded = recorded_config_hashes(layout)  # read once, asked for both samplers
+            for candidate in (cfg, newest):
+                if candidate.output_hash() in recorded:
+                    return candidate
+    return newest
+
+
 def write_unit_record(layout: RunLayout, record: UnitRecord) -> None:
     document = record.to_json()
     check_before_writing(document, "unit_record")

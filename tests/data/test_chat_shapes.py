@@ -12,8 +12,16 @@ import numpy as np
 import orjson
 import pytest
 
-from chatspace.data.extract import Skip, extract_row, extract_text, needed_columns, row_id
-from chatspace.data.fields import columns_for, lookup, top_column
+from chatspace.data.extract import (
+    Skip,
+    columns_for,
+    extract_row,
+    extract_text,
+    lookup,
+    needed_columns,
+    row_id,
+    top_column,
+)
 from tests.helpers import cosine_rows, cut_or_whole, run_cli, run_manifest, run_table, write_jsonl
 
 # --- the shapes, built from real prose --------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from chatspace.data import row_blocks, sampling
 from chatspace.data.row_blocks import BLOCK_ROWS, BlockRows, RowRange
 from chatspace.data.sampling import keep_with_probability, select_rows
-from chatspace.pool.plan import num_units, plan_units, unit_sizes
+from chatspace.data.units import num_units, plan_units, unit_sizes
 
 
 def _digest(rows) -> str:

@@ -12,11 +12,11 @@ import pytest
 
 from chatspace.config import ExecutorConfig, RunConfig
 from chatspace.data.sources import SourceSpec
+from chatspace.data.units import WorkUnit
 from chatspace.errors import ChatspaceError
 from chatspace.hardware.devices import Device
 from chatspace.pool.executors.base import Executor
 from chatspace.pool.messages import Failed, Ready, Stage
-from chatspace.pool.plan import WorkUnit
 from chatspace.pool.scheduler import Scheduler
 from chatspace.pool.worker import WorkerSpec
 from chatspace.store.layout import RunLayout

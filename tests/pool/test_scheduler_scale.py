@@ -11,11 +11,11 @@ import pytest
 
 from chatspace.config import ExecutorConfig
 from chatspace.data.sampling import select_rows
+from chatspace.data.units import plan_units
 from chatspace.errors import UsageError
 from chatspace.pool import scheduler as scheduler_module
 from chatspace.pool.executors import get_executor_class
 from chatspace.pool.executors.simulated import SimulatedExecutor
-from chatspace.pool.plan import plan_units
 from chatspace.pool.progress import Progress
 from chatspace.pool.scheduler import Scheduler
 from chatspace.store.layout import RunLayout
