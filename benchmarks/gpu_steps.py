@@ -19,12 +19,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 QWEN_DIR = Path(os.environ.get("CHATSPACE_GPU_CHECK_CACHE", "/tmp/chatspace-gpu-check")) / "qwen3-0.6b-random"
-BUDGET = 131072
 REHEARSE = os.environ.get("CHATSPACE_GPU_CHECK_REHEARSE") == "1"
+# tokens per batch; the rehearsal's is small so a compiled warm-up's largest batch stays cheap on the CPU
+BUDGET = 4096 if REHEARSE else 131072
 DEVICE = "cpu" if REHEARSE else "cuda"
 MAX_TOKENS = 512 if REHEARSE else 32768  # the Qwen3 shape's truncation length (its real maximum on a GPU)
 SMALL_QWEN = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2}
 HEADLINE_ROWS = 100_000
+REHEARSAL_CHARS = 300  # a rehearsal row's text is cut to this (about 60 tokens)
 CHATSPACE = [sys.executable, "-m", "chatspace.cli"]
 # What chatspace imports on a worker; a sealed image lacking one is named in the versions step.
 NEEDED = ("numpy", "pyarrow", "pandas", "orjson", "datasets", "psutil", "pynvml", "tokenizers", "safetensors")
@@ -48,6 +50,8 @@ def texts(n: int) -> list[str]:
     from sample_text import unique_docstrings
 
     docs = [doc for _, doc in unique_docstrings(min_chars=20)]
+    if REHEARSE:  # short rows: bfloat16/float16 matmuls are slow on a CPU, and the length proves nothing here
+        docs = [doc[:REHEARSAL_CHARS] for doc in docs]
     return [docs[i % len(docs)] for i in range(n)]
 
 
@@ -207,7 +211,7 @@ def step_cli(args, rec, out: str) -> dict:
     """`chatspace embed-hf` end to end on the demo rows, then `chatspace verify`."""
     common = ["--dataset", "chatspace/resources/demo.jsonl", "--id-field", "id", *where()]
     if REHEARSE:
-        common += ["--max-rows", "48"]
+        common += ["--max-rows", "16"]
     cmd = [
         *CHATSPACE,
         "embed-hf",
@@ -250,7 +254,7 @@ def step_headline(args, rec, work: str) -> dict:
     """SentenceTransformer's own encode against `chatspace embed-hf`, the same rows, whole processes."""
     import corpus as corpus_mod
 
-    n = 48 if REHEARSE else HEADLINE_ROWS
+    n = 16 if REHEARSE else HEADLINE_ROWS
     dtype = "float32" if REHEARSE else "float16"
     data = corpus_mod.build_corpus(n)
     model = minilm_path(args)
