@@ -26,7 +26,17 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, texts):
-    path, rows = write_corpus(tmp_path_factory.mktemp("pool"), texts, 480)
+    """160 rows: 10 units of 16, so a run stopped after its first units is still mid-run (each of two
+    workers is handed 2 units at its start), while a resume or a full run stays small."""
+    path, rows = write_corpus(tmp_path_factory.mktemp("pool"), texts, 160)
+    return path, {r["id"] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def long_corpus(tmp_path_factory, texts):
+    """480 rows (30 units), for a run that must still be running while a second command is tried; it is
+    stopped by a signal, never run to its end."""
+    path, rows = write_corpus(tmp_path_factory.mktemp("pool-long"), texts, 480)
     return path, {r["id"] for r in rows}
 
 
@@ -36,10 +46,9 @@ _args = embed_args
 def test_two_workers_match_one(corpus, tmp_path):
     path, ids = corpus
     one, two = tmp_path / "one", tmp_path / "two"
-    # Enough units that a worker batching rows across units (holding a few open) still leaves work
-    # for a neighbour that starts a little later.
-    p1 = run_cli(*_args(path, one, "--devices", "cpu", "--n", "480", "--rows-per-shard", "16"))
-    p2 = run_cli(*_args(path, two, "--devices", "cpu,cpu", "--n", "480", "--rows-per-shard", "16"))
+    # 6 units: each worker is handed 2 units when it starts, so both do work even if one starts late.
+    p1 = run_cli(*_args(path, one, "--devices", "cpu", "--n", "96", "--rows-per-shard", "16"))
+    p2 = run_cli(*_args(path, two, "--devices", "cpu,cpu", "--n", "96", "--rows-per-shard", "16"))
     assert p1.returncode == 0, p1.stderr
     assert p2.returncode == 0, p2.stderr
     t1, t2 = run_table(one).sort_by("id"), run_table(two).sort_by("id")
@@ -50,7 +59,7 @@ def test_two_workers_match_one(corpus, tmp_path):
     m = run_manifest(two)
     assert {s["device"] for s in m["shards"]} == {"cpu:0", "cpu:1"}
     assert [w["device"] for w in m["workers"]] == ["cpu:0", "cpu:1"]
-    assert sum(w["stats"]["rows"] for w in m["workers"]) == m["totals"]["rows"] == 480
+    assert sum(w["stats"]["rows"] for w in m["workers"]) == m["totals"]["rows"] == 96
     # Same shards whatever the number of workers.
     assert [s["rows"] for s in m["shards"]] == [s["rows"] for s in run_manifest(one)["shards"]]
 
@@ -174,8 +183,8 @@ def test_existing_output_is_protected(corpus, tmp_path):
     assert run_cli("verify", str(out)).returncode == 0
 
 
-def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(corpus, tmp_path):
-    path, _ = corpus
+def test_a_second_run_into_the_same_output_is_refused_while_the_first_runs(long_corpus, tmp_path):
+    path, _ = long_corpus
     out = tmp_path / "out"
     args = _args(path, out, "--devices", "cpu", "--rows-per-shard", "16")
     first = start_cli(args)

@@ -20,7 +20,7 @@ def s3(s3_server):
 def test_search_index_and_near_duplicates_on_an_s3_root(s3, tmp_path, texts):
     bucket = s3.make_bucket("query")
     url = f"s3://{bucket}/out"
-    path, rows = write_corpus(tmp_path, texts, 80)
+    path, rows = write_corpus(tmp_path, texts, 40)
     run_cli(*embed_args(path, url, devices="cpu"), env=s3.env, check=True)
 
     query = rows[11]["text"]

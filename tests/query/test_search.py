@@ -134,13 +134,13 @@ def test_a_query_goes_through_the_models_query_prompt(prompted_model):
 
 
 def test_an_index_is_used_while_fresh_then_stale_falls_back_and_verify_says_so(tmp_path, texts):
-    path, _ = write_corpus(tmp_path, texts, 60)
+    path, _ = write_corpus(tmp_path, texts, 30)
     out = tmp_path / "out"
     run_cli(*embed_args(path, out), check=True)
     built = run_cli("index", str(out), "--kind", "hnsw", check=True)
     assert "indexed run" in built.stdout
     info = orjson.loads(next(out.glob("indexes/*/*/*/ann/ann.json")).read_bytes())
-    assert info["rows"] == 60 and info["built_from"]["run_id"] == _manifest(out)["run_id"]
+    assert info["rows"] == 30 and info["built_from"]["run_id"] == _manifest(out)["run_id"]
     assert run_cli("verify", str(out)).returncode == 0
 
     query = texts[7]
@@ -153,7 +153,7 @@ def test_an_index_is_used_while_fresh_then_stale_falls_back_and_verify_says_so(t
     # restored backup, a sync) no longer stands for the run there.
     ann_dir = next(out.glob("indexes/*/*/*/ann"))
     shutil.copytree(ann_dir, tmp_path / "ann-before")
-    run_cli(*embed_args(path, out, "--overwrite", "--max-rows", "40"), check=True)
+    run_cli(*embed_args(path, out, "--overwrite", "--max-rows", "20"), check=True)
     assert not ann_dir.exists()
     shutil.copytree(tmp_path / "ann-before", ann_dir)
     after = run_cli("search", str(out), query, "--format", "json")
@@ -168,7 +168,7 @@ def test_an_index_is_used_while_fresh_then_stale_falls_back_and_verify_says_so(t
 
 
 def test_an_unfinished_run_is_not_indexed(tmp_path, texts):
-    path, _ = write_corpus(tmp_path, texts, 20)
+    path, _ = write_corpus(tmp_path, texts, 8)
     out = tmp_path / "out"
     run_cli(*embed_args(path, out), check=True)
     manifest_path = next(out.glob("indexes/*/*/*/manifest.json"))
@@ -191,7 +191,7 @@ def test_vectors_are_read_one_shard_at_a_time(run_root):
 
 
 def test_runs_of_different_dimensions_are_refused_in_one_line(tmp_path, texts):
-    path, _ = write_corpus(tmp_path, texts, 20)
+    path, _ = write_corpus(tmp_path, texts, 8)
     out = tmp_path / "out"
     run_cli(*embed_args(path, out), check=True)
     run_cli(*embed_args(path, out, "--truncate-dim", "64", "--run-name", "short"), check=True)

@@ -61,7 +61,7 @@ def _runs(url: str, env: dict) -> list[dict]:
 def test_a_run_into_s3_verifies_lists_and_reads_back_as_the_local_run(s3, s3_env, tmp_path, texts, st_model):
     bucket = s3.make_bucket("roundtrip")
     url = f"s3://{bucket}/out"
-    path, rows = write_corpus(tmp_path, texts, 60)
+    path, rows = write_corpus(tmp_path, texts, 40)
     remote = run_cli(*embed_args(path, url, devices="cpu"), env=s3_env)
     assert remote.returncode == 0, remote.stderr
     local = tmp_path / "local"
@@ -83,7 +83,7 @@ def test_a_run_into_s3_verifies_lists_and_reads_back_as_the_local_run(s3, s3_env
     verify = run_cli("verify", url, env=s3_env)
     assert verify.returncode == 0 and "ok: 1 run(s) verified" in verify.stdout, verify.stderr
     (run,) = _runs(url, s3_env)
-    assert run["status"] == "complete" and run["rows"] == 60 and run["manifest"].startswith(f"{url}/indexes/")
+    assert run["status"] == "complete" and run["rows"] == 40 and run["manifest"].startswith(f"{url}/indexes/")
 
     table = chatspace.load_embeddings(url)
     ours, theirs = _vectors(table), _vectors(chatspace.load_embeddings(local))
@@ -98,7 +98,7 @@ def test_a_run_into_s3_verifies_lists_and_reads_back_as_the_local_run(s3, s3_env
     # SQL over the shards in the bucket, through the same filesystem.
     pytest.importorskip("duckdb")
     con = chatspace.connect(url)
-    assert con.sql("select count(*) from embeddings").fetchall()[0][0] == 60
+    assert con.sql("select count(*) from embeddings").fetchall()[0][0] == 40
     nearest = con.sql(
         "select id from embeddings order by array_cosine_similarity(embedding, "
         "(select embedding from embeddings where id = 'doc-7')) desc limit 1"
@@ -115,7 +115,7 @@ def test_a_run_into_s3_verifies_lists_and_reads_back_as_the_local_run(s3, s3_env
 def test_a_run_killed_mid_way_resumes_into_s3_with_exact_rows(s3, s3_env, tmp_path, texts):
     bucket = s3.make_bucket("killed")
     url = f"s3://{bucket}/out"
-    path, rows = write_corpus(tmp_path, texts, 240)
+    path, rows = write_corpus(tmp_path, texts, 128)
     args = embed_args(path, url, devices="cpu")
     fs = s3.filesystem()
     proc = start_cli(args, env=s3_env)
@@ -125,7 +125,7 @@ def test_a_run_killed_mid_way_resumes_into_s3_with_exact_rows(s3, s3_env, tmp_pa
     proc.communicate(timeout=60)
     assert_all_gone(workers)
     done_before = len(fs.glob(f"{bucket}/out/indexes/*/*/*/units/unit-*.json"))
-    assert 2 <= done_before < 15  # killed mid-way: 240 rows are 15 units of 16
+    assert 2 <= done_before < 8  # killed mid-way: 128 rows are 8 units of 16
 
     # The killed run holds no lock (its process is gone), so it reads as interrupted, not running.
     (run,) = _runs(url, s3_env)
@@ -136,11 +136,11 @@ def test_a_run_killed_mid_way_resumes_into_s3_with_exact_rows(s3, s3_env, tmp_pa
     resumed = run_cli(*args, "--resume", env=s3_env)
     assert resumed.returncode == 0, resumed.stderr
     (run,) = _runs(url, s3_env)
-    assert run["status"] == "complete" and run["rows"] == 240 and run["units_done"] == 15
+    assert run["status"] == "complete" and run["rows"] == 128 and run["units_done"] == 8
     assert run_cli("verify", url, env=s3_env).returncode == 0
 
     table = chatspace.load_embeddings(url, columns=["id", "embedding"])
-    assert table.num_rows == 240 and sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in rows)
+    assert table.num_rows == 128 and sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in rows)
     local = tmp_path / "local"
     assert run_cli(*embed_args(path, local, devices="cpu")).returncode == 0
     ours, theirs = _vectors(table), _vectors(chatspace.load_embeddings(local, columns=["id", "embedding"]))
@@ -157,7 +157,7 @@ def test_an_interrupted_overwrite_in_s3_keeps_the_old_run_until_resume_switches(
     fs = s3.filesystem()
     old_shards = {k: fs.info(k)["ETag"] for k in fs.glob(f"{bucket}/out/embeddings/*/*/*/shard-*.parquet")}
 
-    new_args = embed_args(path, url, "--n", "200", "--seed", "7", devices="cpu")
+    new_args = embed_args(path, url, "--n", "128", "--seed", "7", devices="cpu")  # 8 units
     proc = start_cli([*new_args, "--overwrite"], env=s3_env)
     _wait_for_remote_units(fs, f"{bucket}/out/.staging/*/index/units/unit-*.json", 2, proc)
     # A second run into the same output is refused while the first holds the lock object.
@@ -177,8 +177,8 @@ def test_an_interrupted_overwrite_in_s3_keeps_the_old_run_until_resume_switches(
     finished = run_cli(*new_args, "--resume", env=s3_env)
     assert finished.returncode == 0, finished.stderr
     (run,) = _runs(url, s3_env)
-    assert run["status"] == "complete" and run["rows"] == 200
-    assert chatspace.load_embeddings(url, columns=["id"]).num_rows == 200
+    assert run["status"] == "complete" and run["rows"] == 128
+    assert chatspace.load_embeddings(url, columns=["id"]).num_rows == 128
     assert run_cli("verify", url, env=s3_env).returncode == 0
     assert not fs.glob(f"{bucket}/out/.staging/**")
 
