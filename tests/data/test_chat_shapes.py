@@ -24,6 +24,31 @@ from chatspace.data.extract import (
 )
 from tests.helpers import cosine_rows, cut_or_whole, run_cli, run_manifest, run_table, write_jsonl
 
+
+class ReferenceEncodings:
+    """SentenceTransformer.encode as the checks here use it, each distinct text encoded once per module:
+    several runs store the same texts, and encoding them again proves nothing more."""
+
+    def __init__(self, model):
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if new:
+            self._vectors.update(zip(new, self.model.encode(new), strict=True))
+        if not texts:
+            return self.model.encode(texts)
+        return np.stack([self._vectors[t] for t in texts])
+
+
+@pytest.fixture(scope="module")
+def st_model(st_model):
+    """The session's library model, its encodings of each text kept for this module."""
+    return ReferenceEncodings(st_model)
+
+
 # --- the shapes, built from real prose --------------------------------------------------------------
 
 CATEGORIES = ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"]

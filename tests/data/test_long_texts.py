@@ -14,8 +14,14 @@ import pytest
 
 from chatspace import load_embeddings
 from chatspace.encoders.chunking import TextChunker
-from tests.data.test_chat_shapes import mt_bench_questions, sharegpt_dump
+from tests.data.test_chat_shapes import ReferenceEncodings, mt_bench_questions, sharegpt_dump
 from tests.helpers import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def st_model(st_model):
+    """The session's library model, its encodings of each text kept for this module."""
+    return ReferenceEncodings(st_model)
 
 
 def _embed(dataset, out, *args: str):

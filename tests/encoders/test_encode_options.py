@@ -98,7 +98,7 @@ def test_model_default_prompt_is_applied(prompted_model, library, texts):
     ids=["prompt-name", "empty-prompt", "prompt", "truncate", "truncate-normalize", "normalize-query"],
 )
 def test_encode_options_equal_library(prompted_model, library, texts, options, encode_kwargs):
-    batch = texts[100:164]
+    batch = texts[100:132]  # real texts of mixed lengths; how an option applies does not hang on more
     enc = _encoder(prompted_model, **options)
     ours = _encode(enc, batch)
     _assert_same(ours, library.encode(batch, **encode_kwargs))

@@ -64,8 +64,25 @@ def model_card_reference(path: str, texts: list[str], max_length: int) -> tuple[
     return np.concatenate(out), np.array(counts)
 
 
+@pytest.fixture(scope="module")
+def card_reference(qwen3_small):
+    """model_card_reference, run once per (texts, max_length) for the module: the cases read it only."""
+    computed: dict[tuple[tuple[str, ...], int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def reference(texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (tuple(texts), max_length)
+        if key not in computed:
+            emb, counts = model_card_reference(qwen3_small, texts, max_length)
+            emb.setflags(write=False)
+            counts.setflags(write=False)
+            computed[key] = emb, counts
+        return computed[key]
+
+    return reference
+
+
 @pytest.mark.parametrize("options", [{}, {"batch_size": 5}], ids=["token-budget", "rows5"])
-def test_qwen3_shape_matches_the_model_card_reference(qwen3_small, texts, options):
+def test_qwen3_shape_matches_the_model_card_reference(qwen3_small, card_reference, texts, options):
     picked = texts[:60]
     cfg = RunConfig.from_options(dataset="unused", output_root="/tmp/unused", model=qwen3_small, **options)
     enc = SentenceTransformerEncoder(cfg.encoder, Device("cpu", "cpu:0"), None)
@@ -73,7 +90,7 @@ def test_qwen3_shape_matches_the_model_card_reference(qwen3_small, texts, option
     assert enc._model.tokenizer.padding_side == "left"
     stats = WorkerStats()
     prepared = enc.prepare(picked, stats)
-    ref, ref_counts = model_card_reference(qwen3_small, picked, enc.max_tokens)
+    ref, ref_counts = card_reference(picked, enc.max_tokens)
     # One sequence per text (no flattening, no chat template), with exactly the reference's tokens.
     assert len(prepared.token_counts) == len(picked) == len(prepared.payload["input_ids"])
     assert prepared.token_counts.tolist() == ref_counts.tolist()
