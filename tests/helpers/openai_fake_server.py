@@ -93,6 +93,7 @@ class FakeEmbeddingServer:
         self.fail_status = 500
         self.requests: list[ReceivedRequest] = []
         self.successes = 0
+        self._granted = 0  # requests let through to answer 200: counted when decided, under the lock
         self.in_flight = 0
         self.max_in_flight = 0
         self._script: deque[str] = deque()
@@ -114,6 +115,7 @@ class FakeEmbeddingServer:
             self._script.clear()
             self.requests.clear()
             self.successes = 0
+            self._granted = 0
             self.max_in_flight = 0
             self.fail_after = None
 
@@ -154,10 +156,15 @@ class FakeEmbeddingServer:
     # --- behaviour ------------------------------------------------------------------------------
 
     def _next_action(self) -> str:
+        # Decided and counted in one step: two concurrent requests must not both slip in under
+        # fail_after while neither has finished (successes counts only answers already sent).
         with self._lock:
-            if self.fail_after is not None and self.successes >= self.fail_after:
+            if self.fail_after is not None and self._granted >= self.fail_after:
                 return str(self.fail_status)
-            return self._script.popleft() if self._script else "ok"
+            action = self._script.popleft() if self._script else "ok"
+            if action.partition(":")[0] in ("ok", "slow", "partial"):
+                self._granted += 1
+            return action
 
     def _embeddings_body(self, body: dict) -> tuple[int, dict]:
         model = body.get("model")
