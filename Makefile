@@ -39,9 +39,9 @@ browser:
 				|| echo "could not install chromium: the browser tests will be skipped"; \
 		else echo "chromium is missing and apt-get needs root: the browser tests will be skipped"; fi; }
 
-# One pytest process by default: the suite is CPU-bound (each run loads torch and the model in its own
-# worker processes), so on 2 cores two xdist workers saved little and made the signal-timing tests race
-# the other worker. `make test TEST_WORKERS=N` splits whole test modules over N processes (tests/conftest.py
+# One pytest process by default: the suite is CPU-bound (commands run in-process, their workers forked
+# from one preloaded fork server; the rest is model work), so on 2 cores two xdist workers save nothing
+# (12:49 against 13:10) and make the signal-timing tests race the other worker. `make test TEST_WORKERS=N` splits whole test modules over N processes (tests/conftest.py
 # says how). --durations: every full run ends with its slowest set-ups and tests, so where the time goes
 # is in the log.
 TEST_WORKERS ?= 0
