@@ -71,7 +71,7 @@ def _select_and_read(*, n: int | None = None, p: float | None = None) -> dict:
     import numpy as np
 
     from chatspace.data.sampling import select_rows
-    from chatspace.pool.plan import plan_units
+    from chatspace.data.units import plan_units
 
     t0 = time.perf_counter()
     selection = select_rows(ROWS, n=n, p=p, seed=SEED)
@@ -129,7 +129,7 @@ def plan() -> dict:
     from collections import deque
 
     from chatspace.data.sampling import select_rows
-    from chatspace.pool.plan import num_units, plan_units, unit_sizes
+    from chatspace.data.units import num_units, plan_units, unit_sizes
 
     rows_per_shard = 5_000
     selection = select_rows(ROWS, n=ROWS // 2, p=None, seed=SEED)
@@ -162,8 +162,8 @@ def _scheduler_run(workers: int, units: int, rows_per_unit: int, checkpoint: boo
     from chatspace.config import ExecutorConfig, RunConfig
     from chatspace.data.sampling import select_rows
     from chatspace.data.sources import SourceSpec
+    from chatspace.data.units import plan_units
     from chatspace.pool.executors.simulated import SimulatedExecutor
-    from chatspace.pool.plan import plan_units
     from chatspace.pool.progress import Progress
     from chatspace.pool.scheduler import Scheduler
     from chatspace.store.layout import RunLayout
@@ -388,7 +388,7 @@ def measure(name: str) -> dict:
     """Run one measurement in this process (a fresh one: the child of `main`)."""
     import numpy  # noqa: F401 - imported before the baseline, as every measurement needs it
 
-    import chatspace.pool.plan  # noqa: F401
+    import chatspace.data.units  # noqa: F401
 
     baseline = _rss_mb()
     t0 = time.perf_counter()

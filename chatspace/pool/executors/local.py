@@ -48,18 +48,14 @@ def _die_with_parent() -> None:
 
 # What the fork server imports once, by encoder kind, so every worker forked from it starts with them
 # loaded. Importing these touches no GPU (a test holds them to it), so a forked worker starts CUDA itself.
+_EVERY_WORKER = ("chatspace.pool.executors.worker_preload", "chatspace.pool.executors.local")
 WORKER_PRELOAD = {
     Mode.SENTENCE_TRANSFORMER: (
-        "chatspace.pool.executors.worker_preload",
-        "chatspace.pool.executors.local",
+        *_EVERY_WORKER,
         "chatspace.encoders.sentence_transformer",
         "sentence_transformers",
     ),
-    Mode.OPENAI: (
-        "chatspace.pool.executors.worker_preload",
-        "chatspace.pool.executors.local",
-        "chatspace.encoders.openai.encoder",
-    ),
+    Mode.OPENAI: (*_EVERY_WORKER, "chatspace.encoders.openai.encoder"),
 }
 
 
