@@ -147,38 +147,36 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
     import os
     import signal
 
-    import orjson
+    from tests.helpers.faults import assert_all_gone, start_cli, worker_processes
+    from tests.helpers.ray_cluster import HeldWorkers
 
-    from tests.helpers.faults import assert_all_gone, start_cli, wait_for_units, worker_processes
-
-    # Enough work (120 units) that the run is still going when the kill lands, even on a fast machine:
-    # cross-unit batching lets two workers finish a small dataset before the manifest shows their pids.
-    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(1200)]
+    # The workers wait at their first text until the replacement has its unit (tests/helpers/hold_hook):
+    # the kill lands while both hold units, on any machine, so a small dataset (10 units) is enough.
+    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(100)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
+    hold = HeldWorkers(tmp_path)
     proc = start_cli(
         [
             "embed-hf",
             *("--dataset", str(data), "--id-field", "id", "--rows-per-shard", "10", "--no-progress"),
             *("--executor", "ray", "--ray-workers", "2", "--ray-device", "cpu", "--threads-per-worker", "1"),
             *("--output-root", str(out)),
-        ]
+        ],
+        env=hold.env,
     )
     try:
-        wait_for_units(out, 1, proc, timeout=300)
-        deadline = time.monotonic() + 60
-        pids: list[int] = []
-        while time.monotonic() < deadline and len(pids) < 2:  # the manifest is rewritten every 5 s
-            m = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
-            pids = [w["pid"] for w in m["workers"] if w.get("pid")]
-            time.sleep(0.2)
-        assert len(pids) == 2
-        first_actor = next(w["ray_actor_id"] for w in m["workers"] if w["pid"] == pids[0])
+        first, second = hold.wait_for(2, proc)  # both actors loaded, each holding units
+        assert first["pid"] != second["pid"] and first["ray_actor_id"] != second["ray_actor_id"]
         ray_processes = worker_processes(proc)  # the local Ray instance: GCS, raylet, actors
-        assert any(p.pid == pids[0] for p in ray_processes), "the worker must be a Ray actor of this run"
-        os.kill(pids[0], signal.SIGKILL)
+        assert any(p.pid == first["pid"] for p in ray_processes), "the worker must be a Ray actor of this run"
+        os.kill(first["pid"], signal.SIGKILL)
+        # A lost unit goes only to an empty worker: the replacement, once loaded, takes one and waits too.
+        replacement_actor = hold.wait_for(3, proc)[2]["ray_actor_id"]
+        hold.release()
         _, stderr = proc.communicate(timeout=400)
     finally:
+        hold.release()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
@@ -188,9 +186,14 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
     m = run_manifest(out)
     (lost,) = m["lost_workers"]
     assert lost["restarted"] is True and m["status"] == "complete"
-    assert lost["ray_actor_id"] == first_actor and lost["ray_node_id"]  # which actor and node were lost
+    assert (
+        lost["ray_actor_id"] == first["ray_actor_id"] and lost["ray_node_id"]
+    )  # which actor and node were lost
     replacement = m["workers"][lost["rank"]]
-    assert replacement["restarts"] == 1 and replacement["ray_actor_id"] != first_actor
+    assert (
+        replacement["restarts"] == 1
+        and replacement["ray_actor_id"] == replacement_actor != first["ray_actor_id"]
+    )
     assert sorted(m["units_redone"]) == sorted(lost["units"]) and lost["units"]
     assert run_cli("verify", str(out)).returncode == 0
     assert_all_gone(ray_processes, timeout=60)  # the shutdown path leaves no Ray process or actor behind
