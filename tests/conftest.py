@@ -40,6 +40,47 @@ def s3_server():
         yield server
 
 
+# --- Ray: one two-node loopback cluster for the tests that can share it ----------------------------------
+#
+# Starting a cluster costs seconds of CPU, and an idle one still takes a little: it is started by the
+# first test that asks for `ray_cluster` and stopped right after the last one in this session's order
+# (not at the session's end). Tests that take a node down, or need another kind of cluster, start their
+# own (tests/helpers/ray_cluster.running_cluster).
+_RAY_CLUSTER_STOP = pytest.StashKey[object]()
+_RAY_CLUSTER_LAST_USER = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server, request):
+    """The session's two-node cluster (its own token and temp folder; its workers honour
+    `ray_cluster.held_workers()`). Its nodes hold the session's S3 credentials, as a real cluster's would,
+    so the object-store run needs no cluster of its own."""
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
+    from contextlib import ExitStack
+
+    from tests.helpers.ray_cluster import running_cluster
+
+    with ExitStack() as stack:
+        cluster = stack.enter_context(running_cluster(node_env=s3_server.env, hold=True))
+        request.config.stash[_RAY_CLUSTER_STOP] = stack.close
+        yield cluster
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    users = [item.nodeid for item in session.items if "ray_cluster" in getattr(item, "fixturenames", ())]
+    if users:
+        session.config.stash[_RAY_CLUSTER_LAST_USER] = users[-1]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the session's Ray cluster once its last user is done."""
+    if item.nodeid == item.config.stash.get(_RAY_CLUSTER_LAST_USER, None):
+        stop = item.config.stash.get(_RAY_CLUSTER_STOP, None)
+        if stop is not None:
+            stop()
+
+
 # --- `make test`: two pytest processes (pytest-xdist) --------------------------------------------------
 #
 # A distributed run (`pytest -n N`) hands out whole test modules, not single tests: a module's fixtures

@@ -155,30 +155,25 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
     rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(100)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
-    hold = HeldWorkers(tmp_path)
-    proc = start_cli(
-        [
-            "embed-hf",
-            *("--dataset", str(data), "--id-field", "id", "--rows-per-shard", "10", "--no-progress"),
-            *("--executor", "ray", "--ray-workers", "2", "--ray-device", "cpu", "--threads-per-worker", "1"),
-            *("--output-root", str(out)),
-        ],
-        env=hold.env,
-    )
-    try:
-        first, second = hold.wait_for(2, proc)  # both actors loaded, each holding units
-        assert first["pid"] != second["pid"] and first["ray_actor_id"] != second["ray_actor_id"]
-        ray_processes = worker_processes(proc)  # the local Ray instance: GCS, raylet, actors
-        assert any(p.pid == first["pid"] for p in ray_processes), "the worker must be a Ray actor of this run"
-        os.kill(first["pid"], signal.SIGKILL)
-        # A lost unit goes only to an empty worker: the replacement, once loaded, takes one and waits too.
-        replacement_actor = hold.wait_for(3, proc)[2]["ray_actor_id"]
-        hold.release()
-        _, stderr = proc.communicate(timeout=400)
-    finally:
-        hold.release()
-        if proc.poll() is None:
-            proc.kill()
+    args = ["embed-hf", "--dataset", str(data), "--id-field", "id", "--rows-per-shard", "10", "--no-progress"]
+    args += ["--executor", "ray", "--ray-workers", "2", "--ray-device", "cpu", "--threads-per-worker", "1"]
+    with HeldWorkers(tmp_path) as hold:
+        proc = start_cli([*args, "--output-root", str(out)], env=hold.env)
+        try:
+            first, second = hold.wait_for(2, proc)  # both actors loaded, each holding units
+            assert first["pid"] != second["pid"] and first["ray_actor_id"] != second["ray_actor_id"]
+            ray_processes = worker_processes(proc)  # the local Ray instance: GCS, raylet, actors
+            assert any(p.pid == first["pid"] for p in ray_processes), (
+                "the worker must be a Ray actor of this run"
+            )
+            os.kill(first["pid"], signal.SIGKILL)
+            # A lost unit goes only to an empty worker: the replacement, once loaded, takes one and waits too.
+            replacement_actor = hold.wait_for(3, proc)[2]["ray_actor_id"]
+            hold.release()
+            _, stderr = proc.communicate(timeout=400)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode == 0, stderr
     assert "starting a new worker" in stderr
     got = run_table(out).column("id").to_pylist()
