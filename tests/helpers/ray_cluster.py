@@ -197,6 +197,16 @@ class LoopbackCluster:
     def processes(self):
         return [p for node in self.nodes for p in process_tree(node.pid)]
 
+    def actors_left(self, timeout: float = 30) -> list[int]:
+        """The pids of run actors (RayWorkerActor) still on the nodes after up to `timeout` seconds: a
+        finished run must leave none, and the cluster lives on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [p.pid for p in self.processes() if "RayWorkerActor" in " ".join(cmdline(p))]
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.1)
+
     def stop(self) -> None:
         """Every process the nodes started, killed at once: the cluster is the tests' own and is thrown
         away with its folder, so Ray's graceful stop (seconds, some of it a 30 s grace) buys nothing."""

@@ -31,7 +31,7 @@ from tests.helpers import (
     write_corpus,
     write_jsonl,
 )
-from tests.helpers.ray_cluster import LoopbackCluster, cluster_auth, cmdline, process_tree, running_cluster
+from tests.helpers.ray_cluster import LoopbackCluster, cluster_auth, process_tree, running_cluster
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
@@ -62,12 +62,7 @@ def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_r
     assert run_cli("verify", str(tmp_path / "ray")).returncode == 0
 
     # The shutdown path: the run's actors are gone from the cluster; the cluster itself lives on.
-    leftovers = [p.pid for p in ray_cluster.processes() if "RayWorkerActor" in " ".join(cmdline(p))]
-    deadline = time.monotonic() + 30
-    while leftovers and time.monotonic() < deadline:
-        time.sleep(0.5)
-        leftovers = [p.pid for p in ray_cluster.processes() if "RayWorkerActor" in " ".join(cmdline(p))]
-    assert not leftovers, "the run left actors behind"
+    assert not ray_cluster.actors_left(), "the run left actors behind"
     assert all(node.poll() is None for node in ray_cluster.nodes)
 
 
