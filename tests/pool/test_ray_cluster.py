@@ -251,7 +251,7 @@ def test_a_ray_run_writes_straight_to_object_storage(texts, tmp_path, ray_cluste
         run_cli(*embed_args(data, tmp_path / "local", "--rows-per-shard", "10", devices="cpu")).returncode
         == 0
     )
-    url = f"s3://{s3_server.make_bucket('ray')}/out"
+    url = f"s3://{s3_server.make_bucket(f'ray-{uuid.uuid4().hex[:12]}')}/out"  # its own, on a shared server
     _both_nodes_work(
         ray_cluster, data, url, "--rows-per-shard", "10", "--ray-device", "cpu", env=s3_server.env
     )
