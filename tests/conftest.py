@@ -40,6 +40,69 @@ def s3_server():
         yield server
 
 
+# --- Ray: one two-node loopback cluster for the tests that can share it ----------------------------------
+#
+# Starting a cluster costs seconds of CPU, and an idle one still takes a little: it is started by the
+# first test that asks for `ray_cluster` and stopped right after the last one in this session's order
+# (not at the session's end). Tests that take a node down, or need another kind of cluster, start their
+# own (tests/helpers/ray_cluster.running_cluster).
+class _SharedRayCluster:
+    """The session's cluster, started when first asked for; stopped (and started again if asked for
+    later, in an unusual order) by the hooks below."""
+
+    def __init__(self) -> None:
+        self._stack = None  # an ExitStack while the cluster runs
+        self.cluster = None
+
+    def get(self, node_env: dict[str, str]):
+        if self.cluster is None:
+            from contextlib import ExitStack
+
+            from tests.helpers.ray_cluster import running_cluster
+
+            self._stack = ExitStack()
+            self.cluster = self._stack.enter_context(running_cluster(node_env=node_env, hold=True))
+        return self.cluster
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = self.cluster = None
+
+
+_RAY_CLUSTERS = pytest.StashKey[_SharedRayCluster]()
+_RAY_CLUSTER_LAST_USER = pytest.StashKey[pytest.Item]()
+
+
+@pytest.fixture(scope="session")
+def _ray_clusters(request):
+    shared = request.config.stash[_RAY_CLUSTERS] = _SharedRayCluster()
+    yield shared
+    shared.stop()
+
+
+@pytest.fixture
+def ray_cluster(_ray_clusters, s3_server):
+    """The session's two-node cluster (its own token and temp folder; its workers honour
+    `ray_cluster.held_workers()`). Its nodes hold the session's S3 credentials, as a real cluster's would,
+    so the object-store run needs no cluster of its own."""
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
+    return _ray_clusters.get(s3_server.env)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    users = [item for item in session.items if "ray_cluster" in getattr(item, "fixturenames", ())]
+    if users:
+        session.config.stash[_RAY_CLUSTER_LAST_USER] = users[-1]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the session's Ray cluster once its last user is done."""
+    if item is item.config.stash.get(_RAY_CLUSTER_LAST_USER, None) and _RAY_CLUSTERS in item.config.stash:
+        item.config.stash[_RAY_CLUSTERS].stop()
+
+
 # --- `make test`: two pytest processes (pytest-xdist) --------------------------------------------------
 #
 # A distributed run (`pytest -n N`) hands out whole test modules, not single tests: a module's fixtures

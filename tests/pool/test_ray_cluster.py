@@ -1,21 +1,17 @@
-"""A real two-node Ray cluster on this machine: a head and a second `ray start --address 127.0.0.1:PORT`
-node, one CPU each. (Ray registers nodes under the machine's own IP, which it puts for 127.0.0.1.)
+"""A real two-node Ray cluster on this machine (tests/helpers/ray_cluster): the session's (`ray_cluster`,
+tests/conftest.py), or a test's own where it takes a node down or runs another chatspace on a node.
 
 A run with no --ray-workers takes the whole cluster (one worker per node), writes exactly the rows the
-local pool writes, and records which node and actor did the work. The test attaches only to the
-cluster it started, and stops both nodes (every process they started) at teardown.
+local pool writes, and records which node and actor did the work. A test attaches only to a cluster the
+tests started, and every process a cluster started is stopped with it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -35,173 +31,23 @@ from tests.helpers import (
     write_corpus,
     write_jsonl,
 )
-from tests.helpers.faults import start_cli, wait_for_units
+from tests.helpers.ray_cluster import LoopbackCluster, cluster_auth, process_tree, running_cluster
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
-
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tree(pid: int):
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-class LoopbackCluster:
-    """`ray start --block` per node, each in its own session so teardown reaches all it started."""
-
-    def __init__(self, base: Path, env: dict[str, str]):
-        self.base = base
-        self.env = env
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.nodes: list[subprocess.Popen] = []
-
-    def _start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
-        temp = self.base / name  # short: Ray puts unix sockets under it
-        temp.mkdir()
-        log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.nodes.append(
-            subprocess.Popen(
-                [RAY, "start", "--block", "--num-cpus", "1", "--num-gpus", "0", "--temp-dir", str(temp),
-                 "--disable-usage-stats", *args],
-                stdout=log, stderr=subprocess.STDOUT, env=env or self.env, start_new_session=True,
-            )
-        )  # fmt: skip
-
-    def start(self, node2_env: dict[str, str] | None = None) -> None:
-        self._start("head", "--head", "--port", str(self.port), "--include-dashboard", "false")
-        self._wait_for_port()
-        self._start("node2", "--address", self.address, env=node2_env and {**self.env, **node2_env})
-        self._wait_for_nodes(2)
-
-    def _wait_for_port(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.nodes[0].poll() is None, (self.base / "head.log").read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError("the head node did not open its port")
-
-    def _wait_for_nodes(self, count: int, timeout: float = 180) -> None:
-        """Until the head's GCS has registered `count` nodes (its log says so once per node)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for i, node in enumerate(self.nodes):
-                assert node.poll() is None, (self.base / ("head.log" if i == 0 else "node2.log")).read_text()
-            logs = (self.base / "head").glob("session_latest/logs/gcs_server.*")
-            registered = sum(p.read_text(errors="replace").count("Registering new node.") for p in logs)
-            if registered >= count:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"the cluster did not reach {count} nodes")
-
-    def embed(self, data: Path, out, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-        """`chatspace embed-hf` on this cluster, as its driver: its address and token, no RAY_ADDRESS."""
-        args = embed_args(data, out, "--executor", "ray", "--ray-address", self.address, *extra)
-        env = {**_auth(self.base), **(env or {})}
-        return run_cli(*args, timeout=600, env=env, unset=("RAY_ADDRESS",), cwd=cwd)
-
-    def kill_node(self, index: int) -> None:
-        """Take a node down at once, everything it started with it, as a lost machine would go."""
-        for proc in _tree(self.nodes[index].pid):
-            with contextlib.suppress(Exception):
-                proc.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.nodes[index].pid, signal.SIGKILL)
-        self.nodes[index].wait(timeout=30)
-
-    def processes(self):
-        return [p for node in self.nodes for p in _tree(node.pid)]
-
-    def stop(self) -> None:
-        import psutil
-
-        procs = self.processes()
-        for node in reversed(self.nodes):
-            if node.poll() is None:
-                os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-        # Ray's own processes stop within a second or two of SIGTERM; whichever is still there after 2 s
-        # (seen: one that waits out a 30 s grace) is killed, as the rest of the teardown does anyway.
-        _, alive = psutil.wait_procs(procs, timeout=2)
-        for p in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        for node in self.nodes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node.pid, signal.SIGKILL)
-            node.wait(timeout=30)
-
-
-def _cmdline(proc) -> list[str]:
-    import psutil
-
-    try:
-        return proc.cmdline()
-    except psutil.Error:
-        return []
-
-
-def _auth(base: Path) -> dict[str, str]:
-    """Ray's token authentication with this cluster's own token (not the user's ~/.ray/auth_token):
-    every node and every driver of the test reads it."""
-    token = base / "auth_token"
-    if not token.exists():
-        token.write_text(uuid.uuid4().hex)
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-
-
-@contextlib.contextmanager
-def _running_cluster(node_env: dict[str, str] | None = None, node2_env=None):
-    # A short folder directly under /tmp: Ray puts unix sockets under it (at most 107 bytes), and pytest's
-    # own temp folders are too deep for that under xdist (.../pytest-N/popen-gw0/...).
-    base = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_TMPDIR": str(base), **_auth(base), **(node_env or {})}
-    env.pop("RAY_ADDRESS", None)
-    cluster = LoopbackCluster(base, env)
-    try:
-        cluster.start(node2_env)
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(s3_server):
-    """The module's two-node cluster; its nodes hold the session's S3 credentials, as a real cluster's
-    would, so the object-store run needs no cluster of its own."""
-    with _running_cluster(node_env=s3_server.env) as cluster:
-        yield cluster
 
 
 def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_rows(
     texts, tmp_path, ray_cluster
 ):
-    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(240)]
+    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(60)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    sample = ("--n", "200", "--rows-per-shard", "10")
+    sample = ("--n", "40", "--rows-per-shard", "10")
     local = run_cli(*embed_args(data, tmp_path / "local", *sample, "--devices", "cpu"))
     assert local.returncode == 0, local.stderr
-    ray = ray_cluster.embed(
-        data, tmp_path / "ray", *sample, "--ray-device", "cpu", "--threads-per-worker", "1"
+    _both_nodes_work(
+        ray_cluster, data, tmp_path / "ray", *sample, "--ray-device", "cpu", "--threads-per-worker", "1"
     )
-    assert ray.returncode == 0, ray.stderr
     assert_same_vectors(tmp_path / "local", tmp_path / "ray")
 
     m = run_manifest(tmp_path / "ray")
@@ -212,17 +58,28 @@ def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_r
     for w in workers:
         assert w["hostname"] == socket.gethostname() and w["node_ip"]
         assert w["device"].startswith("ray-cpu:") and w["stats"]["rows"] > 0
-    assert sum(w["stats"]["rows"] for w in workers) == 200
+    assert sum(w["stats"]["rows"] for w in workers) == 40
     assert run_cli("verify", str(tmp_path / "ray")).returncode == 0
 
     # The shutdown path: the run's actors are gone from the cluster; the cluster itself lives on.
-    leftovers = [p.pid for p in ray_cluster.processes() if "RayWorkerActor" in " ".join(_cmdline(p))]
-    deadline = time.monotonic() + 30
-    while leftovers and time.monotonic() < deadline:
-        time.sleep(0.5)
-        leftovers = [p.pid for p in ray_cluster.processes() if "RayWorkerActor" in " ".join(_cmdline(p))]
-    assert not leftovers, "the run left actors behind"
+    assert not ray_cluster.actors_left(), "the run left actors behind"
     assert all(node.poll() is None for node in ray_cluster.nodes)
+
+
+def _both_nodes_work(cluster: LoopbackCluster, data: Path, out, *extra: str, env=None) -> None:
+    """`cluster.embed`, which must succeed, with its workers held until both hold units (4 units, two
+    each): both nodes do work however far apart their actors load, so a small sample is enough."""
+    with cluster.held_workers() as hold:
+        proc = cluster.start_embed(data, out, *extra, env=env)
+        try:
+            workers = hold.wait_for(2, proc)
+            hold.release()
+            _, stderr = proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, stderr
+    assert len({w["ray_node_id"] for w in workers}) == 2, workers
 
 
 def _refusal(proc) -> str:
@@ -285,7 +142,7 @@ def _cluster_metadata(cluster: LoopbackCluster, replace_with: bytes | None = Non
         "if new is not None: gcs.internal_kv_put(b'CLUSTER_METADATA', new, True, b'cluster', 30)\n"
         "sys.stdout.buffer.write(gcs.internal_kv_get(b'CLUSTER_METADATA', b'cluster', 30))\n"
     )
-    env = {**os.environ, **_auth(cluster.base)}
+    env = {**os.environ, **cluster_auth(cluster.base)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return proc.stdout
@@ -306,7 +163,7 @@ def test_a_node_with_another_chatspace_gets_one_line_naming_it(tmp_path):
     folder without chatspace in it, since Ray puts the driver's working directory on every worker's
     path.)"""
     other = _other_chatspace(tmp_path / "site", "0.0.9")
-    with _running_cluster(node2_env={"PYTHONPATH": str(other)}) as cluster:
+    with running_cluster(node2_env={"PYTHONPATH": str(other)}) as cluster:
         data = write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "hello"}])
         proc = cluster.embed(data, tmp_path / "out", "--ray-device", "cpu", cwd=tmp_path)
     line = _refusal(proc)
@@ -339,37 +196,30 @@ def test_a_cluster_without_gpus_says_so(tmp_path, ray_cluster):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.fixture
-def own_ray_cluster():
-    """A cluster of the test's own, for a test that takes one of its nodes down."""
-    with _running_cluster() as cluster:
-        yield cluster
-
-
-def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path, own_ray_cluster):
+def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path):
     """The second node dies mid-run (as a preempted spot node does): its worker's units are redone on
     the node that is left, the run completes with every row once, and the manifest names the node."""
-    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(1200)]
+    # The workers wait at their first text until the node is down (tests/helpers/hold_hook): the node
+    # certainly dies while its worker holds units, on any machine, so a small dataset (10 units) is enough.
+    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(100)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
-    args = embed_args(data, out, "--rows-per-shard", "10", "--executor", "ray")
-    args += ["--ray-address", own_ray_cluster.address, "--ray-device", "cpu", "--threads-per-worker", "1"]
-    proc = start_cli(args, env=_auth(own_ray_cluster.base))
-    try:
-        wait_for_units(out, 1, proc, timeout=300)
-        deadline = time.monotonic() + 120
-        workers: list[dict] = []
-        while time.monotonic() < deadline and len(workers) < 2:  # the manifest is rewritten every 5 s
-            workers = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())["workers"]
-            workers = [w for w in workers if w.get("ray_node_id")]
-            time.sleep(0.2)
-        assert len({w["ray_node_id"] for w in workers}) == 2
-        node2 = own_ray_cluster.nodes[1]
-        own_ray_cluster.kill_node(1)
-        _, stderr = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # A cluster of the test's own (one of its nodes goes down), its workers held.
+    with running_cluster(hold=True) as cluster, cluster.held_workers() as hold:
+        extra = ("--rows-per-shard", "10", "--ray-device", "cpu", "--threads-per-worker", "1")
+        proc = cluster.start_embed(data, out, *extra)
+        try:
+            workers = hold.wait_for(2, proc)  # one worker per node, each holding units
+            assert len({w["ray_node_id"] for w in workers}) == 2, workers
+            on_node2 = {p.pid for p in process_tree(cluster.nodes[1].pid)}
+            (dying,) = [w for w in workers if w["pid"] in on_node2]
+            node2 = cluster.nodes[1]
+            cluster.kill_node(1)
+            hold.release()
+            _, stderr = proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode == 0, stderr
     got = run_table(out).column("id").to_pylist()
     assert sorted(got) == sorted(r["id"] for r in rows)  # every row, once
@@ -381,8 +231,9 @@ def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path, own_ray_cluste
     (lost,) = holding
     others = [e for e in m["lost_workers"] if e is not lost]
     assert all(e["rank"] == lost["rank"] and "ray_node_id" not in e for e in others), others
+    assert lost["ray_node_id"] == dying["ray_node_id"] and lost["ray_actor_id"] == dying["ray_actor_id"]
     head_node = next(w["ray_node_id"] for w in workers if w["ray_node_id"] != lost["ray_node_id"])
-    assert lost["ray_node_id"] in {w["ray_node_id"] for w in workers} and lost["units"]
+    assert lost["units"]
     assert m["status"] == "complete" and sorted(m["units_redone"]) == sorted(lost["units"])
     redone = {s["unit"]: s for s in m["shards"] if s["unit"] in lost["units"]}
     assert len(redone) == len(lost["units"])
@@ -395,14 +246,15 @@ def test_a_ray_run_writes_straight_to_object_storage(texts, tmp_path, ray_cluste
     S3-compatible store (moto's server on loopback; credentials on the nodes, as on a real cluster)."""
     from chatspace.store.frames import to_numpy
 
-    data, rows = write_corpus(tmp_path, texts, 120)
+    data, rows = write_corpus(tmp_path, texts, 40)
     assert (
         run_cli(*embed_args(data, tmp_path / "local", "--rows-per-shard", "10", devices="cpu")).returncode
         == 0
     )
-    url = f"s3://{s3_server.make_bucket('ray')}/out"
-    proc = ray_cluster.embed(data, url, "--rows-per-shard", "10", "--ray-device", "cpu", env=s3_server.env)
-    assert proc.returncode == 0, proc.stderr
+    url = f"s3://{s3_server.make_bucket(f'ray-{uuid.uuid4().hex[:12]}')}/out"  # its own, on a shared server
+    _both_nodes_work(
+        ray_cluster, data, url, "--rows-per-shard", "10", "--ray-device", "cpu", env=s3_server.env
+    )
     verify = run_cli("verify", url, env=s3_server.env)
     assert verify.returncode == 0, verify.stderr
     for name, value in s3_server.env.items():
@@ -417,3 +269,4 @@ def test_a_ray_run_writes_straight_to_object_storage(texts, tmp_path, ray_cluste
         url.removeprefix("s3://") + "/indexes/*/*/*/manifest.json"
     )]  # fmt: skip
     assert len({w["ray_node_id"] for w in manifest["workers"]}) == 2
+    assert all(w["stats"]["rows"] > 0 for w in manifest["workers"])  # both nodes wrote shards

@@ -1,19 +1,27 @@
-"""The same workers as Ray tasks on a local Ray cluster give the same output as local workers."""
+"""The same workers as Ray actors, on a local Ray instance a run starts (or the session's two-node cluster),
+give the same output as local workers; a cluster that cannot be used is one line, in seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 
-from tests.helpers import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
+from tests.helpers import CHATSPACE, REPO, cosine_rows, run_cli, run_manifest, run_table, write_jsonl
+from tests.helpers.faults import assert_all_gone, worker_processes
+from tests.helpers.ray_cluster import cmdline
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
@@ -37,8 +45,39 @@ def stale_ray_tmpdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _run_watching_processes(*args: str, env: dict[str, str]):
+    """`chatspace ARGS` in a process of its own (RAY_ADDRESS unset), and every process it started that
+    was seen while it ran (looked at every 0.2 s), with its command line: its local Ray instance's GCS,
+    raylet and actors."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    full_env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [*CHATSPACE, *args], cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    seen: dict[int, tuple[psutil.Process, str]] = {}  # pid -> (process, its command line)
+
+    def watch() -> None:
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                for p in worker_processes(proc):
+                    if p.pid not in seen:
+                        seen[p.pid] = (p, " ".join(cmdline(p)))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        watcher.join()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), list(seen.values())
+
+
 def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
-    """Also: a dead cluster recorded in Ray's temp dir is never attached to; a local one is started."""
+    """Also: a dead cluster recorded in Ray's temp dir is never attached to; a local one is started, and
+    stopped with the run, every process of it."""
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts[:200])])
     common = [
         "--dataset",
@@ -46,14 +85,14 @@ def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
         "--id-field",
         "id",
         "--n",
-        "90",
+        "40",
         "--rows-per-shard",
-        "30",
+        "10",
         "--no-progress",
     ]
     local = run_cli("embed-hf", *common, "--devices", "cpu", "--output-root", str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr
-    ray = run_cli(
+    ray, ray_processes = _run_watching_processes(
         "embed-hf",
         *common,
         "--executor",
@@ -66,9 +105,7 @@ def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
         "1",
         "--output-root",
         str(tmp_path / "ray"),
-        timeout=300,
         env={"RAY_TMPDIR": stale_ray_tmpdir},
-        unset=("RAY_ADDRESS",),
     )
     assert ray.returncode == 0, ray.stderr
     a, b = run_table(tmp_path / "local").sort_by("id"), run_table(tmp_path / "ray").sort_by("id")
@@ -84,6 +121,10 @@ def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
     ready = re.findall(r"\[([^\]]+)\] ready: ", log_file.read_text())
     assert sorted(ready) == sorted(w["device"] for w in workers), ready
     assert len(re.findall(r"\] ready: ", ray.stderr)) == 2, ray.stderr
+    assert any("raylet" in line for _, line in ray_processes), "a local Ray instance of its own"
+    assert_all_gone(
+        [p for p, _ in ray_processes], timeout=60
+    )  # the shutdown path leaves no Ray process or actor behind
 
 
 def test_ray_worker_count_must_be_positive(tmp_path):
@@ -143,44 +184,39 @@ def test_a_ray_cluster_that_does_not_answer_fails_fast(tmp_path, stale_ray_tmpdi
     )
 
 
-def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tmp_path):
-    import os
-    import signal
-
-    import orjson
-
-    from tests.helpers.faults import assert_all_gone, start_cli, wait_for_units, worker_processes
-
-    # Enough work (120 units) that the run is still going when the kill lands, even on a fast machine:
-    # cross-unit batching lets two workers finish a small dataset before the manifest shows their pids.
-    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(1200)]
+def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tmp_path, ray_cluster):
+    """On the session's two-node cluster: one actor's process is killed mid-run; a new actor takes its
+    place (where the killed one freed its CPU) and the run completes with every row once."""
+    # The workers wait at their first text until the replacement has its unit (tests/helpers/hold_hook):
+    # the kill lands while both hold units, on any machine, so a small dataset (10 units) is enough.
+    rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(100)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
-    proc = start_cli(
-        [
-            "embed-hf",
-            *("--dataset", str(data), "--id-field", "id", "--rows-per-shard", "10", "--no-progress"),
-            *("--executor", "ray", "--ray-workers", "2", "--ray-device", "cpu", "--threads-per-worker", "1"),
-            *("--output-root", str(out)),
-        ]
+    extra = (
+        "--rows-per-shard",
+        "10",
+        "--ray-workers",
+        "2",
+        "--ray-device",
+        "cpu",
+        "--threads-per-worker",
+        "1",
     )
-    try:
-        wait_for_units(out, 1, proc, timeout=300)
-        deadline = time.monotonic() + 60
-        pids: list[int] = []
-        while time.monotonic() < deadline and len(pids) < 2:  # the manifest is rewritten every 5 s
-            m = orjson.loads(next(out.glob("indexes/*/*/*/manifest.json")).read_bytes())
-            pids = [w["pid"] for w in m["workers"] if w.get("pid")]
-            time.sleep(0.2)
-        assert len(pids) == 2
-        first_actor = next(w["ray_actor_id"] for w in m["workers"] if w["pid"] == pids[0])
-        ray_processes = worker_processes(proc)  # the local Ray instance: GCS, raylet, actors
-        assert any(p.pid == pids[0] for p in ray_processes), "the worker must be a Ray actor of this run"
-        os.kill(pids[0], signal.SIGKILL)
-        _, stderr = proc.communicate(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with ray_cluster.held_workers() as hold:
+        proc = ray_cluster.start_embed(data, out, *extra)
+        try:
+            first, second = hold.wait_for(2, proc)  # both actors loaded, each holding units
+            assert first["pid"] != second["pid"] and first["ray_actor_id"] != second["ray_actor_id"]
+            cluster_pids = {p.pid for p in ray_cluster.processes()}
+            assert first["pid"] in cluster_pids, "the worker must be a Ray actor on the cluster's nodes"
+            os.kill(first["pid"], signal.SIGKILL)
+            # A lost unit goes only to an empty worker: the replacement, once loaded, takes one and waits too.
+            replacement_actor = hold.wait_for(3, proc)[2]["ray_actor_id"]
+            hold.release()
+            _, stderr = proc.communicate(timeout=400)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode == 0, stderr
     assert "starting a new worker" in stderr
     got = run_table(out).column("id").to_pylist()
@@ -188,9 +224,11 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
     m = run_manifest(out)
     (lost,) = m["lost_workers"]
     assert lost["restarted"] is True and m["status"] == "complete"
-    assert lost["ray_actor_id"] == first_actor and lost["ray_node_id"]  # which actor and node were lost
+    # Which actor and node were lost, as the actor itself saw them.
+    assert lost["ray_actor_id"] == first["ray_actor_id"] and lost["ray_node_id"] == first["ray_node_id"]
     replacement = m["workers"][lost["rank"]]
-    assert replacement["restarts"] == 1 and replacement["ray_actor_id"] != first_actor
+    assert replacement["restarts"] == 1
+    assert replacement["ray_actor_id"] == replacement_actor != first["ray_actor_id"]
     assert sorted(m["units_redone"]) == sorted(lost["units"]) and lost["units"]
     assert run_cli("verify", str(out)).returncode == 0
-    assert_all_gone(ray_processes, timeout=60)  # the shutdown path leaves no Ray process or actor behind
+    assert not ray_cluster.actors_left(), "the shutdown path leaves no actor behind"

@@ -1,6 +1,7 @@
 """Long texts and conversations under the Ray executor: one row per message (`--extract each-turn`) and
-`--long-text chunk` give the same rows as the local workers. (Here, with the other Ray tests, because a
-distributed test run keeps every test that starts Ray in one process, one after another.)"""
+`--long-text chunk` give the same rows as the local workers, on the session's two-node cluster. (Here,
+with the other Ray tests, because a distributed test run keeps every test that uses Ray in one process,
+one after another.)"""
 
 from __future__ import annotations
 
@@ -8,27 +9,27 @@ import numpy as np
 import pytest
 
 from tests.data.test_long_texts import _long_text, conversation_of, short_texts
-from tests.helpers import cosine_rows, run_cli, run_manifest, run_table, write_jsonl
+from tests.helpers import cosine_rows, embed_args, run_cli, run_manifest, run_table, write_jsonl
 
 
 @pytest.mark.slow
-def test_ray_executor_writes_the_same_chunk_and_turn_rows_as_local_workers(tmp_path, texts, st_model):
-    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
+def test_ray_executor_writes_the_same_chunk_and_turn_rows_as_local_workers(
+    tmp_path, texts, st_model, ray_cluster
+):
     rows = [
         {"id": f"c{i}", "messages": conversation_of(short_texts(texts, st_model, 6, 40 * i), 6)}
         for i in range(6)
     ]
     rows[3]["messages"][2]["content"] = _long_text(texts, 900, st_model)
     path = write_jsonl(tmp_path / "c.jsonl", rows)
-    common = [
-        "--dataset", str(path), "--text-field", "messages", "--extract", "each-turn", "--id-field", "id",
-        "--long-text", "chunk", "--chunk-overlap", "16", "--rows-per-shard", "2", "--no-progress",
+    shape = [
+        "--text-field", "messages", "--extract", "each-turn", "--long-text", "chunk", "--chunk-overlap", "16",
+        "--rows-per-shard", "2",
     ]  # fmt: skip
-    local = run_cli("embed-hf", *common, "--devices", "cpu", "--output-root", str(tmp_path / "local"))
+    local = run_cli(*embed_args(path, tmp_path / "local", *shape, "--devices", "cpu"))
     assert local.returncode == 0, local.stderr
-    ray = run_cli(
-        "embed-hf", *common, "--executor", "ray", "--ray-workers", "2", "--ray-device", "cpu",
-        "--threads-per-worker", "1", "--output-root", str(tmp_path / "ray"), timeout=420, unset=("RAY_ADDRESS",),
+    ray = ray_cluster.embed(
+        path, tmp_path / "ray", *shape, "--ray-workers", "2", "--ray-device", "cpu", "--threads-per-worker", "1"
     )  # fmt: skip
     assert ray.returncode == 0, ray.stderr
     a, b = run_table(tmp_path / "local").sort_by("id"), run_table(tmp_path / "ray").sort_by("id")

@@ -26,7 +26,7 @@ from chatspace.hardware.devices import Device
 from chatspace.logs import quiet_worker_environment
 from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, send_worker_logs, share_worker_cores
 from chatspace.pool.executors.ray_probe import cluster_refusal, nodes_chatspace_refusal
-from chatspace.pool.messages import Message, Task
+from chatspace.pool.messages import Finished, Message, Task
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 
 log = logging.getLogger("chatspace")
@@ -206,6 +206,7 @@ class RayExecutor(Executor):
         self.refs: dict[int, Any] = {}
         self._codes: dict[int, int] = {}
         self._reasons: dict[int, str] = {}  # rank -> how its actor was lost, in Ray's words
+        self._finished: set[int] = set()  # ranks whose current actor said Finished: it is about to exit
         self._next = 0  # round-robin start for receive
         self._actor_class = None
 
@@ -288,6 +289,7 @@ class RayExecutor(Executor):
         self._retire(rank)
         self._codes.pop(rank, None)
         self._reasons.pop(rank, None)
+        self._finished.discard(rank)
         spec = self.specs[rank]
         if spec.device.kind == "cuda":
             resources = {"num_gpus": 1, "num_cpus": spec.threads or 1}
@@ -329,6 +331,8 @@ class RayExecutor(Executor):
             if isinstance(msg, logging.LogRecord):  # a worker's log line, sent with its messages
                 self.log_sink(msg)
             elif msg is not None:
+                if isinstance(msg, Finished):
+                    self._finished.add(msg.rank)
                 return msg
             elif time.monotonic() >= deadline:
                 return None
@@ -358,7 +362,12 @@ class RayExecutor(Executor):
         return self._reasons.get(rank)
 
     def join(self, timeout: float) -> None:
-        self.ray.wait(list(self.refs.values()), num_returns=len(self.refs), timeout=timeout)
+        """Wait for the actors that said Finished to return. One that never did (a replacement the run
+        stopped waiting for: still loading, or pending where a lost node left no room) never returns by
+        itself, and waiting for it kept a finished run open for the whole `timeout`; shutdown kills it."""
+        refs = [ref for rank, ref in self.refs.items() if rank in self._finished]
+        if refs:
+            self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Kill every actor and queue this run made; a Ray instance started here is stopped too."""
