@@ -73,7 +73,7 @@ class _TsneProgress:
         return False
 
 
-FFT_FROM_POINTS = 3_000  # where the two methods took the same time on a 2-core AMD EPYC
+FFT_FROM_POINTS = 3_000  # near where the two cross (3,000 points: 1.0-1.4x apart; 5,000: FFT 1.4x faster)
 
 
 def tsne_reduce(vectors: np.ndarray, p: ReduceParams, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -83,7 +83,7 @@ def tsne_reduce(vectors: np.ndarray, p: ReduceParams, progress: bool) -> tuple[n
     # openTSNE needs at least 3 * perplexity neighbours; small samples get the largest that fits.
     perplexity = min(p.perplexity, max(1.0, (n - 1) / 3.0))
     # FFT interpolation costs a fixed grid per iteration: below ~3,000 points Barnes-Hut is faster
-    # (240 points: 4.3x, 2,000: 2x; from 5,000 FFT is; benchmarks/RESULTS.md). FFT exists only up to 2-D.
+    # (240 points: ~4x, 2,000: 2x; from 5,000 FFT is; benchmarks/RESULTS.md). FFT exists only up to 2-D.
     gradient = "fft" if p.n_components <= 2 and n >= FFT_FROM_POINTS else "bh"
     early, late, every = 250, 500, 50
     callbacks = _TsneProgress(early + late, every) if progress and sys.stderr.isatty() else None
