@@ -384,6 +384,9 @@ def test_served_map_answers_200_and_draws_in_chromium(chromium, coords, tmp_path
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        # Ctrl-C reaches it as it reaches a command in a terminal, also when the suite itself runs as a
+        # background job (whose children start with SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     try:
         line = proc.stdout.readline()
