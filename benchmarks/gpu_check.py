@@ -165,9 +165,25 @@ def kill_tree(proc: subprocess.Popen) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=KILL_GRACE_S)
         if sig == signal.SIGTERM:
+            if not _anything_left(proc, targets):
+                break  # a step that ended and started nothing that lives on: no grace, no SIGKILL
             time.sleep(0.5)
         targets |= set(descendants(os.getpid()))
     _reap()
+
+
+def _anything_left(proc: subprocess.Popen, targets: set[int]) -> bool:
+    """Whether the step's process group, or any process it started, still exists (zombies count until
+    reaped: only this process's own children are reaped here)."""
+    _reap()
+    try:
+        os.killpg(proc.pid, 0)
+        return True
+    except PermissionError:
+        return True
+    except ProcessLookupError:
+        pass
+    return any(os.path.exists(f"/proc/{pid}") for pid in targets) or bool(descendants(os.getpid()))
 
 
 def _reap() -> None:
@@ -243,6 +259,32 @@ def step_in_this_process(name: str, args, rec: Recorder) -> int:
     return 0 if ok else 1
 
 
+def has_torch(rehearse: bool) -> bool:
+    """Whether this Python has torch. The rehearsal, whose steps import it each in their own process,
+    only looks it up (an import here would cost seconds of CPU for nothing); a GPU run imports it."""
+    if rehearse:
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def main(argv=None) -> int:
     t0 = float(os.environ.get("CHATSPACE_GPU_CHECK_T0") or 0) or None  # set by gpu-check.sh: installs count
     started_mono = time.monotonic() - (max(0.0, time.time() - t0) if t0 else 0.0)
@@ -253,16 +295,14 @@ def main(argv=None) -> int:
         os.environ["CHATSPACE_GPU_CHECK_REHEARSE"] = "1"
     if args.step:  # inside a step's own process
         return step_in_this_process(args.step, args, Recorder(Path(args.record), args.step))
-    try:
-        import torch
-    except ImportError:
+    if not has_torch(args.rehearse):
         print(
             f"gpu-check: {sys.executable} has no torch; run it with a Python that has torch", file=sys.stderr
         )
         return 1
-    if not args.rehearse and not torch.cuda.is_available():
+    if not args.rehearse and not cuda_available():
         print(
-            f"gpu-check: no CUDA device here (torch {torch.__version__}: torch.cuda.is_available() is False)",
+            f"gpu-check: no CUDA device here (torch {torch_version()}: torch.cuda.is_available() is False)",
             file=sys.stderr,
         )
         return 1
@@ -288,7 +328,7 @@ def main(argv=None) -> int:
             continue
         left = deadline - time.monotonic()
         timeout = min(limit, caps.get(None, limit), caps.get(name, limit), left)
-        if timeout < MIN_STEP_S:
+        if left < MIN_STEP_S:  # a limit asked for (--step-limit-s) is kept however short
             rec.write(
                 "end",
                 {"status": "skipped", "why": f"the check's budget of {args.budget_s:.0f}s was spent"},

@@ -13,12 +13,14 @@ export CHATSPACE_GPU_CHECK_T0=${CHATSPACE_GPU_CHECK_T0:-$(date +%s.%N)}
 WHEELS=${GPU_WHEELS:-.gpu-wheels}
 PY=${GPU_PYTHON:-python3}
 has_torch() { "$1" -c "import torch" >/dev/null 2>&1; }
+# The rehearsal only asks whether torch is installed (finding it costs nothing; importing it, seconds).
+finds_torch() { "$1" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)" >/dev/null 2>&1; }
 has_cuda() { "$1" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" >/dev/null 2>&1; }
 
 for arg in "$@"; do
     if [ "$arg" = "--rehearse" ]; then
         [ -x .venv/bin/python ] && PY=.venv/bin/python
-        if ! has_torch "$PY"; then
+        if ! finds_torch "$PY"; then
             echo "gpu-check: $PY has no torch; the rehearsal needs this checkout's .venv (make venv)" >&2
             exit 1
         fi

@@ -1,8 +1,9 @@
 """`reduce-embeddings`: a sample of one or more runs, projected to 2 or 3 dimensions.
 
 PCA is scikit-learn's (exact SVD); UMAP is umap-learn; t-SNE is openTSNE (FFT-accelerated, so 100k+
-points take minutes rather than hours). The output is a Parquet table of points with their provenance
-and a text preview, plus a sidecar JSON that records the method, parameters, input runs and timings.
+points take minutes rather than hours; Barnes-Hut below 3,000 points, where it is faster). The output is
+a Parquet table of points with their provenance and a text preview, plus a sidecar JSON that records the
+method, parameters, input runs and timings.
 """
 
 from __future__ import annotations
@@ -72,13 +73,18 @@ class _TsneProgress:
         return False
 
 
+FFT_FROM_POINTS = 3_000  # near where the two cross (3,000 points: 1.0-1.4x apart; 5,000: FFT 1.4x faster)
+
+
 def tsne_reduce(vectors: np.ndarray, p: ReduceParams, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
     from openTSNE import TSNE
 
     n = vectors.shape[0]
     # openTSNE needs at least 3 * perplexity neighbours; small samples get the largest that fits.
     perplexity = min(p.perplexity, max(1.0, (n - 1) / 3.0))
-    gradient = "fft" if p.n_components <= 2 else "bh"  # the FFT interpolation exists only up to 2-D
+    # FFT interpolation costs a fixed grid per iteration: below ~3,000 points Barnes-Hut is faster
+    # (240 points: ~4x, 2,000: 2x; from 5,000 FFT is; benchmarks/RESULTS.md). FFT exists only up to 2-D.
+    gradient = "fft" if p.n_components <= 2 and n >= FFT_FROM_POINTS else "bh"
     early, late, every = 250, 500, 50
     callbacks = _TsneProgress(early + late, every) if progress and sys.stderr.isatty() else None
     tsne = TSNE(

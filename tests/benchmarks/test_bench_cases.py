@@ -87,6 +87,9 @@ def test_backend_forward_times_every_runtime_on_the_same_batches():
             "3",
             "--repeats",
             "1",
+            # small batches: what is checked is that every runtime runs them and agrees, not its speed
+            "--batch-tokens",
+            "300",
         ],
         cwd=REPO,
         capture_output=True,

@@ -150,6 +150,32 @@ def test_coordinates_are_deterministic_for_a_seed(two_runs, tmp_path, method):
     assert not np.array_equal(a.column("x").to_numpy(), c.column("x").to_numpy())
 
 
+def test_tsne_interpolates_by_fft_on_large_2d_maps_and_uses_barnes_hut_below(monkeypatch):
+    """The maps above are small (Barnes-Hut); a 2-D map of FFT_FROM_POINTS points or more takes the FFT
+    method (3-D maps always Barnes-Hut: openTSNE's FFT exists up to 2-D)."""
+    import openTSNE
+
+    from chatspace.maps import reduce as reduce_mod
+    from chatspace.maps.params import ReduceParams
+
+    asked = []
+
+    class RecordingTSNE:
+        def __init__(self, **options):
+            asked.append((options["negative_gradient_method"], options["n_components"]))
+
+        def fit(self, vectors):
+            return np.zeros((len(vectors), asked[-1][1]))
+
+    monkeypatch.setattr(openTSNE, "TSNE", RecordingTSNE)
+    at = reduce_mod.FFT_FROM_POINTS
+    for n, dims in ((at, 2), (at - 1, 2), (at, 3)):
+        params = ReduceParams(method="tsne", n_components=dims)
+        coords, info = reduce_mod.tsne_reduce(np.zeros((n, 4), np.float32), params, False)
+        assert coords.shape == (n, dims) and info["negative_gradient_method"] == asked[-1][0]
+    assert [method for method, _ in asked] == ["fft", "bh", "bh"]
+
+
 @pytest.mark.slow
 def test_max_samples_draws_per_dataset_reproducibly_by_sample_seed(two_runs, tmp_path):
     def ids(seed: str, name: str) -> list[str]:
@@ -358,6 +384,9 @@ def test_served_map_answers_200_and_draws_in_chromium(chromium, coords, tmp_path
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        # Ctrl-C reaches it as it reaches a command in a terminal, also when the suite itself runs as a
+        # background job (whose children start with SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     try:
         line = proc.stdout.readline()
