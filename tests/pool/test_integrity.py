@@ -29,9 +29,9 @@ def corpus(tmp_path_factory, texts):
 
 @pytest.fixture(scope="module")
 def stopped_run(tmp_path_factory, corpus) -> tuple[Path, Path, bytes, int]:
-    """The corpus's first 100 rows as their own dataset, and a run over it stopped by SIGTERM after 2
-    of its 7 units, made once: (dataset, output root, the dataset's bytes, its mtime_ns). Each test
-    that resumes or replaces an interrupted run takes its own copy (`interrupted_docs`)."""
+    """The corpus's first 100 rows as their own dataset, and a run over it stopped by SIGTERM once 2 of
+    its 7 units are recorded, made once: (dataset, output root, the dataset's bytes, its mtime_ns).
+    Each test that resumes or replaces an interrupted run takes its own copy (`interrupted_docs`)."""
     _, rows = corpus
     base = tmp_path_factory.mktemp("stopped")
     dataset, out = write_jsonl(base / "docs.jsonl", rows[:100]), base / "out"
