@@ -8,6 +8,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +17,12 @@ import orjson
 import pytest
 
 from tests.helpers import REPO, real_texts, run_cli, write_jsonl
+from tests.helpers.faults import run_cli_alongside, wait_for_units, workers_here
 
 pytestmark = pytest.mark.slow
 
 DEMO = REPO / "chatspace" / "resources" / "demo.jsonl"
 MODEL_DIR = "sentence-transformers__all-MiniLM-L6-v2"
-
-
-def _crash_hook_env(**variables: str) -> dict[str, str]:
-    hook = str(REPO / "tests" / "helpers" / "crash_hook")
-    return {"PYTHONPATH": os.pathsep.join([hook, os.environ.get("PYTHONPATH", "")]), **variables}
 
 
 def _embed(out: Path, dataset: Path, *extra: str, env: dict | None = None):
@@ -41,20 +38,24 @@ def _demo_args(*extra: str) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> Path:
     """A root with two complete runs of the demo dataset (its text; its first user turns) and a run of
-    another dataset that failed after its first units (a worker lost with no restarts left)."""
+    another dataset that failed after its first units (its worker killed, no restarts left)."""
     base = tmp_path_factory.mktemp("shared")
     out = base / "out"
     assert _embed(out, DEMO, *_demo_args()).returncode == 0
     proc = _embed(out, DEMO, *_demo_args("--text-field", "conversation", "--extract", "first-user"))
     assert proc.returncode == 0, proc.stderr
-    rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(real_texts(60))]
-    rows[55]["text"] = "POISON-ROW " + rows[55]["text"]
+    rows = [{"id": f"doc-{i}", "text": t} for i, t in enumerate(real_texts(120))]
     docs = write_jsonl(base / "docs.jsonl", rows)
-    env = _crash_hook_env(CHATSPACE_TEST_CRASH_MARKER="POISON-ROW")
-    proc = _embed(
-        out, docs, "--id-field", "id", "--rows-per-shard", "10", "--max-worker-restarts", "0", env=env
-    )
-    assert proc.returncode == 1, proc.stderr
+
+    def kill_the_worker(run) -> None:  # once its first unit is written: 11 of 12 are still to do
+        wait_for_units(out, 1, run, pattern="indexes/*/docs/*/units/unit-*.json")
+        (worker,) = workers_here()
+        worker.send_signal(signal.SIGKILL)
+
+    args = ["embed-hf", "--dataset", str(docs), "--devices", "cpu", "--output-root", str(out)]
+    args += ["--no-progress", "--id-field", "id", "--rows-per-shard", "10", "--max-worker-restarts", "0"]
+    proc, _ = run_cli_alongside(args, kill_the_worker)
+    assert proc.returncode == 1 and "was killed by SIGKILL" in proc.stderr, proc.stderr
     return out
 
 
@@ -103,7 +104,7 @@ def test_verify_fails_only_for_damage_and_names_the_unfinished_run(shared, tmp_p
     proc = run_cli("verify", str(shared))
     assert proc.returncode == 0, proc.stderr
     assert "ok: 3 run(s) verified (1 not complete)" in proc.stdout
-    assert "docs/train: failed (" in proc.stderr and "/6 units" in proc.stderr
+    assert "docs/train: failed (" in proc.stderr and "/12 units" in proc.stderr
     out = _copy(shared, tmp_path)
     next(out.glob(f"embeddings/{MODEL_DIR}/demo/train/shard-*.parquet")).unlink()
     proc = run_cli("verify", str(out))

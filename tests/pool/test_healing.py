@@ -11,7 +11,14 @@ import time
 import pytest
 
 from tests.helpers import REPO, embed_args, run_cli, run_manifest, run_table, write_corpus, write_jsonl
-from tests.helpers.faults import assert_all_gone, start_cli, wait_for_units, worker_processes
+from tests.helpers.faults import (
+    assert_all_gone,
+    run_cli_alongside,
+    start_cli,
+    wait_for_units,
+    worker_processes,
+    workers_here,
+)
 
 pytestmark = pytest.mark.slow
 PROGRESS = re.compile(r"progress: ([\d,]+)/([\d,]+) rows")
@@ -39,13 +46,17 @@ def _args(path, out, *extra):
 def test_a_killed_worker_is_replaced_and_the_run_completes_exactly(corpus, tmp_path):
     path, ids = corpus
     out = tmp_path / "out"
-    proc = start_cli(_args(path, out), env={"CHATSPACE_PROGRESS_EVERY": "0.01"})  # a line per report
-    wait_for_units(out, 2, proc)
-    workers = worker_processes(proc)
-    assert len(workers) == 2
-    victim = workers[0]
-    victim.send_signal(signal.SIGKILL)
-    _, stderr = proc.communicate(timeout=600)
+
+    def kill_a_worker(run) -> list:
+        wait_for_units(out, 2, run)
+        workers = workers_here()
+        assert len(workers) == 2
+        workers[0].send_signal(signal.SIGKILL)
+        return workers
+
+    env = {"CHATSPACE_PROGRESS_EVERY": "0.01"}  # a line per report
+    proc, workers = run_cli_alongside(_args(path, out), kill_a_worker, env=env, timeout=600)
+    victim, stderr = workers[0], proc.stderr
     assert proc.returncode == 0, stderr
     assert "was killed by SIGKILL" in stderr and "starting a new worker on cpu:" in stderr
     assert "Traceback" not in stderr

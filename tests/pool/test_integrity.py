@@ -4,6 +4,8 @@ nothing. Real processes, real signals, real files."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -25,6 +27,32 @@ def corpus(tmp_path_factory, texts):
     return write_corpus(tmp_path_factory.mktemp("integrity"), texts, 240)
 
 
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory, corpus) -> tuple[Path, Path, bytes, int]:
+    """The corpus's first 100 rows as their own dataset, and a run over it stopped by SIGTERM once 2 of
+    its 7 units are recorded, made once: (dataset, output root, the dataset's bytes, its mtime_ns).
+    Each test that resumes or replaces an interrupted run takes its own copy (`interrupted_docs`)."""
+    _, rows = corpus
+    base = tmp_path_factory.mktemp("stopped")
+    dataset, out = write_jsonl(base / "docs.jsonl", rows[:100]), base / "out"
+    _interrupted_run(dataset, out)
+    return dataset, out, dataset.read_bytes(), dataset.stat().st_mtime_ns
+
+
+@pytest.fixture
+def interrupted_docs(stopped_run, tmp_path) -> tuple[Path, list[str], Path]:
+    """A copy of `stopped_run`'s output root in this test's folder: (output root, args, dataset).
+
+    The run recorded its dataset's path, size, fingerprint and mtime, so the dataset stays at that path;
+    a test may rewrite it, and it is put back (bytes and mtime) before the next test."""
+    dataset, shared_out, content, mtime_ns = stopped_run
+    dataset.write_bytes(content)
+    os.utime(dataset, ns=(mtime_ns, mtime_ns))
+    out = tmp_path / "out"
+    shutil.copytree(shared_out, out)
+    return out, _args(dataset, out), dataset
+
+
 def _args(path, out, *extra):
     return embed_args(path, out, *extra, devices="cpu")
 
@@ -38,12 +66,6 @@ def _interrupted_run(path: Path, out: Path, units: int = 2, *extra: str) -> list
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
     return args
-
-
-def _interrupted_docs(rows: list[dict], tmp_path: Path, units: int = 2) -> tuple[Path, list[str]]:
-    """`rows` as their own dataset, and a run over it stopped after `units` units: (output root, args)."""
-    out = tmp_path / "out"
-    return out, _interrupted_run(write_jsonl(tmp_path / "docs.jsonl", rows), out, units)
 
 
 def _ids(out: Path) -> list[str]:
@@ -99,13 +121,13 @@ def test_a_killed_overwrite_loses_nothing_and_a_rerun_finishes_it(corpus, tmp_pa
 # --- point 2: a dataset that changed --------------------------------------------------------------------
 
 
-def test_resume_refuses_a_dataset_that_changed(corpus, tmp_path, texts):
-    path, rows = corpus
-    out, args = _interrupted_docs(rows[:100], tmp_path)
+def test_resume_refuses_a_dataset_that_changed(corpus, interrupted_docs, texts):
+    _, rows = corpus
+    out, args, dataset = interrupted_docs
     before = shard_state(out)
     # 50 rows prepended: the same row indices now hold other rows.
     write_jsonl(
-        tmp_path / "docs.jsonl",
+        dataset,
         [{"id": f"new-{i}", "text": t} for i, t in enumerate(texts[300:350])] + rows[:100],
     )
     proc = run_cli(*args, "--resume")
@@ -120,12 +142,12 @@ def test_resume_refuses_a_dataset_that_changed(corpus, tmp_path, texts):
     assert identity["rows"] == 100 and len(identity["fingerprint"]) == 64 and identity["bytes"] > 0
 
 
-def test_resume_refuses_a_rewrite_of_the_same_size(corpus, tmp_path):
-    path, rows = corpus
-    out, args = _interrupted_docs(rows[:100], tmp_path)
+def test_resume_refuses_a_rewrite_of_the_same_size(corpus, interrupted_docs):
+    _, rows = corpus
+    out, args, dataset = interrupted_docs
     swapped = rows[:100]
     swapped[0], swapped[1] = swapped[1], swapped[0]  # same bytes, other order
-    write_jsonl(tmp_path / "docs.jsonl", swapped)
+    write_jsonl(dataset, swapped)
     proc = run_cli(*args, "--resume")
     assert proc.returncode == 2 and "docs.jsonl: content changed" in proc.stderr
 
@@ -133,9 +155,9 @@ def test_resume_refuses_a_rewrite_of_the_same_size(corpus, tmp_path):
 # --- point 3: unit records are checked against the plan ---------------------------------------------------
 
 
-def test_a_hand_written_unit_record_is_redone_not_trusted(corpus, tmp_path):
-    path, rows = corpus
-    out, args = _interrupted_docs(rows[:100], tmp_path)
+def test_a_hand_written_unit_record_is_redone_not_trusted(corpus, interrupted_docs):
+    _, rows = corpus
+    out, args, _ = interrupted_docs
     done = {int(p.stem.split("-")[1]) for p in _units_dir(out).glob("unit-*.json")}
     missing = min(set(range(7)) - done)
     run_id = run_manifest(out)["run_id"]
@@ -156,9 +178,9 @@ def test_a_hand_written_unit_record_is_redone_not_trusted(corpus, tmp_path):
 # --- point 4: an unreadable manifest ----------------------------------------------------------------------
 
 
-def test_an_unreadable_manifest_resume_rebuilds_from_unit_records(corpus, tmp_path):
-    path, rows = corpus
-    out, args = _interrupted_docs(rows[:100], tmp_path)
+def test_an_unreadable_manifest_resume_rebuilds_from_unit_records(corpus, interrupted_docs):
+    _, rows = corpus
+    out, args, _ = interrupted_docs
     listed = {Path(s["path"]).name for s in run_manifest(out)["shards"]}
     kept = {k: v for k, v in shard_state(out).items() if k in listed}
     manifest = next(out.glob("indexes/*/*/*/manifest.json"))
@@ -173,13 +195,13 @@ def test_an_unreadable_manifest_resume_rebuilds_from_unit_records(corpus, tmp_pa
     assert run_cli("verify", str(out)).returncode == 0
 
 
-def test_an_unreadable_manifest_does_not_block_overwrite(corpus, tmp_path):
-    path, rows = corpus
-    out, args = _interrupted_docs(rows[:40], tmp_path, 1)
+def test_an_unreadable_manifest_does_not_block_overwrite(corpus, interrupted_docs):
+    _, rows = corpus
+    out, args, _ = interrupted_docs
     next(out.glob("indexes/*/*/*/manifest.json")).write_text("not json at all")
     proc = run_cli(*args, "--overwrite")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(_ids(out)) == sorted(r["id"] for r in rows[:40])
+    assert sorted(_ids(out)) == sorted(r["id"] for r in rows[:100])
     assert run_cli("verify", str(out)).returncode == 0
 
 

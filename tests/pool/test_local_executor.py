@@ -89,3 +89,35 @@ print(calls, torch.cuda.is_initialized())
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[] False", out.stderr
+
+
+def test_a_fork_server_started_for_api_workers_is_restarted_with_torch_for_local_models():
+    """One Python session that runs embed-dataset, then embed-hf: without the restart every local-model
+    worker would import torch and sentence-transformers itself, seconds each time. Checked in a fresh
+    interpreter, up to the point where the new fork server would import them."""
+    probe = """
+import multiprocessing as mp, os, time
+from multiprocessing import forkserver
+from chatspace.config import Mode
+from chatspace.pool.executors.local import WORKER_PRELOAD, worker_context
+
+if __name__ == "__main__":
+    p = worker_context(Mode.OPENAI).Process(target=os.getpid)
+    p.start()
+    p.join()
+    first = forkserver._forkserver._forkserver_pid
+    worker_context(Mode.OPENAI)  # what it has is enough: kept
+    kept = forkserver._forkserver._forkserver_pid == first
+    live = worker_context(Mode.OPENAI).Process(target=time.sleep, args=(120,))
+    live.start()
+    worker_context(Mode.SENTENCE_TRANSFORMER)  # a worker of it still runs: kept too
+    kept_while_live = forkserver._forkserver._forkserver_pid == first
+    live.kill()
+    live.join()
+    worker_context(Mode.SENTENCE_TRANSFORMER)
+    preload = forkserver._forkserver._preload_modules
+    print(kept, kept_while_live, forkserver._forkserver._forkserver_pid is None,
+          set(WORKER_PRELOAD[Mode.SENTENCE_TRANSFORMER]) | set(WORKER_PRELOAD[Mode.OPENAI]) == set(preload))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "True", "True", "True"], out.stderr

@@ -3,22 +3,26 @@ that fails to load, and refusals that protect existing output. All on CPU worker
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from tests.helpers import cosine_rows, embed_args, run_cli, run_manifest, run_table, write_corpus
 from tests.helpers.faults import (
     assert_all_gone,
+    run_cli_alongside,
     shard_state,
     start_cli,
     start_until_units,
     wait_for_units,
     worker_processes,
+    workers_here,
 )
 
 pytestmark = pytest.mark.slow
@@ -68,12 +72,16 @@ def test_with_no_restarts_a_killed_worker_fails_fast_and_resume_finishes_exactly
     path, ids = corpus
     out = tmp_path / "out"
     args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--max-worker-restarts", "0")
-    proc, workers = start_until_units(args, out, 2)
-    assert len(workers) == 2
-    victim = workers[1]
-    victim.send_signal(signal.SIGKILL)
-    t0 = time.monotonic()
-    _, stderr = proc.communicate(timeout=30)
+
+    def kill_a_worker(run) -> tuple[list, float]:
+        wait_for_units(out, 2, run)
+        workers = workers_here()
+        assert len(workers) == 2
+        workers[1].send_signal(signal.SIGKILL)
+        return workers, time.monotonic()
+
+    proc, (workers, t0) = run_cli_alongside(args, kill_a_worker, timeout=120)
+    stderr = proc.stderr
     assert proc.returncode not in (0, None)
     assert time.monotonic() - t0 < 15
     assert "was killed by SIGKILL" in stderr and "Traceback" not in stderr
@@ -202,15 +210,21 @@ def test_a_frozen_worker_stops_the_run_naming_its_device(corpus, tmp_path):
     path, _ = corpus
     out = tmp_path / "out"
     args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--stall-timeout", "8")
-    proc, workers = start_until_units(args, out, 1)
-    frozen = workers[1]
-    frozen.send_signal(signal.SIGSTOP)
+
+    def freeze_a_worker(run) -> tuple[list, object]:
+        wait_for_units(out, 1, run)
+        workers = workers_here()
+        workers[1].send_signal(signal.SIGSTOP)
+        return workers, workers[1]
+
     try:
-        _, stderr = proc.communicate(timeout=240)
+        proc, (workers, frozen) = run_cli_alongside(args, freeze_a_worker)
     finally:
-        if frozen.is_running():
-            frozen.send_signal(signal.SIGCONT)
-    assert proc.returncode == 1
+        for worker in workers_here():  # a frozen worker still there if the run went wrong
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.send_signal(signal.SIGCONT)
+    stderr = proc.stderr
+    assert proc.returncode == 1, stderr
     m = run_manifest(out)
     rank = next(w["rank"] for w in m["workers"] if w.get("pid") == frozen.pid)
     assert f"worker {rank} (cpu:{rank}) made no progress" in stderr and "--stall-timeout 8" in stderr

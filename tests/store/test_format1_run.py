@@ -20,7 +20,7 @@ import pytest
 from chatspace.data.identity import identity_digest
 from chatspace.store.reader import load_embeddings
 from chatspace.store.verify import verify
-from tests.helpers import CHATSPACE
+from tests.helpers import run_cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_format1"
 INDEX = "indexes/sentence-transformers__all-MiniLM-L6-v2/corpus/train"
@@ -52,17 +52,11 @@ def old_run(tmp_path) -> Path:
 
 
 def _embed(folder: Path, *extra: str):
-    import subprocess
-
-    return subprocess.run(
-        [*CHATSPACE, "embed-hf", "--dataset", "corpus.jsonl", "--id-field", "id", "--output-root", "out"]
-        + ["--rows-per-shard", "16", "--devices", "cpu", "--no-progress", *extra],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[2])},
-    )
+    """The command the fixture was made with, run from the fixture's folder (its paths are relative)."""
+    return run_cli(
+        "embed-hf", "--dataset", "corpus.jsonl", "--id-field", "id", "--output-root", "out",
+        "--rows-per-shard", "16", "--devices", "cpu", "--no-progress", *extra, cwd=folder, timeout=300,
+    )  # fmt: skip
 
 
 def test_a_format1_run_verifies_and_reads(old_run):

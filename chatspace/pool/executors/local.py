@@ -66,8 +66,27 @@ def worker_context(mode: Mode):
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(list(WORKER_PRELOAD[mode]))
+    from multiprocessing import forkserver
+
+    # The process's one fork server, as multiprocessing keeps it (private names, hence getattr).
+    server = getattr(forkserver, "_forkserver", None)
+    preloaded = list(getattr(server, "_preload_modules", None) or ())
+    wanted = list(WORKER_PRELOAD[mode])
+    if getattr(server, "_forkserver_pid", None) is None:
+        ctx.set_forkserver_preload(wanted)
+    elif _worth_a_restart(mode, preloaded) and hasattr(server, "_stop") and not mp.active_children():
+        # A process that ran API workers first (embed-dataset, then run_embedding in one session):
+        # without torch preloaded, each sentence-transformers worker would import it itself, seconds
+        # every time. No worker of this process is alive (they die with their fork server).
+        server._stop()
+        ctx.set_forkserver_preload(list(dict.fromkeys([*preloaded, *wanted])))
     return ctx
+
+
+def _worth_a_restart(mode: Mode, preloaded: list[str]) -> bool:
+    """Only the sentence-transformers stack (torch, transformers: seconds per worker) is worth
+    restarting the fork server for; an API worker imports its few modules itself in a moment."""
+    return mode is Mode.SENTENCE_TRANSFORMER and not set(WORKER_PRELOAD[mode]) <= set(preloaded)
 
 
 def _adopt_environment(environ: dict[str, str]) -> None:
