@@ -4,10 +4,13 @@ timed out, and the check still ends within its budget with every other step's fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -86,24 +89,74 @@ def test_a_python_without_torch_is_one_line_saying_so(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def rehearse(out, *extra, hang=None, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("CHATSPACE_GPU_CHECK_HANG", None)
-    if hang:
-        env["CHATSPACE_GPU_CHECK_HANG"] = hang
-    t = time.monotonic()
-    proc = subprocess.run(
-        ["bash", "scripts/gpu-check.sh", "--rehearse", "--out", str(out), *extra],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    records = [
-        json.loads(line) for line in (out / "gpu-check" / "measurements.jsonl").read_text().splitlines()
-    ]
-    return proc, time.monotonic() - t, records
+class Rehearsal:
+    """One `gpu-check.sh --rehearse` running in the background: a chain of processes that each use about
+    one core, so it can run beside other tests (tests/benchmarks/conftest.py starts the module's two
+    as soon as a one-process run has collected them)."""
+
+    def __init__(self, out, *extra, hang=None):
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env.pop("CHATSPACE_GPU_CHECK_HANG", None)
+        if hang:
+            env["CHATSPACE_GPU_CHECK_HANG"] = hang
+        self.out, self.started, self.ended = out, time.monotonic(), None
+        self.proc = subprocess.Popen(
+            ["bash", "scripts/gpu-check.sh", "--rehearse", "--out", str(out), *extra],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,  # stop() ends every step it started
+        )
+        self._output = ("", "")
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self._waiter.start()
+
+    def _wait(self) -> None:
+        self._output = self.proc.communicate()  # reads both pipes as they fill
+        self.ended = time.monotonic()
+
+    def result(self, timeout=600):
+        """(the finished process, its own wall time, its measurement records)."""
+        self._waiter.join(timeout)
+        if self.ended is None:
+            self.stop()
+            raise TimeoutError(f"the rehearsal did not end within {timeout} s")
+        proc = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, *self._output)
+        lines = (self.out / "gpu-check" / "measurements.jsonl").read_text().splitlines()
+        return proc, self.ended - self.started, [json.loads(line) for line in lines]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+HUNG_STEPS = ["versions", "cli", "qwen3-ref"]
+HUNG_BUDGET_S = 200
+#: The module's rehearsals by test: the arguments and the step made to hang. Every step capped at 60 s,
+#: the hung one at 5 s (it writes its record in a fraction of a second, then hangs): the runner's own
+#: limit is what ends it.
+REHEARSALS = {
+    "test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine_hands_back": ((), None),
+    "test_a_hung_step_is_killed_with_its_children_and_the_others_keep_their_figures": (
+        ("--only", *HUNG_STEPS, "--budget-s", str(HUNG_BUDGET_S), "--step-limit-s", "60",
+         "--step-limit-s", "cli=5"),
+        "cli",
+    ),
+}  # fmt: skip
+
+
+def rehearsal_of(request, tmp_path) -> Rehearsal:
+    """The test's rehearsal: the one started early for it, else one started now."""
+    from tests.benchmarks.conftest import STARTED_EARLY
+
+    early = STARTED_EARLY.pop(request.node.name, None)
+    if early is not None:
+        return early
+    extra, hang = REHEARSALS[request.node.name]
+    return Rehearsal(tmp_path, *extra, hang=hang)
 
 
 def ends(records) -> dict:
@@ -123,10 +176,14 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine_hands_back(tmp_path):
-    proc, _, records = rehearse(tmp_path)
+def test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine_hands_back(
+    request, tmp_path
+):
+    rehearsal = rehearsal_of(request, tmp_path)
+    proc, _, records = rehearsal.result()
+    out = rehearsal.out
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == ["RESULTS-gpu.md", "gpu-check/measurements.jsonl", "gpu-check/steps.log"]
     assert list(ends(records)) == STEPS and all(e["status"] == "ok" for e in ends(records).values())
     versions = measured(records, "versions")["packages"]
@@ -137,22 +194,16 @@ def test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine
     assert headline["ratio"]["ratio"] > 0 and headline["cosine_to_plain"]["ok"]
     assert headline["chatspace"]["rows"] == headline["plain"]["rows"] == headline["ratio"]["rows"]
     assert measured(records, "qwen3-compiled")["summary"]["graphs"] >= 1
-    md = (tmp_path / "RESULTS-gpu.md").read_text()
+    md = (out / "RESULTS-gpu.md").read_text()
     assert "**Headline:**" in md and "failed: none" in md
     assert all(f"| {step} | ok |" in md for step in STEPS)
 
 
 @pytest.mark.slow
-def test_a_hung_step_is_killed_with_its_children_and_the_others_keep_their_figures(tmp_path):
-    budget = 200
-    steps = ["versions", "cli", "qwen3-ref"]
-    # every step capped at 60 s, the hung one at 5 s (it writes its record in a fraction of a second,
-    # then hangs): the runner's own limit is what ends it
-    proc, wall, records = rehearse(
-        tmp_path,
-        *["--only", *steps, "--budget-s", str(budget), "--step-limit-s", "60", "--step-limit-s", "cli=5"],
-        hang="cli",
-    )
+def test_a_hung_step_is_killed_with_its_children_and_the_others_keep_their_figures(request, tmp_path):
+    rehearsal = rehearsal_of(request, tmp_path)
+    proc, wall, records = rehearsal.result()
+    budget, out = HUNG_BUDGET_S, rehearsal.out
     assert wall < budget, wall
     assert proc.returncode == 1
     status = {step: end["status"] for step, end in ends(records).items()}
@@ -166,5 +217,5 @@ def test_a_hung_step_is_killed_with_its_children_and_the_others_keep_their_figur
     assert not alive(before["pid"]) and not alive(before["child_pid"])  # its own session's child too
     assert measured(records, "versions")["packages"]["torch"]
     assert measured(records, "qwen3-ref")["float32"]["ok"]
-    md = (tmp_path / "RESULTS-gpu.md").read_text()
+    md = (out / "RESULTS-gpu.md").read_text()
     assert "| cli | timed out |" in md and "| qwen3-ref | ok |" in md and "failed: cli" in md
