@@ -181,6 +181,18 @@ class LoopbackCluster:
         full_env.pop("RAY_ADDRESS", None)
         return start_cli(self.embed_args(data, out, *extra), env=full_env)
 
+    @contextlib.contextmanager
+    def held_embed(self, data: Path, out, *extra: str, env: dict[str, str] | None = None):
+        """`(proc, hold)`: `start_embed` with its workers held (see `held_workers`); the run's process
+        is killed on the way out if the test left it running."""
+        with self.held_workers() as hold:
+            proc = self.start_embed(data, out, *extra, env=env)
+            try:
+                yield proc, hold
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+
     def held_workers(self) -> HeldWorkers:
         """The hold its nodes were started with (`running_cluster(hold=True)`)."""
         return HeldWorkers(self.base)

@@ -69,15 +69,10 @@ def test_a_run_with_no_worker_count_uses_every_node_and_writes_the_local_pools_r
 def _both_nodes_work(cluster: LoopbackCluster, data: Path, out, *extra: str, env=None) -> None:
     """`cluster.embed`, which must succeed, with its workers held until both hold units (4 units, two
     each): both nodes do work however far apart their actors load, so a small sample is enough."""
-    with cluster.held_workers() as hold:
-        proc = cluster.start_embed(data, out, *extra, env=env)
-        try:
-            workers = hold.wait_for(2, proc)
-            hold.release()
-            _, stderr = proc.communicate(timeout=600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with cluster.held_embed(data, out, *extra, env=env) as (proc, hold):
+        workers = hold.wait_for(2, proc)
+        hold.release()
+        _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
     assert len({w["ray_node_id"] for w in workers}) == 2, workers
 
@@ -205,21 +200,16 @@ def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
     # A cluster of the test's own (one of its nodes goes down), its workers held.
-    with running_cluster(hold=True) as cluster, cluster.held_workers() as hold:
-        extra = ("--rows-per-shard", "10", "--ray-device", "cpu", "--threads-per-worker", "1")
-        proc = cluster.start_embed(data, out, *extra)
-        try:
-            workers = hold.wait_for(2, proc)  # one worker per node, each holding units
-            assert len({w["ray_node_id"] for w in workers}) == 2, workers
-            on_node2 = {p.pid for p in process_tree(cluster.nodes[1].pid)}
-            (dying,) = [w for w in workers if w["pid"] in on_node2]
-            node2 = cluster.nodes[1]
-            cluster.kill_node(1)
-            hold.release()
-            _, stderr = proc.communicate(timeout=600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    extra = ("--rows-per-shard", "10", "--ray-device", "cpu", "--threads-per-worker", "1")
+    with running_cluster(hold=True) as cluster, cluster.held_embed(data, out, *extra) as (proc, hold):
+        workers = hold.wait_for(2, proc)  # one worker per node, each holding units
+        assert len({w["ray_node_id"] for w in workers}) == 2, workers
+        on_node2 = {p.pid for p in process_tree(cluster.nodes[1].pid)}
+        (dying,) = [w for w in workers if w["pid"] in on_node2]
+        node2 = cluster.nodes[1]
+        cluster.kill_node(1)
+        hold.release()
+        _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
     got = run_table(out).column("id").to_pylist()
     assert sorted(got) == sorted(r["id"] for r in rows)  # every row, once

@@ -26,6 +26,9 @@ from tests.helpers.ray_cluster import cmdline
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'chatspace[ray]')")
 
+#: Two Ray actors on the CPU, one thread each.
+TWO_CPU_ACTORS = ("--ray-workers", "2", "--ray-device", "cpu", "--threads-per-worker", "1")
+
 
 def _closed_port() -> int:
     with socket.socket() as s:
@@ -97,12 +100,7 @@ def test_ray_workers_match_local_workers(texts, tmp_path, stale_ray_tmpdir):
         *common,
         "--executor",
         "ray",
-        "--ray-workers",
-        "2",
-        "--ray-device",
-        "cpu",
-        "--threads-per-worker",
-        "1",
+        *TWO_CPU_ACTORS,
         "--output-root",
         str(tmp_path / "ray"),
         env={"RAY_TMPDIR": stale_ray_tmpdir},
@@ -192,31 +190,17 @@ def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tm
     rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(100)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "out"
-    extra = (
-        "--rows-per-shard",
-        "10",
-        "--ray-workers",
-        "2",
-        "--ray-device",
-        "cpu",
-        "--threads-per-worker",
-        "1",
-    )
-    with ray_cluster.held_workers() as hold:
-        proc = ray_cluster.start_embed(data, out, *extra)
-        try:
-            first, second = hold.wait_for(2, proc)  # both actors loaded, each holding units
-            assert first["pid"] != second["pid"] and first["ray_actor_id"] != second["ray_actor_id"]
-            cluster_pids = {p.pid for p in ray_cluster.processes()}
-            assert first["pid"] in cluster_pids, "the worker must be a Ray actor on the cluster's nodes"
-            os.kill(first["pid"], signal.SIGKILL)
-            # A lost unit goes only to an empty worker: the replacement, once loaded, takes one and waits too.
-            replacement_actor = hold.wait_for(3, proc)[2]["ray_actor_id"]
-            hold.release()
-            _, stderr = proc.communicate(timeout=400)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    extra = ("--rows-per-shard", "10", *TWO_CPU_ACTORS)
+    with ray_cluster.held_embed(data, out, *extra) as (proc, hold):
+        first, second = hold.wait_for(2, proc)  # both actors loaded, each holding units
+        assert first["pid"] != second["pid"] and first["ray_actor_id"] != second["ray_actor_id"]
+        cluster_pids = {p.pid for p in ray_cluster.processes()}
+        assert first["pid"] in cluster_pids, "the worker must be a Ray actor on the cluster's nodes"
+        os.kill(first["pid"], signal.SIGKILL)
+        # A lost unit goes only to an empty worker: the replacement, once loaded, takes one and waits too.
+        replacement_actor = hold.wait_for(3, proc)[2]["ray_actor_id"]
+        hold.release()
+        _, stderr = proc.communicate(timeout=400)
     assert proc.returncode == 0, stderr
     assert "starting a new worker" in stderr
     got = run_table(out).column("id").to_pylist()
