@@ -34,7 +34,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 # Environment a process reads once (at start, or when a library is imported): a call that changes one of
-# these, or unsets anything, gets a fresh process. CHATSPACE_TEST_* drive tests/helpers/crash_hook,
+# these, or unsets anything, gets a fresh process. CHATSPACE_TEST_* drive tests/helpers/worker_hook,
 # which is installed through PYTHONPATH at a process's start.
 _READ_AT_START = (
     "PYTHONPATH",

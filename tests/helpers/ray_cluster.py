@@ -1,6 +1,6 @@
 """What the Ray tests share: a real Ray cluster of the tests' own on this machine (a head and a second
 `ray start --address 127.0.0.1:PORT` node, one CPU each, with their own token and temp folder), and a
-way to hold a run's workers mid-run (tests/helpers/hold_hook).
+way to hold a run's workers mid-run (tests/helpers/worker_hook).
 
 A test attaches only to a cluster it (or the session's fixture, tests/conftest.py) started, and every
 process a cluster started is stopped with it.
@@ -24,7 +24,7 @@ from pathlib import Path
 from tests.helpers import REPO, embed_args, run_cli
 
 RAY = str(Path(sys.executable).with_name("ray"))
-HOLD_HOOK = REPO / "tests" / "helpers" / "hold_hook"
+HOLD_HOOK = REPO / "tests" / "helpers" / "worker_hook"
 
 
 class HeldWorkers:

@@ -77,8 +77,8 @@ def test_a_killed_worker_is_replaced_and_the_run_completes_exactly(corpus, tmp_p
     assert_all_gone(workers)
 
 
-def _crash_hook_env(**variables: str) -> dict[str, str]:
-    hook = str(REPO / "tests" / "helpers" / "crash_hook")
+def _worker_hook_env(**variables: str) -> dict[str, str]:
+    hook = str(REPO / "tests" / "helpers" / "worker_hook")
     return {"PYTHONPATH": os.pathsep.join([hook, os.environ.get("PYTHONPATH", "")]), **variables}
 
 
@@ -86,7 +86,7 @@ def test_when_a_device_cannot_take_a_new_worker_the_others_finish(long_corpus, t
     path, ids = long_corpus
     out = tmp_path / "out"
     gone = tmp_path / "device-gone"  # once it exists, a worker dies while loading its model
-    proc = start_cli(_args(path, out), env=_crash_hook_env(CHATSPACE_TEST_CRASH_ON_LOAD_IF=str(gone)))
+    proc = start_cli(_args(path, out), env=_worker_hook_env(CHATSPACE_TEST_CRASH_ON_LOAD_IF=str(gone)))
     wait_for_units(out, 2, proc)
     deadline = time.monotonic() + 300
     while sum(p.read_text().count("] ready: ") for p in out.glob("logs/*.log")) < 2:  # both loaded
@@ -113,7 +113,7 @@ def test_a_unit_that_kills_every_worker_is_named_with_its_rows(tmp_path, texts):
     rows[37]["text"] = "POISON-ROW " + rows[37]["text"]  # unit 2 holds rows 32-47
     data = write_jsonl(tmp_path / "poison.jsonl", rows)
     out = tmp_path / "out"
-    env = _crash_hook_env(CHATSPACE_TEST_CRASH_MARKER="POISON-ROW")
+    env = _worker_hook_env(CHATSPACE_TEST_CRASH_MARKER="POISON-ROW")
     t0 = time.monotonic()
     proc = run_cli(*_args(data, out, "--max-worker-restarts", "5"), env=env, timeout=600)
     assert proc.returncode == 1, proc.stderr

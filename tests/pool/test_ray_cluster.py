@@ -194,7 +194,7 @@ def test_a_cluster_without_gpus_says_so(tmp_path, ray_cluster):
 def test_a_lost_node_is_survived_with_exact_rows(texts, tmp_path):
     """The second node dies mid-run (as a preempted spot node does): its worker's units are redone on
     the node that is left, the run completes with every row once, and the manifest names the node."""
-    # The workers wait at their first text until the node is down (tests/helpers/hold_hook): the node
+    # The workers wait at their first text until the node is down (tests/helpers/worker_hook): the node
     # certainly dies while its worker holds units, on any machine, so a small dataset (10 units) is enough.
     rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(100)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)

@@ -185,7 +185,7 @@ def test_a_ray_cluster_that_does_not_answer_fails_fast(tmp_path, stale_ray_tmpdi
 def test_a_killed_ray_worker_is_replaced_and_the_run_completes_exactly(texts, tmp_path, ray_cluster):
     """On the session's two-node cluster: one actor's process is killed mid-run; a new actor takes its
     place (where the killed one freed its CPU) and the run completes with every row once."""
-    # The workers wait at their first text until the replacement has its unit (tests/helpers/hold_hook):
+    # The workers wait at their first text until the replacement has its unit (tests/helpers/worker_hook):
     # the kill lands while both hold units, on any machine, so a small dataset (10 units) is enough.
     rows = [{"id": f"d{i}", "text": f"{texts[i % len(texts)]} ({i})"} for i in range(100)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
