@@ -14,6 +14,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Every manifest and unit record a test's run writes is checked against manifest.schema.json first.
 os.environ.setdefault("CHATSPACE_CHECK_FORMAT", "1")
+# OpenMP threads (torch's, faiss's) sleep when they run out of work instead of spinning for it. The suite
+# runs more busy processes than the machine has cores (this process, a run's workers, the gpu-check
+# rehearsals beside it), and a spinning thread then burns the core its partner needs: an in-process
+# encode took ~6x the CPU. Set here, before anything imports torch; every process the tests start
+# (fork server, CLI subprocesses, Ray nodes) inherits it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
