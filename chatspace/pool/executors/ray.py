@@ -3,19 +3,21 @@
 With no --ray-workers the run takes the whole cluster: one worker per GPU (--ray-device cuda) or per
 --threads-per-worker CPUs (--ray-device cpu), spread over the nodes; --ray-workers caps that. Each
 actor asks Ray for its GPU (Ray sets its CUDA_VISIBLE_DEVICES) or its CPUs, and talks to the supervisor
-through two bounded `ray.util.queue.Queue`s pinned to the driver's node, as local workers do through
+through the run's one mailbox actor pinned to the driver's node (ray_mailbox), as local workers do through
 multiprocessing queues. A lost actor (killed process, lost node) is replaced by a new one, placed where
 Ray finds room. The output root (and a local dataset path) must be storage every node reaches.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from chatspace.errors import ChatspaceError, UsageError
 from chatspace.hardware.devices import Device
 from chatspace.logs import quiet_worker_environment
 from chatspace.pool.executors.base import TASKS_PER_WORKER, Executor, send_worker_logs, share_worker_cores
+from chatspace.pool.executors.ray_mailbox import Key, Mailbox, MailboxMessages, MailboxTasks
 from chatspace.pool.executors.ray_probe import cluster_refusal, nodes_chatspace_refusal
 from chatspace.pool.messages import Finished, Message, Task
 from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
@@ -32,6 +35,8 @@ from chatspace.pool.worker import QueueChannel, WorkerLoop, WorkerSpec
 log = logging.getLogger("chatspace")
 
 PROBE_TIMEOUT_S = 3.0
+MESSAGE_SLOTS = 10_000  # messages a worker may have waiting for the driver before its sends wait
+TAKE_AT_MOST = 1_000  # messages the driver takes from the mailbox in one call
 _DEFAULT_PORTS = {"ray": 10001, "gcs": 6379}  # Ray Client server; GCS (`ray start --head`)
 # The address this module's `ray.init` connected the driver to (None: not connected by chatspace, say
 # the user's own `ray.init`). The check connects before any output is touched and the executor keeps
@@ -105,7 +110,6 @@ def _host_port(address: str) -> tuple[str, int]:
 def _import_ray() -> Any:
     try:
         import ray
-        import ray.util.queue  # noqa: F401 - checked here, used per worker
     except ImportError:
         raise UsageError("--executor ray needs Ray: pip install 'chatspace[ray]'") from None
     return ray
@@ -201,13 +205,15 @@ class RayExecutor(Executor):
         super().__init__(cfg, log_sink, log_level)
         self.ray = _import_ray()
         self._started_ray = False
-        self.queues: dict[int, tuple[Any, Any]] = {}
+        self._mailbox: Any = None  # the run's Mailbox actor, made with the first worker
+        self._keys: dict[int, Key] = {}  # rank -> its current actor's key in the mailbox
+        self._starts: collections.Counter[int] = collections.Counter()
+        self._inbox: collections.deque[tuple[Key, Any]] = collections.deque()  # taken, not yet returned
         self.actors: dict[int, Any] = {}
         self.refs: dict[int, Any] = {}
         self._codes: dict[int, int] = {}
         self._reasons: dict[int, str] = {}  # rank -> how its actor was lost, in Ray's words
         self._finished: set[int] = set()  # ranks whose current actor said Finished: it is about to exit
-        self._next = 0  # round-robin start for receive
         self._actor_class = None
 
     @staticmethod
@@ -261,31 +267,36 @@ class RayExecutor(Executor):
             log.info("Ray cluster: %d node(s), room for %d worker(s) of %s", len(nodes), capacity, what)
         return tuple(Device(kind, f"ray-{kind}:{i}") for i in range(count)), threads
 
-    def _new_queues(self) -> tuple[Any, Any]:
-        """Task and result queues on the driver's node: a lost worker node must not take them along."""
-        from ray.util.queue import Queue
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    def _open_mailbox(self) -> Any:
+        """The run's mailbox, on the driver's node: a lost worker node must not take it along."""
+        if self._mailbox is None:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        options = {
-            "num_cpus": 0,
-            "scheduling_strategy": NodeAffinitySchedulingStrategy(self._driver_node, soft=False),
-        }
-        return (
-            Queue(maxsize=TASKS_PER_WORKER + 1, actor_options=options),
-            Queue(maxsize=10_000, actor_options=options),
-        )
+            self._mailbox = (
+                self.ray.remote(Mailbox)
+                .options(
+                    num_cpus=0,
+                    max_restarts=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(self._driver_node, soft=False),
+                )
+                .remote(TASKS_PER_WORKER + 1, MESSAGE_SLOTS)  # + a worker's stop marker
+            )
+        return self._mailbox
 
     def _retire(self, rank: int) -> None:
+        """Kill `rank`'s actor, and forget its tasks and the messages it left (as its queues went with it)."""
         actor = self.actors.pop(rank, None)
         if actor is not None:
             with contextlib.suppress(Exception):  # already dead
                 self.ray.kill(actor, no_restart=True)
-        for q in self.queues.pop(rank, ()):
+        key = self._keys.pop(rank, None)
+        if key is not None:
+            self._inbox = collections.deque(m for m in self._inbox if m[0] != key)
             with contextlib.suppress(Exception):
-                q.shutdown(force=True)
+                self._mailbox.drop.remote(key)
 
     def start_worker(self, rank: int) -> None:
-        """A new actor with fresh queues for `rank`; Ray places it where the resources are."""
+        """A new actor for `rank` with a fresh key in the mailbox; Ray places it where the resources are."""
         self._retire(rank)
         self._codes.pop(rank, None)
         self._reasons.pop(rank, None)
@@ -297,47 +308,35 @@ class RayExecutor(Executor):
             resources = {"num_cpus": spec.threads or 1}
         if self._actor_class is None:
             self._actor_class = self.ray.remote(max_restarts=0, max_task_retries=0)(RayWorkerActor)
+        mailbox = self._open_mailbox()
         actor = self._actor_class.options(scheduling_strategy="SPREAD", **resources).remote()
-        self.queues[rank] = tasks, results = self._new_queues()
+        self._keys[rank] = key = (rank, self._starts[rank])
+        self._starts[rank] += 1
         self.actors[rank] = actor
-        self.refs[rank] = actor.run.remote(spec, tasks, results, self.log_level)
+        tasks, messages = MailboxTasks(mailbox, key), MailboxMessages(mailbox, key)
+        self.refs[rank] = actor.run.remote(spec, tasks, messages, self.log_level)
 
     def send(self, rank: int, task: Task | None) -> bool:
-        from ray.util.queue import Full
-
-        try:
-            self.queues[rank][0].put_nowait(task)
-            return True
-        except Full:
-            return False
+        return bool(self.ray.get(self._mailbox.put_task.remote(self._keys[rank], task)))
 
     def receive(self, timeout: float) -> Message | None:
-        import time
-
-        from ray.util.queue import Empty
-
         deadline = time.monotonic() + timeout
         while True:
-            ranks = sorted(self.queues)
-            msg = None
-            for i in range(len(ranks)):
-                rank = ranks[(self._next + i) % len(ranks)]
-                try:
-                    msg = self.queues[rank][1].get_nowait()
-                except Empty:
-                    continue
-                self._next = (self._next + i + 1) % len(ranks)
-                break
+            if not self._inbox:
+                left = max(0.0, deadline - time.monotonic())
+                # Bounded, so a mailbox that stopped answering cannot hang the run.
+                taken = self.ray.get(self._mailbox.take.remote(left, TAKE_AT_MOST), timeout=left + 60)
+                current = set(self._keys.values())
+                self._inbox.extend(m for m in taken if m[0] in current)
+                if not self._inbox:
+                    return None
+            _, msg = self._inbox.popleft()
             if isinstance(msg, logging.LogRecord):  # a worker's log line, sent with its messages
                 self.log_sink(msg)
-            elif msg is not None:
+            else:
                 if isinstance(msg, Finished):
                     self._finished.add(msg.rank)
                 return msg
-            elif time.monotonic() >= deadline:
-                return None
-            else:
-                time.sleep(0.02)
 
     def exitcode(self, rank: int) -> int | None:
         if rank in self._codes:
@@ -370,10 +369,14 @@ class RayExecutor(Executor):
             self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
 
     def shutdown(self, grace: float = 5.0) -> None:
-        """Kill every actor and queue this run made; a Ray instance started here is stopped too."""
+        """Kill every actor this run made, its mailbox too; a Ray instance started here is stopped too."""
         if not self.ray.is_initialized():
             return
         for rank in list(self.actors):
             self._retire(rank)
+        if self._mailbox is not None:
+            with contextlib.suppress(Exception):  # already gone
+                self.ray.kill(self._mailbox, no_restart=True)
+            self._mailbox = None
         if self._started_ray:
             disconnect_driver(self.ray)
