@@ -6,6 +6,7 @@ processes used meanwhile is measured, so a figure taken on a busy machine says s
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import glob
 import json
@@ -88,14 +89,13 @@ def environment(cores: int) -> dict:
         "git": short_sha(git_sha()),
         "load_before": loadavg(),
     }
-    try:
-        import sentence_transformers
-        import transformers
+    # Their installed versions, read without importing them (sentence-transformers' import alone takes
+    # seconds, and a standalone case's own process uses neither).
+    from importlib.metadata import PackageNotFoundError, version
 
-        info["sentence_transformers"] = sentence_transformers.__version__
-        info["transformers"] = transformers.__version__
-    except ImportError:
-        pass
+    for key, dist in (("sentence_transformers", "sentence-transformers"), ("transformers", "transformers")):
+        with contextlib.suppress(PackageNotFoundError):
+            info[key] = version(dist)
     return info
 
 
