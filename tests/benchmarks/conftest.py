@@ -1,20 +1,26 @@
-"""The gpu-check rehearsals start as soon as a one-process run has collected their tests.
+"""The gpu-check rehearsals, and the bench cases' commands, start as soon as a one-process run has
+collected their tests.
 
-Each is a chain of processes using about one core for a minute; the rest of a one-process run leaves a
-core idle much of the time, so they run beside it, and their tests (moved to the run's end) wait for
-their own and assert on it as before (tests/benchmarks/test_gpu_check.py). Not in an xdist run (its workers share the cores already),
-nor when only collecting; whatever is still running at the session's end is stopped.
+Each rehearsal is a chain of processes using about one core for a minute; the rest of a one-process run
+leaves a core idle much of the time, so they run beside it, and their tests (moved to the run's end) wait
+for their own and assert on it as before (tests/benchmarks/test_gpu_check.py). The bench cases' commands
+(one core each, tests/benchmarks/test_bench_cases.py and test_scale_case.py) run one after another once
+the rehearsals have ended, and their tests, also at the end, take the finished commands. Not
+in an xdist run (its workers share the cores already), nor when only collecting; whatever is still
+running at the session's end is stopped.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
-#: test name -> its Rehearsal, started early and not yet taken by its test
+#: test name -> its Rehearsal (started early) or BackgroundCommand (queued early), not yet taken by its test
 STARTED_EARLY: dict = {}
 _FOLDERS: list[Path] = []
 
@@ -26,30 +32,59 @@ def _plain_run(config: pytest.Config) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In a plain run their tests come last, so the rehearsals have the whole run to finish beside it."""
+    """In a plain run their tests come last, so their commands have the whole run to finish beside it."""
     if not _plain_run(config):
         return
+    last = {*_rehearsals(), *_bench_commands()}
+    items.sort(key=lambda item: item.name in last)  # stable: every other test keeps its place
+
+
+def _rehearsals() -> dict:
     from tests.benchmarks.test_gpu_check import REHEARSALS
 
-    items.sort(key=lambda item: item.name in REHEARSALS)  # stable: every other test keeps its place
+    return REHEARSALS
+
+
+def _bench_commands() -> dict:
+    from tests.benchmarks import test_bench_cases, test_scale_case
+
+    return {**test_bench_cases.BESIDE_THE_RUN, **test_scale_case.BESIDE_THE_RUN}
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if not _plain_run(session.config):
         return
     wanted = {item.name for item in session.items}
-    from tests.benchmarks.test_gpu_check import REHEARSALS, Rehearsal
+    from tests.benchmarks.test_gpu_check import Rehearsal
 
-    for name, (extra, hang) in REHEARSALS.items():
+    for name, (extra, hang) in _rehearsals().items():
         if name in wanted:
             out = Path(tempfile.mkdtemp(prefix="chatspace-gpu-check-"))
             _FOLDERS.append(out)
             STARTED_EARLY[name] = Rehearsal(out, *extra, hang=hang)
+    commands = []
+    for name, (command_for, needs) in _bench_commands().items():
+        if name in wanted and all(importlib.util.find_spec(module) for module in needs):
+            folder = Path(tempfile.mkdtemp(prefix="chatspace-bench-case-"))
+            _FOLDERS.append(folder)
+            STARTED_EARLY[name] = command_for(folder)
+            commands.append(STARTED_EARLY[name])
+    if commands:
+        # After the rehearsals: the run has a core to spare for longer than they take.
+        first = [STARTED_EARLY[name] for name in _rehearsals() if name in wanted]
+        threading.Thread(target=_one_after_another, args=(first, commands), daemon=True).start()
+
+
+def _one_after_another(first: list, commands: list) -> None:
+    for rehearsal in first:
+        rehearsal.wait()
+    for command in commands:
+        command.run()  # nothing, where its test took it already or the session stopped it
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    for rehearsal in STARTED_EARLY.values():  # its test was deselected at run time, or never reached
-        rehearsal.stop()
+    for early in STARTED_EARLY.values():  # its test was deselected at run time, or never reached
+        early.stop()
     STARTED_EARLY.clear()
     for folder in _FOLDERS:
         shutil.rmtree(folder, ignore_errors=True)

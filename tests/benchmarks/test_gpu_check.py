@@ -117,9 +117,13 @@ class Rehearsal:
         self._output = self.proc.communicate()  # reads both pipes as they fill
         self.ended = time.monotonic()
 
+    def wait(self, timeout=None) -> None:
+        """Until it has ended (or `timeout` seconds)."""
+        self._waiter.join(timeout)
+
     def result(self, timeout=600):
         """(the finished process, its own wall time, its measurement records)."""
-        self._waiter.join(timeout)
+        self.wait(timeout)
         if self.ended is None:
             self.stop()
             raise TimeoutError(f"the rehearsal did not end within {timeout} s")

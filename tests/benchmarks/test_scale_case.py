@@ -6,12 +6,12 @@ for 3,000,000 rows and 2,000 units (`--rows`, `--units`): the same code paths as
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers.background import BackgroundCommand
 
 KEYS = ["select_all_1e9", "select_p_1e9", "select_n_1e7_of_1e9", "select_n_5e8_of_1e9", "plan_1e5_units"]
 UNIT_KEYS = [
@@ -23,17 +23,35 @@ UNIT_KEYS = [
 ]
 
 
+ROWS, UNITS = 3_000_000, 2_000
+
+
+def scale_case(folder: Path) -> BackgroundCommand:
+    args = [
+        sys.executable,
+        "benchmarks/bench.py",
+        "--case",
+        "scale",
+        "--rows",
+        str(ROWS),
+        "--units",
+        str(UNITS),
+    ]
+    return BackgroundCommand([*args, "--out", str(folder / "scale.json")], folder, 900)
+
+
+#: The test whose command a one-process run starts early (tests/benchmarks/conftest.py), as
+#: test_bench_cases.BESIDE_THE_RUN.
+BESIDE_THE_RUN = {"test_scale_case_writes_every_measurement": (scale_case, ())}
+
+
 @pytest.mark.slow
-def test_scale_case_writes_every_measurement(tmp_path):
-    out, rows, units = tmp_path / "scale.json", 3_000_000, 2_000
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/bench.py", "--case", "scale", "--rows", str(rows), "--units", str(units)]
-        + ["--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+def test_scale_case_writes_every_measurement(request, tmp_path):
+    from tests.benchmarks.conftest import STARTED_EARLY
+
+    command = STARTED_EARLY.pop(request.node.name, None) or scale_case(tmp_path)
+    out, rows, units = command.folder / "scale.json", ROWS, UNITS
+    proc = command.result()
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     assert {"cpu", "cpu_flags", "cores"} <= set(results["env"])
