@@ -209,7 +209,9 @@ def test_a_frozen_worker_stops_the_run_naming_its_device(corpus, tmp_path):
     """A worker that stays alive but finishes nothing: frozen with SIGSTOP, as a hung kernel would."""
     path, _ = corpus
     out = tmp_path / "out"
-    args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--stall-timeout", "8")
+    # 4 s: many times a batch's time on a loaded machine (the live worker reports each batch it finishes),
+    # and all the run waits for once the other worker is done.
+    args = _args(path, out, "--devices", "cpu,cpu", "--rows-per-shard", "16", "--stall-timeout", "4")
 
     def freeze_a_worker(run) -> tuple[list, object]:
         wait_for_units(out, 1, run)
@@ -227,7 +229,7 @@ def test_a_frozen_worker_stops_the_run_naming_its_device(corpus, tmp_path):
     assert proc.returncode == 1, stderr
     m = run_manifest(out)
     rank = next(w["rank"] for w in m["workers"] if w.get("pid") == frozen.pid)
-    assert f"worker {rank} (cpu:{rank}) made no progress" in stderr and "--stall-timeout 8" in stderr
+    assert f"worker {rank} (cpu:{rank}) made no progress" in stderr and "--stall-timeout 4" in stderr
     assert "Traceback" not in stderr
     assert_all_gone(workers)
     assert m["status"] == "failed" and "made no progress" in m["error"]["message"]

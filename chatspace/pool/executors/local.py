@@ -13,6 +13,7 @@ when the worker starts, as a spawned process would.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -282,13 +283,18 @@ class LocalExecutor(Executor):
             w.process.join(timeout)
 
     def shutdown(self, grace: float = 5.0) -> None:
-        """Terminate, wait, kill: no worker outlives the supervisor, whatever the exit path."""
+        """Terminate, wait (`grace` seconds for them all), kill: no worker outlives the supervisor,
+        whatever the exit path. A stopped worker (SIGSTOP, a job-control stop) is continued too: it acts
+        on SIGTERM only once it runs, and would otherwise be waited for in vain."""
         procs = [w.process for w in self.workers.values()]
         for p in procs:
             if p.is_alive():
                 p.terminate()
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    os.kill(p.pid, signal.SIGCONT)
+        deadline = time.monotonic() + grace
         for p in procs:
-            p.join(grace)
+            p.join(max(0.0, deadline - time.monotonic()))
         for p in procs:
             if p.is_alive():
                 p.kill()
