@@ -58,10 +58,12 @@ browser:
 		else echo "chromium is missing and apt-get needs root: the browser tests will be skipped"; fi; }
 
 # One pytest process by default: the suite is CPU-bound (commands run in-process, their workers forked
-# from one preloaded fork server; the rest is model work), so on 2 cores two xdist workers save little
-# (suite 9:41 against 10:17; one process now takes 9:37, its gpu-check rehearsals running beside it) and make the signal-timing tests race the other worker. `make test TEST_WORKERS=N` splits whole test modules over N processes (tests/conftest.py
-# says how). --durations: every full run ends with its slowest set-ups and tests, so where the time goes
-# is in the log.
+# from one preloaded fork server; the rest is model work), so on 2 cores two xdist workers save nothing
+# (a group of modules: 270 s against 193 s in one process) and make the signal-timing tests race the
+# other worker. One process on a fresh 2-core clone: suite 8:28, 9:09 with the venv; the commands some
+# tests only assert on run beside it (tests/benchmarks/conftest.py). `make test TEST_WORKERS=N` splits
+# whole test modules over N processes (tests/conftest.py says how). --durations: every full run ends
+# with its slowest set-ups and tests, so where the time goes is in the log.
 TEST_WORKERS ?= 0
 test: venv browser
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=25
