@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-#: test name -> its Rehearsal (started early) or BackgroundCommand (queued early), not yet taken by its test
-STARTED_EARLY: dict = {}
+from tests.helpers.background import STARTED_EARLY, Maker
+
 _FOLDERS: list[Path] = []
 
 
@@ -39,39 +39,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.name in last)  # stable: every other test keeps its place
 
 
-def _rehearsals() -> dict:
+def _rehearsals() -> dict[str, Maker]:
     from tests.benchmarks.test_gpu_check import REHEARSALS
 
     return REHEARSALS
 
 
-def _bench_commands() -> dict:
+def _bench_commands() -> dict[str, Maker]:
     from tests.benchmarks import test_bench_cases, test_scale_case
 
     return {**test_bench_cases.BESIDE_THE_RUN, **test_scale_case.BESIDE_THE_RUN}
+
+
+def _make_early(name: str, maker: Maker, wanted: set[str]):
+    make, needs = maker
+    if name not in wanted or not all(importlib.util.find_spec(module) for module in needs):
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="chatspace-early-"))
+    _FOLDERS.append(folder)
+    STARTED_EARLY[name] = command = make(folder)
+    return command
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if not _plain_run(session.config):
         return
     wanted = {item.name for item in session.items}
-    from tests.benchmarks.test_gpu_check import Rehearsal
-
-    for name, (extra, hang) in _rehearsals().items():
-        if name in wanted:
-            out = Path(tempfile.mkdtemp(prefix="chatspace-gpu-check-"))
-            _FOLDERS.append(out)
-            STARTED_EARLY[name] = Rehearsal(out, *extra, hang=hang)
-    commands = []
-    for name, (command_for, needs) in _bench_commands().items():
-        if name in wanted and all(importlib.util.find_spec(module) for module in needs):
-            folder = Path(tempfile.mkdtemp(prefix="chatspace-bench-case-"))
-            _FOLDERS.append(folder)
-            STARTED_EARLY[name] = command_for(folder)
-            commands.append(STARTED_EARLY[name])
+    made = {name: _make_early(name, maker, wanted) for name, maker in _rehearsals().items()}
+    first = [command.start() for command in made.values() if command is not None]
+    made = {name: _make_early(name, maker, wanted) for name, maker in _bench_commands().items()}
+    commands = [command for command in made.values() if command is not None]
     if commands:
         # After the rehearsals: the run has a core to spare for longer than they take.
-        first = [STARTED_EARLY[name] for name in _rehearsals() if name in wanted]
         threading.Thread(target=_one_after_another, args=(first, commands), daemon=True).start()
 
 

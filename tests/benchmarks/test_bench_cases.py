@@ -12,32 +12,24 @@ import pytest
 
 from chatspace.hardware.cpu import cpu_features
 from tests.helpers import REPO
-from tests.helpers.background import BackgroundCommand
+from tests.helpers.background import BackgroundCommand, Maker, command_of
 
 
 def feeder_case(folder: Path) -> BackgroundCommand:
-    args = [sys.executable, "benchmarks/bench.py", "--case", "feeder", "--quick", "--rows", "300"]
-    return BackgroundCommand([*args, "--threads", "1", "--out", str(folder / "feeder.json")], folder, 600)
+    options = ["--case", "feeder", "--quick", "--rows", "300", "--threads", "1"]
+    args = [sys.executable, "benchmarks/bench.py", *options, "--out", str(folder / "feeder.json")]
+    return BackgroundCommand(args, folder, 600)
 
 
 def backend_forward(folder: Path) -> BackgroundCommand:
-    args = [
-        sys.executable,
-        "benchmarks/backend_forward.py",
-        "--threads",
-        "1",
-        "--batches",
-        "3",
-        "--repeats",
-        "1",
-    ]
     # small batches: what is checked is that every runtime runs them and agrees, not its speed
-    return BackgroundCommand([*args, "--batch-tokens", "300"], folder, 600)
+    options = ["--threads", "1", "--batches", "3", "--repeats", "1", "--batch-tokens", "300"]
+    return BackgroundCommand([sys.executable, "benchmarks/backend_forward.py", *options], folder, 600)
 
 
 #: The tests whose command a one-process run starts early, beside the other tests (tests/benchmarks/
-#: conftest.py): name -> (its command for a folder, the modules it needs).
-BESIDE_THE_RUN = {
+#: conftest.py).
+BESIDE_THE_RUN: dict[str, Maker] = {
     "test_feeder_case_runs_the_pipeline_with_a_no_op_forward": (feeder_case, ()),
     "test_backend_forward_times_every_runtime_on_the_same_batches": (
         backend_forward,
@@ -46,17 +38,9 @@ BESIDE_THE_RUN = {
 }
 
 
-def command_of(request, tmp_path: Path) -> BackgroundCommand:
-    """The test's command: the one started early for it, else one run now, into `tmp_path`."""
-    from tests.benchmarks.conftest import STARTED_EARLY
-
-    early = STARTED_EARLY.pop(request.node.name, None)
-    return early if early is not None else BESIDE_THE_RUN[request.node.name][0](tmp_path)
-
-
 @pytest.mark.slow
-def test_feeder_case_runs_the_pipeline_with_a_no_op_forward(request, tmp_path):
-    command = command_of(request, tmp_path)
+def test_feeder_case_runs_the_pipeline_with_a_no_op_forward(request):
+    command = command_of(request, BESIDE_THE_RUN)
     out = command.folder / "feeder.json"
     proc = command.result()
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -97,10 +81,10 @@ def test_backends_verdict_takes_only_backends_that_keep_the_vectors(monkeypatch)
 
 
 @pytest.mark.slow
-def test_backend_forward_times_every_runtime_on_the_same_batches(request, tmp_path):
+def test_backend_forward_times_every_runtime_on_the_same_batches(request):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
-    proc = command_of(request, tmp_path).result()
+    proc = command_of(request, BESIDE_THE_RUN).result()
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = dict(re.findall(r"^(\S.*?)\s+[\d,]+ tok/s\s+worst token cosine ([\d.]+)$", proc.stdout, re.M))
     assert set(lines) == {

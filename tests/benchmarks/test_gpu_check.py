@@ -4,18 +4,16 @@ timed out, and the check still ends within its budget with every other step's fi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO
+from tests.helpers.background import BackgroundCommand, Maker, command_of
 
 STEPS = ["versions", "cli", "headline", "minilm-quality", "qwen3-ref", "oom", "qwen3-eager", "qwen3-compiled"]
 
@@ -89,78 +87,37 @@ def test_a_python_without_torch_is_one_line_saying_so(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-class Rehearsal:
-    """One `gpu-check.sh --rehearse` running in the background: a chain of processes that each use about
-    one core, so it can run beside other tests (tests/benchmarks/conftest.py starts the module's two
-    as soon as a one-process run has collected them)."""
+def rehearsal(out: Path, *extra: str, hang: str | None = None) -> BackgroundCommand:
+    """`gpu-check.sh --rehearse` into `out`: a chain of processes that each use about one core, so it can
+    run beside other tests (tests/benchmarks/conftest.py starts the module's two as soon as a one-process
+    run has collected them)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("CHATSPACE_GPU_CHECK_HANG", None)
+    if hang:
+        env["CHATSPACE_GPU_CHECK_HANG"] = hang
+    args = ["bash", "scripts/gpu-check.sh", "--rehearse", "--out", str(out), *extra]
+    return BackgroundCommand(args, out, timeout=600, env=env)
 
-    def __init__(self, out, *extra, hang=None):
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        env.pop("CHATSPACE_GPU_CHECK_HANG", None)
-        if hang:
-            env["CHATSPACE_GPU_CHECK_HANG"] = hang
-        self.out, self.started, self.ended = out, time.monotonic(), None
-        self.proc = subprocess.Popen(
-            ["bash", "scripts/gpu-check.sh", "--rehearse", "--out", str(out), *extra],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            start_new_session=True,  # stop() ends every step it started
-        )
-        self._output = ("", "")
-        self._waiter = threading.Thread(target=self._wait, daemon=True)
-        self._waiter.start()
 
-    def _wait(self) -> None:
-        self._output = self.proc.communicate()  # reads both pipes as they fill
-        self.ended = time.monotonic()
-
-    def wait(self, timeout=None) -> None:
-        """Until it has ended (or `timeout` seconds)."""
-        self._waiter.join(timeout)
-
-    def result(self, timeout=600):
-        """(the finished process, its own wall time, its measurement records)."""
-        self.wait(timeout)
-        if self.ended is None:
-            self.stop()
-            raise TimeoutError(f"the rehearsal did not end within {timeout} s")
-        proc = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, *self._output)
-        lines = (self.out / "gpu-check" / "measurements.jsonl").read_text().splitlines()
-        return proc, self.ended - self.started, [json.loads(line) for line in lines]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+def records_of(out: Path) -> list[dict]:
+    lines = (out / "gpu-check" / "measurements.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
 HUNG_STEPS = ["versions", "cli", "qwen3-ref"]
 HUNG_BUDGET_S = 200
-#: The module's rehearsals by test: the arguments and the step made to hang. Every step capped at 60 s,
-#: the hung one at 5 s (it writes its record in a fraction of a second, then hangs): the runner's own
-#: limit is what ends it.
-REHEARSALS = {
-    "test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine_hands_back": ((), None),
+HUNG_ARGS = ("--only", *HUNG_STEPS, "--budget-s", str(HUNG_BUDGET_S), "--step-limit-s", "60",
+             "--step-limit-s", "cli=5")  # fmt: skip
+#: The module's rehearsals by test. In the hung one every step is capped at 60 s, the hung one at 5 s (it
+#: writes its record in a fraction of a second, then hangs): the runner's own limit is what ends it.
+REHEARSALS: dict[str, Maker] = {
+    "test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine_hands_back": (
+        rehearsal, ()
+    ),
     "test_a_hung_step_is_killed_with_its_children_and_the_others_keep_their_figures": (
-        ("--only", *HUNG_STEPS, "--budget-s", str(HUNG_BUDGET_S), "--step-limit-s", "60",
-         "--step-limit-s", "cli=5"),
-        "cli",
+        lambda out: rehearsal(out, *HUNG_ARGS, hang="cli"), ()
     ),
 }  # fmt: skip
-
-
-def rehearsal_of(request, tmp_path) -> Rehearsal:
-    """The test's rehearsal: the one started early for it, else one started now."""
-    from tests.benchmarks.conftest import STARTED_EARLY
-
-    early = STARTED_EARLY.pop(request.node.name, None)
-    if early is not None:
-        return early
-    extra, hang = REHEARSALS[request.node.name]
-    return Rehearsal(tmp_path, *extra, hang=hang)
 
 
 def ends(records) -> dict:
@@ -180,12 +137,10 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine_hands_back(
-    request, tmp_path
-):
-    rehearsal = rehearsal_of(request, tmp_path)
-    proc, _, records = rehearsal.result()
-    out = rehearsal.out
+def test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine_hands_back(request):
+    command = command_of(request, REHEARSALS)
+    proc, out = command.result(), command.folder
+    records = records_of(out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == ["RESULTS-gpu.md", "gpu-check/measurements.jsonl", "gpu-check/steps.log"]
@@ -204,10 +159,10 @@ def test_rehearsal_runs_every_step_on_the_cpu_and_writes_the_files_a_gpu_machine
 
 
 @pytest.mark.slow
-def test_a_hung_step_is_killed_with_its_children_and_the_others_keep_their_figures(request, tmp_path):
-    rehearsal = rehearsal_of(request, tmp_path)
-    proc, wall, records = rehearsal.result()
-    budget, out = HUNG_BUDGET_S, rehearsal.out
+def test_a_hung_step_is_killed_with_its_children_and_the_others_keep_their_figures(request):
+    command = command_of(request, REHEARSALS)
+    proc, out, budget = command.result(), command.folder, HUNG_BUDGET_S
+    records, wall = records_of(out), command.wall
     assert wall < budget, wall
     assert proc.returncode == 1
     status = {step: end["status"] for step, end in ends(records).items()}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.background import BackgroundCommand
+from tests.helpers.background import BackgroundCommand, Maker, command_of
 
 KEYS = ["select_all_1e9", "select_p_1e9", "select_n_1e7_of_1e9", "select_n_5e8_of_1e9", "plan_1e5_units"]
 UNIT_KEYS = [
@@ -27,29 +27,18 @@ ROWS, UNITS = 3_000_000, 2_000
 
 
 def scale_case(folder: Path) -> BackgroundCommand:
-    args = [
-        sys.executable,
-        "benchmarks/bench.py",
-        "--case",
-        "scale",
-        "--rows",
-        str(ROWS),
-        "--units",
-        str(UNITS),
-    ]
-    return BackgroundCommand([*args, "--out", str(folder / "scale.json")], folder, 900)
+    options = ["--case", "scale", "--rows", str(ROWS), "--units", str(UNITS)]
+    args = [sys.executable, "benchmarks/bench.py", *options, "--out", str(folder / "scale.json")]
+    return BackgroundCommand(args, folder, 900)
 
 
-#: The test whose command a one-process run starts early (tests/benchmarks/conftest.py), as
-#: test_bench_cases.BESIDE_THE_RUN.
-BESIDE_THE_RUN = {"test_scale_case_writes_every_measurement": (scale_case, ())}
+#: The test whose command a one-process run starts early (tests/benchmarks/conftest.py).
+BESIDE_THE_RUN: dict[str, Maker] = {"test_scale_case_writes_every_measurement": (scale_case, ())}
 
 
 @pytest.mark.slow
-def test_scale_case_writes_every_measurement(request, tmp_path):
-    from tests.benchmarks.conftest import STARTED_EARLY
-
-    command = STARTED_EARLY.pop(request.node.name, None) or scale_case(tmp_path)
+def test_scale_case_writes_every_measurement(request):
+    command = command_of(request, BESIDE_THE_RUN)
     out, rows, units = command.folder / "scale.json", ROWS, UNITS
     proc = command.result()
     assert proc.returncode == 0, proc.stderr
